@@ -1,0 +1,174 @@
+/**
+ * Conductor configuration: file (YAML or JSON) + environment, validated once by zod into a
+ * compiled, fully-defaulted config. Unknown keys are errors (a typo must not be silently ignored).
+ *
+ * Environment overrides: IRONFLEET_<SECTION>__<KEY>=value, e.g. IRONFLEET_API__PORT=6385,
+ * IRONFLEET_DATABASE__URL=postgres://... Values are parsed as JSON when they parse, else strings.
+ */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { z } from 'zod';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError } from '../shared/errors.js';
+import { describeZodError } from '../shared/inventory.js';
+
+const listen = { host: z.string().min(1), port: z.number().int().min(0).max(65535) };
+
+export const configSchema = z.strictObject({
+  /** Name of this conductor; recorded as the lock holder. @default os.hostname() */
+  host: z.string().min(1).max(255).default(os.hostname()),
+  /** @default '' */
+  conductor_group: z.string().max(255).regex(/^[a-zA-Z0-9_\-.]*$/).default(''),
+  database: z
+    .strictObject({
+      /** sqlite:///path/to.db, sqlite::memory:, or postgres://user:pass@host:port/db */
+      url: z.string().min(1).default('sqlite:///var/lib/ironfleet/ironfleet.db'),
+      /** @default 10 */
+      pool_size: z.number().int().min(1).max(200).default(10),
+    })
+    .prefault({}),
+  api: z
+    .strictObject({
+      ...listen,
+      host: listen.host.default('127.0.0.1'),
+      port: listen.port.default(6385),
+      /** Public base URL used in links; derived from host:port when empty. */
+      public_url: z.string().default(''),
+      auth: z
+        .strictObject({
+          strategy: z.enum(['noauth', 'token', 'http_basic']).default('noauth'),
+          tokens: z.array(z.string().min(16)).default([]),
+          users: z.record(z.string().min(1), z.string().min(8)).default({}),
+        })
+        .prefault({}),
+      /** noauth on a non-loopback address is refused unless this is set. @default false */
+      allow_insecure_noauth: z.boolean().default(false),
+    })
+    .prefault({}),
+  agent: z
+    .strictObject({
+      host: listen.host.default('127.0.0.1'),
+      port: listen.port.default(6388),
+      tls: z.strictObject({ cert_file: z.string().min(1), key_file: z.string().min(1) }).optional(),
+      /** @default 10 */
+      heartbeat_interval_s: z.number().int().min(1).max(300).default(10),
+      /** An agent silent for this long is considered gone. @default 300 */
+      heartbeat_timeout_s: z.number().int().min(5).max(3600).default(300),
+      /** Max unacknowledged progress/log messages per stream. @default 64 */
+      window: z.number().int().min(1).max(10_000).default(64),
+      /** @default 1000 */
+      progress_interval_ms: z.number().int().min(50).max(60_000).default(1000),
+      /** @default false */
+      md5_allowed: z.boolean().default(false),
+      /** Agent last-seen timestamps are flushed to the DB in batches this often. @default 5000 */
+      liveness_flush_ms: z.number().int().min(100).max(600_000).default(5000),
+    })
+    .prefault({}),
+  conductor: z
+    .strictObject({
+      /** Retries when a node lock is held by someone else. @default 3 */
+      node_locked_retry_attempts: z.number().int().min(0).max(100).default(3),
+      /** @default 1000 */
+      node_locked_retry_interval_ms: z.number().int().min(10).max(60_000).default(1000),
+      /** Node history entries kept per node. @default 300 */
+      node_history_max_entries: z.number().int().min(1).max(100_000).default(300),
+      /** Run automated cleaning on provide (needs an agent). @default false */
+      automated_clean: z.boolean().default(false),
+    })
+    .prefault({}),
+  logging: z
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type ConductorConfig = z.output<typeof configSchema>;
+export type ConductorConfigInput = z.input<typeof configSchema>;
+
+const ENV_PREFIX = 'IRONFLEET_';
+
+function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || raw === undefined) continue;
+    const path = name.slice(ENV_PREFIX.length).toLowerCase().split('__');
+    if (path.some((p) => p === '')) continue;
+    let value: unknown = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      /* keep as string */
+    }
+    let cursor = out;
+    for (const seg of path.slice(0, -1)) {
+      cursor[seg] = typeof cursor[seg] === 'object' && cursor[seg] !== null ? cursor[seg] : {};
+      cursor = cursor[seg] as Record<string, unknown>;
+    }
+    cursor[path[path.length - 1]!] = value;
+  }
+  return out;
+}
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)
+        ? deepMerge(b as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out;
+}
+
+/** Validate a raw config object (already merged) into the compiled config. */
+export function compileConfig(raw: unknown): ConductorConfig {
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const keys = issue.code === 'unrecognized_keys' ? [...issue.path, ...issue.keys] : issue.path;
+    const key = keys.map(String).join('.') || '(root)';
+    throw new ConfigError(`invalid configuration: ${describeZodError(parsed.error)}`, key);
+  }
+  const cfg = parsed.data;
+  const loopback = /^(127\.|::1$|localhost$)/.test(cfg.api.host);
+  if (cfg.api.auth.strategy === 'noauth' && !loopback && !cfg.api.allow_insecure_noauth) {
+    throw new ConfigError(
+      `invalid configuration: api.auth.strategy is noauth but api.host ${cfg.api.host} is not loopback; set api.auth or api.allow_insecure_noauth`,
+      'api.auth.strategy',
+    );
+  }
+  if (cfg.api.auth.strategy === 'token' && cfg.api.auth.tokens.length === 0) {
+    throw new ConfigError('invalid configuration: api.auth.tokens must list at least one token for strategy token', 'api.auth.tokens');
+  }
+  if (cfg.api.auth.strategy === 'http_basic' && Object.keys(cfg.api.auth.users).length === 0) {
+    throw new ConfigError('invalid configuration: api.auth.users must list at least one user for strategy http_basic', 'api.auth.users');
+  }
+  return cfg;
+}
+
+/** Load config from an optional file, then apply environment overrides and `overrides`. */
+export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overrides?: Record<string, unknown> } = {}): ConductorConfig {
+  let fromFile: Record<string, unknown> = {};
+  if (opts.file) {
+    let text: string;
+    try {
+      text = readFileSync(opts.file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${opts.file}: ${(err as Error).message}`, '(file)');
+    }
+    let doc: unknown;
+    try {
+      doc = parseYaml(text);
+    } catch (err) {
+      throw new ConfigError(`config file ${opts.file} is not valid YAML/JSON: ${(err as Error).message}`, '(file)');
+    }
+    if (doc !== null && doc !== undefined && (typeof doc !== 'object' || Array.isArray(doc))) {
+      throw new ConfigError(`config file ${opts.file} must hold a mapping at the top level`, '(root)');
+    }
+    fromFile = (doc ?? {}) as Record<string, unknown>;
+  }
+  const merged = deepMerge(deepMerge(fromFile, envOverrides(opts.env ?? process.env)), opts.overrides ?? {});
+  return compileConfig(merged);
+}

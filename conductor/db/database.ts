@@ -1,0 +1,54 @@
+/**
+ * Opens the data layer: Kysely over better-sqlite3 (embedded default) or pg (PostgreSQL), and
+ * brings the schema up to date. The rest of the conductor only sees `Store` (store.ts).
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import SqliteDatabase from 'better-sqlite3';
+import pg from 'pg';
+import type { Database } from './schema.js';
+import { migrationProvider, type SqlDialect } from './migrations.js';
+import { ConfigError } from '../../shared/errors.js';
+
+export interface OpenedDb {
+  db: Kysely<Database>;
+  dialect: SqlDialect;
+  close(): Promise<void>;
+}
+
+export function parseDatabaseUrl(url: string): { dialect: SqlDialect; target: string } {
+  if (url === 'sqlite::memory:' || url === 'sqlite://:memory:') return { dialect: 'sqlite', target: ':memory:' };
+  if (url.startsWith('sqlite://')) {
+    const target = url.slice('sqlite://'.length);
+    if (!target) throw new ConfigError('database.url: sqlite URL needs a path, e.g. sqlite:///var/lib/ironfleet/ironfleet.db', 'database.url');
+    return { dialect: 'sqlite', target };
+  }
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return { dialect: 'postgres', target: url };
+  throw new ConfigError(`database.url: unsupported scheme in ${url.replace(/\/\/[^@]*@/, '//***@')} (use sqlite:// or postgres://)`, 'database.url');
+}
+
+export async function openDatabase(url: string, opts: { poolSize?: number } = {}): Promise<OpenedDb> {
+  const { dialect, target } = parseDatabaseUrl(url);
+  let db: Kysely<Database>;
+  if (dialect === 'sqlite') {
+    if (target !== ':memory:') mkdirSync(path.dirname(target), { recursive: true });
+    const sqlite = new SqliteDatabase(target);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('busy_timeout = 5000');
+    sqlite.pragma('foreign_keys = ON');
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  } else {
+    const pool = new pg.Pool({ connectionString: target, max: opts.poolSize ?? 10 });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  }
+  const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    await db.destroy();
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new Error(`database migration ${failed} failed: ${(error as Error).message ?? String(error)}`, { cause: error });
+  }
+  return { db, dialect, close: () => db.destroy() };
+}

@@ -1,0 +1,111 @@
+/**
+ * Schema migrations, in order. Each migration is written once against Kysely's schema builder so
+ * it runs unchanged on SQLite and PostgreSQL. Never edit a released migration: add a new one.
+ */
+import type { ColumnDefinitionBuilder, CreateTableBuilder, Kysely, Migration, MigrationProvider } from 'kysely';
+
+export type SqlDialect = 'sqlite' | 'postgres';
+
+/** An auto-incrementing integer primary key in the dialect's own idiom. */
+function withId<T extends string>(t: CreateTableBuilder<T, never>, dialect: SqlDialect): CreateTableBuilder<T, 'id'> {
+  return dialect === 'postgres'
+    ? t.addColumn('id', 'serial', (c: ColumnDefinitionBuilder) => c.primaryKey())
+    : t.addColumn('id', 'integer', (c: ColumnDefinitionBuilder) => c.primaryKey().autoIncrement());
+}
+
+function buildMigrations(dialect: SqlDialect): Record<string, Migration> {
+  return {
+  '0001_initial': {
+    async up(db: Kysely<any>) {
+      await withId(db.schema.createTable('nodes'), dialect)
+        .addColumn('uuid', 'varchar(36)', (c) => c.notNull().unique())
+        .addColumn('name', 'varchar(255)', (c) => c.unique())
+        .addColumn('driver', 'varchar(255)', (c) => c.notNull())
+        .addColumn('driver_info', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('properties', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('instance_info', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('driver_internal_info', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('extra', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('instance_uuid', 'varchar(36)')
+        .addColumn('resource_class', 'varchar(80)')
+        .addColumn('provision_state', 'varchar(32)', (c) => c.notNull())
+        .addColumn('target_provision_state', 'varchar(32)')
+        .addColumn('power_state', 'varchar(32)')
+        .addColumn('target_power_state', 'varchar(32)')
+        .addColumn('maintenance', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('maintenance_reason', 'text')
+        .addColumn('fault', 'varchar(255)')
+        .addColumn('last_error', 'text')
+        .addColumn('reservation', 'varchar(255)')
+        .addColumn('conductor_group', 'varchar(255)', (c) => c.notNull().defaultTo(''))
+        .addColumn('health', 'varchar(16)')
+        .addColumn('agent_token_hash', 'varchar(128)')
+        .addColumn('agent_boot_id', 'varchar(64)')
+        .addColumn('agent_last_seen', 'varchar(32)')
+        .addColumn('provision_updated_at', 'varchar(32)')
+        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+        .addColumn('updated_at', 'varchar(32)')
+        .execute();
+      await db.schema.createIndex('nodes_reservation_idx').on('nodes').column('reservation').execute();
+      await db.schema.createIndex('nodes_provision_state_idx').on('nodes').column('provision_state').execute();
+
+      await withId(db.schema.createTable('ports'), dialect)
+        .addColumn('uuid', 'varchar(36)', (c) => c.notNull().unique())
+        .addColumn('address', 'varchar(18)', (c) => c.notNull().unique())
+        .addColumn('node_id', 'integer', (c) => c.notNull().references('nodes.id').onDelete('cascade'))
+        .addColumn('extra', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('pxe_enabled', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('local_link_connection', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('physical_network', 'varchar(64)')
+        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+        .addColumn('updated_at', 'varchar(32)')
+        .execute();
+      await db.schema.createIndex('ports_node_id_idx').on('ports').column('node_id').execute();
+
+      await withId(db.schema.createTable('node_history'), dialect)
+        .addColumn('uuid', 'varchar(36)', (c) => c.notNull().unique())
+        .addColumn('node_id', 'integer', (c) => c.notNull().references('nodes.id').onDelete('cascade'))
+        .addColumn('conductor', 'varchar(255)')
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('event_type', 'varchar(64)', (c) => c.notNull())
+        .addColumn('severity', 'varchar(16)', (c) => c.notNull())
+        .addColumn('user', 'varchar(64)')
+        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('node_history_node_id_idx').on('node_history').columns(['node_id', 'id']).execute();
+
+      await db.schema
+        .createTable('node_inventory')
+        .addColumn('node_id', 'integer', (c) => c.primaryKey().references('nodes.id').onDelete('cascade'))
+        .addColumn('inventory', 'text', (c) => c.notNull())
+        .addColumn('plugin_data', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+        .addColumn('updated_at', 'varchar(32)')
+        .execute();
+
+      await db.schema
+        .createTable('agent_commands')
+        .addColumn('id', 'varchar(36)', (c) => c.primaryKey())
+        .addColumn('node_id', 'integer', (c) => c.notNull().references('nodes.id').onDelete('cascade'))
+        .addColumn('name', 'varchar(64)', (c) => c.notNull())
+        .addColumn('params', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('status', 'varchar(16)', (c) => c.notNull())
+        .addColumn('result', 'text')
+        .addColumn('error', 'text')
+        .addColumn('progress', 'text')
+        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+        .addColumn('updated_at', 'varchar(32)')
+        .execute();
+      await db.schema.createIndex('agent_commands_node_idx').on('agent_commands').columns(['node_id', 'created_at']).execute();
+    },
+  },
+  };
+}
+
+export function migrationProvider(dialect: SqlDialect): MigrationProvider {
+  return {
+    async getMigrations() {
+      return buildMigrations(dialect);
+    },
+  };
+}

@@ -1,0 +1,523 @@
+/**
+ * The data layer: every read and write of conductor state goes through Store. Callers deal in
+ * domain objects (JSON parsed, booleans real); rows never leave this module.
+ */
+import { randomUUID } from 'node:crypto';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import type { AgentCommandRow, Database, HistoryRow, NodeRow, PortRow } from './schema.js';
+import type { OpenedDb } from './database.js';
+import type { SqlDialect } from './migrations.js';
+import { ConflictError } from '../../shared/errors.js';
+
+export type Json = Record<string, unknown>;
+
+export interface Node {
+  id: number;
+  uuid: string;
+  name: string | null;
+  driver: string;
+  driver_info: Json;
+  properties: Json;
+  instance_info: Json;
+  driver_internal_info: Json;
+  extra: Json;
+  instance_uuid: string | null;
+  resource_class: string | null;
+  provision_state: string;
+  target_provision_state: string | null;
+  power_state: string | null;
+  target_power_state: string | null;
+  maintenance: boolean;
+  maintenance_reason: string | null;
+  fault: string | null;
+  last_error: string | null;
+  reservation: string | null;
+  conductor_group: string;
+  health: string | null;
+  agent_token_hash: string | null;
+  agent_boot_id: string | null;
+  agent_last_seen: string | null;
+  provision_updated_at: string | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
+export interface Port {
+  id: number;
+  uuid: string;
+  address: string;
+  node_id: number;
+  extra: Json;
+  pxe_enabled: boolean;
+  local_link_connection: Json;
+  physical_network: string | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
+export interface HistoryEvent {
+  uuid: string;
+  node_id: number;
+  conductor: string | null;
+  event: string;
+  event_type: string;
+  severity: string;
+  user: string | null;
+  created_at: string;
+}
+
+export interface AgentCommand {
+  id: string;
+  node_id: number;
+  name: string;
+  params: Json;
+  status: 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
+  result: Json | null;
+  error: { code: string; message: string; details?: string } | null;
+  progress: Json | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
+const JSON_NODE_FIELDS = ['driver_info', 'properties', 'instance_info', 'driver_internal_info', 'extra'] as const;
+
+export const now = (): string => new Date().toISOString();
+
+function parseJson<T>(text: string | null): T {
+  return (text === null ? null : JSON.parse(text)) as T;
+}
+
+function toNode(r: NodeRow): Node {
+  return {
+    ...r,
+    driver_info: parseJson(r.driver_info),
+    properties: parseJson(r.properties),
+    instance_info: parseJson(r.instance_info),
+    driver_internal_info: parseJson(r.driver_internal_info),
+    extra: parseJson(r.extra),
+    maintenance: Boolean(r.maintenance),
+  };
+}
+
+function toPort(r: PortRow): Port {
+  return { ...r, extra: parseJson(r.extra), local_link_connection: parseJson(r.local_link_connection), pxe_enabled: Boolean(r.pxe_enabled) };
+}
+
+function toCommand(r: AgentCommandRow): AgentCommand {
+  return {
+    ...r,
+    params: parseJson(r.params),
+    status: r.status as AgentCommand['status'],
+    result: parseJson(r.result),
+    error: parseJson(r.error),
+    progress: parseJson(r.progress),
+  };
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e?.code === '23505' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || /UNIQUE constraint failed/.test(e?.message ?? '');
+}
+
+export type NodeCreate = Pick<Node, 'uuid' | 'driver' | 'provision_state'> &
+  Partial<Omit<Node, 'id' | 'uuid' | 'driver' | 'provision_state' | 'created_at' | 'updated_at'>>;
+
+export type NodeUpdate = Partial<Omit<Node, 'id' | 'uuid' | 'created_at'>>;
+
+export interface ListNodesOptions {
+  limit?: number;
+  markerId?: number;
+  sortKey?: 'id' | 'created_at' | 'updated_at' | 'name' | 'provision_state' | 'uuid';
+  sortDir?: 'asc' | 'desc';
+  provisionState?: string;
+  maintenance?: boolean;
+  driver?: string;
+  conductorGroup?: string;
+  associated?: boolean;
+}
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+export class Store {
+  readonly db: Kysely<Database>;
+  readonly dialect: SqlDialect;
+
+  constructor(private readonly opened: OpenedDb) {
+    this.db = opened.db;
+    this.dialect = opened.dialect;
+  }
+
+  close(): Promise<void> {
+    return this.opened.close();
+  }
+
+  // ---------------------------------------------------------------- nodes
+
+  async createNode(input: NodeCreate): Promise<Node> {
+    const ts = now();
+    const row = {
+      uuid: input.uuid,
+      name: input.name ?? null,
+      driver: input.driver,
+      driver_info: JSON.stringify(input.driver_info ?? {}),
+      properties: JSON.stringify(input.properties ?? {}),
+      instance_info: JSON.stringify(input.instance_info ?? {}),
+      driver_internal_info: JSON.stringify(input.driver_internal_info ?? {}),
+      extra: JSON.stringify(input.extra ?? {}),
+      instance_uuid: input.instance_uuid ?? null,
+      resource_class: input.resource_class ?? null,
+      provision_state: input.provision_state,
+      target_provision_state: input.target_provision_state ?? null,
+      power_state: input.power_state ?? null,
+      target_power_state: null,
+      maintenance: input.maintenance ? 1 : 0,
+      maintenance_reason: input.maintenance_reason ?? null,
+      fault: null,
+      last_error: null,
+      reservation: null,
+      conductor_group: input.conductor_group ?? '',
+      health: input.health ?? null,
+      agent_token_hash: null,
+      agent_boot_id: null,
+      agent_last_seen: null,
+      provision_updated_at: ts,
+      created_at: ts,
+      updated_at: null,
+    };
+    try {
+      await this.db.insertInto('nodes').values(row).execute();
+    } catch (err) {
+      if (isUniqueViolation(err)) {
+        const what = input.name && (await this.findNode(input.name)) ? `name ${input.name}` : `uuid ${input.uuid}`;
+        throw new ConflictError(`A node with ${what} already exists.`, { field: what.split(' ')[0] });
+      }
+      throw err;
+    }
+    return (await this.getNodeByUuid(input.uuid))!;
+  }
+
+  async getNodeByUuid(uuid: string, db: Db = this.db): Promise<Node | undefined> {
+    const r = await db.selectFrom('nodes').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+    return r && toNode(r);
+  }
+
+  async getNodeById(id: number, db: Db = this.db): Promise<Node | undefined> {
+    const r = await db.selectFrom('nodes').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && toNode(r);
+  }
+
+  /** By UUID or by name (Ironic accepts either in URLs). */
+  async findNode(ident: string): Promise<Node | undefined> {
+    const r = await this.db
+      .selectFrom('nodes')
+      .selectAll()
+      .where((eb) => eb.or([eb('uuid', '=', ident), eb('name', '=', ident)]))
+      .executeTakeFirst();
+    return r && toNode(r);
+  }
+
+  async listNodes(o: ListNodesOptions = {}): Promise<Node[]> {
+    const sortKey = o.sortKey ?? 'id';
+    const dir = o.sortDir ?? 'asc';
+    let q = this.db.selectFrom('nodes').selectAll();
+    if (o.provisionState !== undefined) q = q.where('provision_state', '=', o.provisionState);
+    if (o.maintenance !== undefined) q = q.where('maintenance', '=', o.maintenance ? 1 : 0);
+    if (o.driver !== undefined) q = q.where('driver', '=', o.driver);
+    if (o.conductorGroup !== undefined) q = q.where('conductor_group', '=', o.conductorGroup);
+    if (o.associated !== undefined) q = q.where('instance_uuid', o.associated ? 'is not' : 'is', null);
+    if (o.markerId !== undefined) {
+      if (sortKey === 'id') {
+        q = q.where('id', dir === 'asc' ? '>' : '<', o.markerId);
+      } else {
+        const marker = await this.getNodeById(o.markerId);
+        if (marker) {
+          const mv = marker[sortKey] as string | number | null;
+          const op = dir === 'asc' ? '>' : '<';
+          q = q.where((eb) =>
+            eb.or([eb(sortKey, op, mv as never), eb.and([eb(sortKey, '=', mv as never), eb('id', op, o.markerId!)])]),
+          );
+        }
+      }
+    }
+    q = q.orderBy(sortKey, dir);
+    if (sortKey !== 'id') q = q.orderBy('id', dir);
+    if (o.limit !== undefined) q = q.limit(o.limit);
+    return (await q.execute()).map(toNode);
+  }
+
+  async countNodes(): Promise<number> {
+    const r = await this.db.selectFrom('nodes').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  private nodeUpdateRow(patch: NodeUpdate): Record<string, unknown> {
+    const row: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === undefined) continue;
+      if ((JSON_NODE_FIELDS as readonly string[]).includes(k)) row[k] = JSON.stringify(v);
+      else if (k === 'maintenance') row[k] = v ? 1 : 0;
+      else row[k] = v;
+    }
+    if (patch.provision_state !== undefined) row.provision_updated_at = now();
+    row.updated_at = now();
+    return row;
+  }
+
+  /**
+   * Update a node. With `expect`, the write only happens when those columns still hold the given
+   * values (compare-and-set); returns the updated node or undefined when the guard failed.
+   */
+  async updateNode(id: number, patch: NodeUpdate, expect: Partial<Pick<Node, 'provision_state' | 'reservation'>> = {}, db: Db = this.db): Promise<Node | undefined> {
+    let q = db.updateTable('nodes').set(this.nodeUpdateRow(patch)).where('id', '=', id);
+    if (expect.provision_state !== undefined) q = q.where('provision_state', '=', expect.provision_state);
+    if (expect.reservation !== undefined) q = q.where('reservation', expect.reservation === null ? 'is' : '=', expect.reservation);
+    try {
+      const res = await q.executeTakeFirst();
+      if (Number(res.numUpdatedRows) !== 1) return undefined;
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new ConflictError(`A node with name ${patch.name} already exists.`, { field: 'name' });
+      throw err;
+    }
+    return this.getNodeById(id, db);
+  }
+
+  async deleteNode(id: number): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('ports').where('node_id', '=', id).execute();
+      await tx.deleteFrom('node_history').where('node_id', '=', id).execute();
+      await tx.deleteFrom('node_inventory').where('node_id', '=', id).execute();
+      await tx.deleteFrom('agent_commands').where('node_id', '=', id).execute();
+      await tx.deleteFrom('nodes').where('id', '=', id).execute();
+    });
+  }
+
+  // ---------------------------------------------------------------- locks
+
+  /** Atomic reservation: succeeds only when nobody holds the node. */
+  async reserveNode(id: number, holder: string): Promise<boolean> {
+    const res = await this.db
+      .updateTable('nodes')
+      .set({ reservation: holder })
+      .where('id', '=', id)
+      .where('reservation', 'is', null)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  async releaseNode(id: number, holder: string): Promise<boolean> {
+    const res = await this.db
+      .updateTable('nodes')
+      .set({ reservation: null })
+      .where('id', '=', id)
+      .where('reservation', '=', holder)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  /** Clears every reservation held by `holder` (at startup: locks of our previous life). */
+  async clearReservations(holder: string): Promise<number> {
+    const res = await this.db.updateTable('nodes').set({ reservation: null }).where('reservation', '=', holder).executeTakeFirst();
+    return Number(res.numUpdatedRows);
+  }
+
+  // ---------------------------------------------------------------- agent token
+
+  /** Issues the per-boot token: only when none is set (two racing lookups cannot both win). */
+  async setAgentToken(id: number, hash: string, bootId: string): Promise<boolean> {
+    const res = await this.db
+      .updateTable('nodes')
+      .set({ agent_token_hash: hash, agent_boot_id: bootId, agent_last_seen: now(), updated_at: now() })
+      .where('id', '=', id)
+      .where('agent_token_hash', 'is', null)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  /** Wipes the agent token (power off / reboot / node teardown), as Ironic does. */
+  async clearAgentToken(id: number): Promise<void> {
+    await this.db.updateTable('nodes').set({ agent_token_hash: null, agent_boot_id: null, updated_at: now() }).where('id', '=', id).execute();
+  }
+
+  // ---------------------------------------------------------------- agent liveness
+
+  async setAgentSeen(batch: Array<{ id: number; seen: string }>): Promise<void> {
+    if (batch.length === 0) return;
+    await this.db.transaction().execute(async (tx) => {
+      // Group by timestamp second so one UPDATE covers many nodes.
+      const byTs = new Map<string, number[]>();
+      for (const { id, seen } of batch) {
+        const list = byTs.get(seen) ?? [];
+        list.push(id);
+        byTs.set(seen, list);
+      }
+      for (const [seen, ids] of byTs) {
+        for (let i = 0; i < ids.length; i += 500) {
+          await tx.updateTable('nodes').set({ agent_last_seen: seen }).where('id', 'in', ids.slice(i, i + 500)).execute();
+        }
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- ports
+
+  async createPort(input: { uuid?: string; address: string; node_id: number; extra?: Json; pxe_enabled?: boolean; local_link_connection?: Json; physical_network?: string | null }): Promise<Port> {
+    const uuid = input.uuid ?? randomUUID();
+    try {
+      await this.db
+        .insertInto('ports')
+        .values({
+          uuid,
+          address: input.address.toLowerCase(),
+          node_id: input.node_id,
+          extra: JSON.stringify(input.extra ?? {}),
+          pxe_enabled: input.pxe_enabled === false ? 0 : 1,
+          local_link_connection: JSON.stringify(input.local_link_connection ?? {}),
+          physical_network: input.physical_network ?? null,
+          created_at: now(),
+          updated_at: null,
+        })
+        .execute();
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new ConflictError(`A port with MAC address ${input.address} already exists.`, { field: 'address' });
+      throw err;
+    }
+    return (await this.getPort(uuid))!;
+  }
+
+  async getPort(uuid: string): Promise<Port | undefined> {
+    const r = await this.db.selectFrom('ports').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+    return r && toPort(r);
+  }
+
+  async listPorts(o: { nodeId?: number; address?: string; limit?: number; markerId?: number } = {}): Promise<Port[]> {
+    let q = this.db.selectFrom('ports').selectAll();
+    if (o.nodeId !== undefined) q = q.where('node_id', '=', o.nodeId);
+    if (o.address !== undefined) q = q.where('address', '=', o.address.toLowerCase());
+    if (o.markerId !== undefined) q = q.where('id', '>', o.markerId);
+    q = q.orderBy('id', 'asc');
+    if (o.limit !== undefined) q = q.limit(o.limit);
+    return (await q.execute()).map(toPort);
+  }
+
+  async updatePort(id: number, patch: Partial<Pick<Port, 'address' | 'node_id' | 'extra' | 'pxe_enabled' | 'local_link_connection' | 'physical_network'>>): Promise<void> {
+    const row: Record<string, unknown> = { updated_at: now() };
+    if (patch.address !== undefined) row.address = patch.address.toLowerCase();
+    if (patch.node_id !== undefined) row.node_id = patch.node_id;
+    if (patch.extra !== undefined) row.extra = JSON.stringify(patch.extra);
+    if (patch.local_link_connection !== undefined) row.local_link_connection = JSON.stringify(patch.local_link_connection);
+    if (patch.pxe_enabled !== undefined) row.pxe_enabled = patch.pxe_enabled ? 1 : 0;
+    if (patch.physical_network !== undefined) row.physical_network = patch.physical_network;
+    try {
+      await this.db.updateTable('ports').set(row).where('id', '=', id).execute();
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new ConflictError(`A port with MAC address ${patch.address} already exists.`, { field: 'address' });
+      throw err;
+    }
+  }
+
+  async deletePort(id: number): Promise<void> {
+    await this.db.deleteFrom('ports').where('id', '=', id).execute();
+  }
+
+  /** The node owning any of these MACs (lookup). Throws Conflict if they map to several nodes. */
+  async findNodeByMacs(macs: string[]): Promise<Node | undefined> {
+    if (macs.length === 0) return undefined;
+    const rows = await this.db
+      .selectFrom('ports')
+      .select('node_id')
+      .where('address', 'in', macs.map((m) => m.toLowerCase()))
+      .distinct()
+      .execute();
+    if (rows.length === 0) return undefined;
+    if (rows.length > 1) throw new ConflictError(`MAC addresses ${macs.join(',')} belong to more than one node.`, { field: 'macs' });
+    return this.getNodeById(rows[0]!.node_id);
+  }
+
+  // ---------------------------------------------------------------- history
+
+  async addHistory(e: Omit<HistoryEvent, 'uuid' | 'created_at'>, maxEntries: number): Promise<void> {
+    await this.db.insertInto('node_history').values({ ...e, uuid: randomUUID(), created_at: now() }).execute();
+    // Keep at most maxEntries per node (Ironic's node_history_max_entries).
+    const cutoff = await this.db
+      .selectFrom('node_history')
+      .select('id')
+      .where('node_id', '=', e.node_id)
+      .orderBy('id', 'desc')
+      .offset(maxEntries)
+      .limit(1)
+      .executeTakeFirst();
+    if (cutoff) await this.db.deleteFrom('node_history').where('node_id', '=', e.node_id).where('id', '<=', cutoff.id).execute();
+  }
+
+  async listHistory(nodeId: number, o: { limit?: number; markerId?: number } = {}): Promise<Array<HistoryEvent & { id: number }>> {
+    let q = this.db.selectFrom('node_history').selectAll().where('node_id', '=', nodeId);
+    if (o.markerId !== undefined) q = q.where('id', '>', o.markerId);
+    q = q.orderBy('id', 'asc');
+    if (o.limit !== undefined) q = q.limit(o.limit);
+    return (await q.execute()) as Array<HistoryRow>;
+  }
+
+  async getHistoryEvent(nodeId: number, uuid: string): Promise<(HistoryEvent & { id: number }) | undefined> {
+    return this.db.selectFrom('node_history').selectAll().where('node_id', '=', nodeId).where('uuid', '=', uuid).executeTakeFirst();
+  }
+
+  // ---------------------------------------------------------------- inventory
+
+  async putInventory(nodeId: number, inventory: Json, pluginData: Json): Promise<void> {
+    const ts = now();
+    await this.db
+      .insertInto('node_inventory')
+      .values({ node_id: nodeId, inventory: JSON.stringify(inventory), plugin_data: JSON.stringify(pluginData), created_at: ts, updated_at: null })
+      .onConflict((oc) => oc.column('node_id').doUpdateSet({ inventory: JSON.stringify(inventory), plugin_data: JSON.stringify(pluginData), updated_at: ts }))
+      .execute();
+  }
+
+  async getInventory(nodeId: number): Promise<{ inventory: Json; plugin_data: Json } | undefined> {
+    const r = await this.db.selectFrom('node_inventory').select(['inventory', 'plugin_data']).where('node_id', '=', nodeId).executeTakeFirst();
+    return r && { inventory: JSON.parse(r.inventory), plugin_data: JSON.parse(r.plugin_data) };
+  }
+
+  // ---------------------------------------------------------------- agent commands
+
+  async createCommand(c: { id: string; node_id: number; name: string; params: Json }): Promise<AgentCommand> {
+    await this.db
+      .insertInto('agent_commands')
+      .values({ ...c, params: JSON.stringify(c.params), status: 'PENDING', result: null, error: null, progress: null, created_at: now(), updated_at: null })
+      .execute();
+    return (await this.getCommand(c.id))!;
+  }
+
+  async getCommand(id: string): Promise<AgentCommand | undefined> {
+    const r = await this.db.selectFrom('agent_commands').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && toCommand(r);
+  }
+
+  async listCommands(nodeId: number, o: { limit?: number; statuses?: AgentCommand['status'][] } = {}): Promise<AgentCommand[]> {
+    let q = this.db.selectFrom('agent_commands').selectAll().where('node_id', '=', nodeId);
+    if (o.statuses) q = q.where('status', 'in', o.statuses);
+    q = q.orderBy('created_at', 'asc').orderBy('id', 'asc');
+    if (o.limit !== undefined) q = q.limit(o.limit);
+    return (await q.execute()).map(toCommand);
+  }
+
+  /** Moves a command forward; a terminal command never changes again (first result wins). */
+  async updateCommand(id: string, patch: { status?: AgentCommand['status']; result?: Json | null; error?: AgentCommand['error']; progress?: Json | null }): Promise<boolean> {
+    const row: Record<string, unknown> = { updated_at: now() };
+    if (patch.status !== undefined) row.status = patch.status;
+    if (patch.result !== undefined) row.result = patch.result === null ? null : JSON.stringify(patch.result);
+    if (patch.error !== undefined) row.error = patch.error === null ? null : JSON.stringify(patch.error);
+    if (patch.progress !== undefined) row.progress = patch.progress === null ? null : JSON.stringify(patch.progress);
+    const res = await this.db
+      .updateTable('agent_commands')
+      .set(row)
+      .where('id', '=', id)
+      .where('status', 'in', ['PENDING', 'RUNNING'])
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  /** Raw SQL escape hatch for health checks. */
+  async ping(): Promise<void> {
+    await sql`select 1`.execute(this.db);
+  }
+}

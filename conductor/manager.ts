@@ -1,0 +1,321 @@
+/**
+ * The conductor: owns the node lock, the drivers and the agent hub, and runs every action that
+ * touches hardware. The API calls into it (never a driver directly); each action takes the node
+ * lock, moves the state machine, and runs its work asynchronously so the API answers 202.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { ConductorConfig } from './config.js';
+import { openDatabase } from './db/database.js';
+import { Store, type AgentCommand, type Node } from './db/store.js';
+import { TaskManager, type Task } from './task-manager.js';
+import { AgentHub } from './agent-hub.js';
+import { DriverRegistry } from './drivers/registry.js';
+import type { DriverContext, PowerState, PowerTarget } from './drivers/base.js';
+import {
+  STUCK_STATES_TREATED_AS_FAIL,
+  eventForVerb,
+  isProvisionState,
+  transition,
+  type ProvisionEvent,
+  type ProvisionState,
+} from './states.js';
+import { AgentNotConnectedError, InvalidInputError, InvalidStateError, errorMessage } from '../shared/errors.js';
+import { COMMANDS, isCommandName } from '../shared/commands.js';
+import { describeZodError } from '../shared/inventory.js';
+
+export type Severity = 'INFO' | 'WARNING' | 'ERROR';
+
+export class Conductor {
+  readonly tasks: TaskManager;
+  readonly hub: AgentHub;
+  readonly drivers = new DriverRegistry();
+  /** In-flight background actions, awaited on shutdown. */
+  private readonly inflight = new Set<Promise<unknown>>();
+  private stopping = false;
+
+  private constructor(
+    readonly cfg: ConductorConfig,
+    readonly store: Store,
+    readonly log: Logger,
+  ) {
+    this.tasks = new TaskManager(store, cfg.host, {
+      retries: cfg.conductor.node_locked_retry_attempts,
+      retryIntervalMs: cfg.conductor.node_locked_retry_interval_ms,
+    });
+    this.hub = new AgentHub(store, cfg, log.child({ component: 'agent-hub' }));
+    this.hub.on('inventory', (node) => this.track(this.onInventory(node)));
+    this.hub.on('command-finished', (cmd) => this.track(this.onCommandFinished(cmd)));
+  }
+
+  static async open(cfg: ConductorConfig, log: Logger): Promise<Conductor> {
+    const db = await openDatabase(cfg.database.url, { poolSize: cfg.database.pool_size });
+    const c = new Conductor(cfg, new Store(db), log);
+    await c.recover();
+    return c;
+  }
+
+  async startAgentEndpoint(): Promise<number> {
+    return this.hub.start();
+  }
+
+  /**
+   * Crash recovery at startup: release locks our previous life held, and fail nodes left in a
+   * state whose work cannot be resumed (Ironic's STUCK_STATES_TREATED_AS_FAIL), with a clear
+   * last_error. Agent commands that were in flight stay open: the agent reports their fate when it
+   * reconnects.
+   */
+  private async recover(): Promise<void> {
+    const cleared = await this.store.clearReservations(this.cfg.host);
+    if (cleared > 0) this.log.warn({ cleared }, 'released node locks left by a previous run of this conductor');
+    for (const state of STUCK_STATES_TREATED_AS_FAIL) {
+      const stuck = await this.store.listNodes({ provisionState: state });
+      for (const node of stuck) {
+        if (node.reservation) continue; // another live conductor owns it
+        const ev = transition(state, 'fail', node.target_provision_state as ProvisionState | null, node.uuid);
+        const msg = `Conductor ${this.cfg.host} restarted while the node was ${state}; the operation was aborted.`;
+        await this.store.updateNode(node.id, { provision_state: ev.to, target_provision_state: null, last_error: msg }, { provision_state: state });
+        await this.history(node, msg, 'provisioning', 'ERROR');
+        this.log.warn({ node: node.uuid, from: state, to: ev.to }, 'failed a node left mid-operation by a crash');
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.allSettled([...this.inflight]);
+    await this.hub.stop();
+    await this.store.clearReservations(this.cfg.host);
+    await this.store.close();
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  async history(node: Pick<Node, 'id'>, event: string, eventType: string, severity: Severity, user: string | null = null): Promise<void> {
+    await this.store.addHistory(
+      { node_id: node.id, conductor: this.cfg.host, event, event_type: eventType, severity, user },
+      this.cfg.conductor.node_history_max_entries,
+    );
+  }
+
+  private driverContext(task: Task, signal?: AbortSignal): DriverContext {
+    return {
+      signal,
+      setInternalInfo: async (patch) => {
+        const n = await task.refresh();
+        await this.store.updateNode(n.id, { driver_internal_info: { ...n.driver_internal_info, ...patch } });
+      },
+    };
+  }
+
+  /**
+   * Takes the lock, then runs `work` in the background holding it. Returns once the lock is held
+   * and `prepare` (synchronous state checks + first writes) succeeded, so the API can answer 202
+   * or a precise 4xx.
+   */
+  private async startAction(node: Node, purpose: string, prepare: (task: Task) => Promise<void>, work: (task: Task) => Promise<void>): Promise<void> {
+    if (this.stopping) throw new InvalidStateError('Conductor is shutting down; retry on another conductor.', node.uuid, node.provision_state);
+    const task = await this.tasks.acquire(node.id, purpose);
+    try {
+      await prepare(task);
+    } catch (err) {
+      await task.release();
+      throw err;
+    }
+    this.track(
+      (async () => {
+        try {
+          await work(task);
+        } catch (err) {
+          this.log.error({ err, node: node.uuid, purpose }, 'action failed');
+        } finally {
+          await task.release();
+        }
+      })(),
+    );
+  }
+
+  // ------------------------------------------------------------------ power
+
+  async setPowerState(node: Node, target: PowerTarget, timeoutS?: number): Promise<void> {
+    const hw = this.drivers.get(node.driver);
+    hw.power.validate(node);
+    await this.startAction(
+      node,
+      `power ${target}`,
+      async (task) => {
+        if (task.node.target_power_state) {
+          throw new InvalidStateError(`Node ${node.uuid} already has a power transition to ${task.node.target_power_state} in progress.`, node.uuid, node.provision_state);
+        }
+        await this.store.updateNode(node.id, { target_power_state: target, last_error: null });
+      },
+      async (task) => {
+        try {
+          const state = await hw.power.setPowerState(task.node, target, this.driverContext(task), timeoutS);
+          await this.store.updateNode(node.id, { power_state: state, target_power_state: null });
+          if (target !== 'power on') await this.store.clearAgentToken(node.id);
+          await this.history(node, `Power state changed to "${state}" (requested "${target}")`, 'power', 'INFO');
+        } catch (err) {
+          const msg = `Failed to change power state to "${target}": ${errorMessage(err)}`;
+          await this.store.updateNode(node.id, { target_power_state: null, last_error: msg });
+          await this.history(node, msg, 'power', 'ERROR');
+        }
+      },
+    );
+  }
+
+  private async powerInTask(task: Task, target: PowerTarget): Promise<PowerState> {
+    const hw = this.drivers.get(task.node.driver);
+    const state = await hw.power.setPowerState(task.node, target, this.driverContext(task));
+    await this.store.updateNode(task.node.id, { power_state: state, target_power_state: null });
+    if (target !== 'power on') await this.store.clearAgentToken(task.node.id);
+    return state;
+  }
+
+  // ------------------------------------------------------------------ provisioning
+
+  /** Applies a state-machine event and records it; returns the updated node. */
+  private async move(task: Task, event: ProvisionEvent, extra: Partial<Node> = {}): Promise<Node> {
+    const node = await task.refresh();
+    const from = node.provision_state as ProvisionState;
+    const t = transition(from, event, node.target_provision_state as ProvisionState | null, node.uuid);
+    const updated = await this.store.updateNode(node.id, { provision_state: t.to, target_provision_state: t.target, ...extra }, { provision_state: from });
+    if (!updated) throw new InvalidStateError(`Node ${node.uuid} changed state concurrently.`, node.uuid, from);
+    await task.refresh();
+    return updated;
+  }
+
+  private async fail(task: Task, event: ProvisionEvent, message: string): Promise<void> {
+    await this.move(task, event, { last_error: message });
+    await this.history(task.node, message, 'provisioning', 'ERROR');
+    this.log.warn({ node: task.node.uuid, error: message }, 'provisioning step failed');
+  }
+
+  async doProvisionAction(node: Node, verb: string, _args: Record<string, unknown> = {}): Promise<void> {
+    const event = eventForVerb(verb);
+    const state = node.provision_state;
+    if (!isProvisionState(state)) throw new InvalidStateError(`Node ${node.uuid} is in unknown state ${state}.`, node.uuid, state);
+    // Validate first so an illegal request is a 400 without taking the lock.
+    let effective = event;
+    if (verb === 'active' && state === 'active') effective = 'rebuild';
+    transition(state, effective, node.target_provision_state as ProvisionState | null, node.uuid);
+    if (node.maintenance && ['deploy', 'rebuild', 'provide', 'clean', 'inspect'].includes(effective)) {
+      throw new InvalidStateError(`Node ${node.uuid} is in maintenance mode; ${verb} is not allowed.`, node.uuid, state);
+    }
+    const hw = this.drivers.get(node.driver);
+    hw.power.validate(node);
+    await this.startAction(
+      node,
+      `provision ${verb}`,
+      async (task) => {
+        await this.move(task, effective, { last_error: null });
+        await this.history(task.node, `Provision action "${verb}" started: ${state} -> ${task.node.provision_state}`, 'provisioning', 'INFO');
+      },
+      async (task) => this.runProvisionWork(task, effective),
+    );
+  }
+
+  private async runProvisionWork(task: Task, event: ProvisionEvent): Promise<void> {
+    const node = task.node;
+    const hw = this.drivers.get(node.driver);
+    try {
+      switch (node.provision_state as ProvisionState) {
+        case 'verifying': {
+          const ps = await hw.power.getPowerState(node, this.driverContext(task));
+          await this.store.updateNode(node.id, { power_state: ps });
+          await this.move(task, 'done');
+          break;
+        }
+        case 'cleaning': {
+          // Automated cleaning with in-band steps lands with the steps engine; without it, Ironic's
+          // automated_clean=false behaviour: straight through.
+          await this.move(task, node.target_provision_state === 'manageable' ? 'manage' : 'done');
+          break;
+        }
+        case 'inspecting': {
+          if (this.hub.isConnected(node.id)) {
+            await this.move(task, 'wait');
+            await this.hub.sendCommand(task.node, randomUUID(), 'system.get_inventory', {});
+          } else {
+            await this.powerInTask(task, 'power on');
+            await this.move(task, 'wait');
+          }
+          break;
+        }
+        case 'deploying': {
+          if (hw.deploy.needsAgent && !this.hub.isConnected(node.id)) {
+            await this.powerInTask(task, 'rebooting');
+            await this.move(task, 'wait');
+          } else {
+            await this.powerInTask(task, 'power on');
+            await this.move(task, 'done');
+          }
+          break;
+        }
+        case 'deleting': {
+          await this.powerInTask(task, 'power off');
+          await this.move(task, 'clean');
+          await this.move(task, 'done', { instance_uuid: null, instance_info: {} });
+          break;
+        }
+        case 'adopting':
+        case 'rescuing':
+        case 'unrescuing':
+        case 'servicing':
+          await this.move(task, 'done');
+          break;
+        default:
+          // Events that only move the state (abort, hold, unhold, resume) need no work.
+          break;
+      }
+      await this.history(task.node, `Provision action "${event}" reached ${task.node.provision_state}`, 'provisioning', 'INFO');
+    } catch (err) {
+      const msg = `${event} failed: ${errorMessage(err)}`;
+      try {
+        await this.fail(task, 'fail', msg);
+      } catch (err2) {
+        this.log.error({ err: err2, node: node.uuid }, 'could not record failure');
+      }
+    }
+  }
+
+  /** Agent inventory arrived: complete an agent-based inspection waiting on it. */
+  private async onInventory(node: Node): Promise<void> {
+    await this.history(node, 'Inventory received from agent', 'inspection', 'INFO');
+    if (node.provision_state !== 'inspect wait') return;
+    try {
+      await this.tasks.withLock(node.id, 'inspection done', async (task) => {
+        if (task.node.provision_state !== 'inspect wait') return;
+        await this.move(task, 'resume');
+        await this.move(task, 'done');
+        await this.history(task.node, 'Inspection finished', 'inspection', 'INFO');
+      });
+    } catch (err) {
+      this.log.warn({ err, node: node.uuid }, 'could not complete inspection');
+    }
+  }
+
+  private async onCommandFinished(cmd: AgentCommand): Promise<void> {
+    const node = await this.store.getNodeById(cmd.node_id);
+    if (!node) return;
+    const sev: Severity = cmd.status === 'SUCCEEDED' ? 'INFO' : 'ERROR';
+    const err = cmd.error ? `: ${cmd.error.code}: ${cmd.error.message}` : '';
+    await this.history(node, `Agent command ${cmd.name} (${cmd.id}) ${cmd.status.toLowerCase()}${err}`, 'agent', sev);
+    if (cmd.status !== 'SUCCEEDED' && cmd.error) await this.store.updateNode(node.id, { last_error: `agent command ${cmd.name} failed: ${cmd.error.message}` });
+  }
+
+  // ------------------------------------------------------------------ agent commands (API)
+
+  async runAgentCommand(node: Node, name: string, params: unknown): Promise<AgentCommand> {
+    if (!isCommandName(name)) throw new InvalidInputError(`name: unknown agent command "${name}"; known: ${Object.keys(COMMANDS).join(', ')}`, 'name');
+    const parsed = COMMANDS[name].params.safeParse(params ?? {});
+    if (!parsed.success) throw new InvalidInputError(`params: ${describeZodError(parsed.error, 'params')}`, 'params');
+    if (!this.hub.isConnected(node.id)) throw new AgentNotConnectedError(node.uuid);
+    return this.tasks.withLock(node.id, `agent command ${name}`, (task) => this.hub.sendCommand(task.node, randomUUID(), name, parsed.data), { retries: 0 });
+  }
+}

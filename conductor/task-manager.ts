@@ -1,0 +1,78 @@
+/**
+ * Per-node exclusive lock (Ironic's TaskManager): an atomic UPDATE on nodes.reservation, so two
+ * actions never run on one node at once, across API requests, periodic work and conductors
+ * sharing a database. Locks are released by the holder only; a conductor clears its own stale
+ * locks at startup (crash recovery).
+ */
+import { NodeLockedError, NotFoundError } from '../shared/errors.js';
+import { sleep } from '../shared/backoff.js';
+import type { Node, Store } from './db/store.js';
+
+export interface Task {
+  readonly node: Node;
+  readonly purpose: string;
+  /** Re-read the node (after writes made by this task). */
+  refresh(): Promise<Node>;
+  release(): Promise<void>;
+}
+
+export interface LockOptions {
+  /** Retry attempts while another holder has the node. 0 = fail fast. */
+  retries?: number;
+  retryIntervalMs?: number;
+}
+
+export class TaskManager {
+  /** Locks this process holds: node id → purpose. */
+  readonly held = new Map<number, string>();
+
+  constructor(
+    private readonly store: Store,
+    readonly holder: string,
+    private readonly defaults: Required<LockOptions>,
+  ) {}
+
+  async acquire(nodeId: number, purpose: string, opts: LockOptions = {}): Promise<Task> {
+    const retries = opts.retries ?? this.defaults.retries;
+    const interval = opts.retryIntervalMs ?? this.defaults.retryIntervalMs;
+    for (let attempt = 0; ; attempt++) {
+      if (await this.store.reserveNode(nodeId, this.holder)) break;
+      const current = await this.store.getNodeById(nodeId);
+      if (!current) throw new NotFoundError('Node', String(nodeId));
+      if (attempt >= retries) throw new NodeLockedError(current.uuid, current.reservation ?? 'unknown');
+      await sleep(interval);
+    }
+    this.held.set(nodeId, purpose);
+    let node = (await this.store.getNodeById(nodeId))!;
+    let released = false;
+    const store = this.store;
+    const held = this.held;
+    const holder = this.holder;
+    return {
+      get node() {
+        return node;
+      },
+      purpose,
+      async refresh() {
+        node = (await store.getNodeById(nodeId))!;
+        return node;
+      },
+      async release() {
+        if (released) return;
+        released = true;
+        held.delete(nodeId);
+        await store.releaseNode(nodeId, holder);
+      },
+    };
+  }
+
+  /** Acquire, run fn, always release. */
+  async withLock<T>(nodeId: number, purpose: string, fn: (task: Task) => Promise<T>, opts: LockOptions = {}): Promise<T> {
+    const task = await this.acquire(nodeId, purpose, opts);
+    try {
+      return await fn(task);
+    } finally {
+      await task.release();
+    }
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * The agent command catalogue: API/DB names (IPA style "extension.command") ↔ the proto oneof
+ * case, with a zod schema for the parameters. Shared by the conductor (validating API requests)
+ * and the agent (validating what arrives on the stream).
+ */
+import { z } from 'zod';
+import type { Command } from './gen/ironfleet/agent/v1/agent.js';
+
+type ParamsCase = NonNullable<Command['params']>['$case'];
+
+interface CommandSpec {
+  case: ParamsCase;
+  params: z.ZodType<Record<string, unknown>>;
+  /** Long-running commands report progress; short ones answer at once. */
+  long: boolean;
+}
+
+export const COMMANDS = {
+  'system.get_inventory': { case: 'getInventory', params: z.strictObject({}), long: false },
+  'standby.sync': { case: 'sync', params: z.strictObject({}), long: false },
+  'clean.burnin_cpu': {
+    case: 'burninCpu',
+    params: z.strictObject({ duration_s: z.number().int().min(1).max(86_400) }),
+    long: true,
+  },
+  'clean.get_clean_steps': { case: 'getCleanSteps', params: z.strictObject({}), long: false },
+  'standby.power_off': { case: 'powerOff', params: z.strictObject({}), long: false },
+} satisfies Record<string, CommandSpec>;
+
+export type CommandName = keyof typeof COMMANDS;
+export const COMMAND_NAMES = Object.keys(COMMANDS) as CommandName[];
+
+export function isCommandName(s: string): s is CommandName {
+  return Object.hasOwn(COMMANDS, s);
+}
+
+/** Builds the proto Command for a validated (name, params). */
+export function toProtoCommand(id: string, name: CommandName, params: Record<string, unknown>, timeoutS = 0): Command {
+  switch (name) {
+    case 'system.get_inventory':
+      return { commandId: id, timeoutS, params: { $case: 'getInventory', value: {} } };
+    case 'standby.sync':
+      return { commandId: id, timeoutS, params: { $case: 'sync', value: {} } };
+    case 'clean.burnin_cpu':
+      return { commandId: id, timeoutS, params: { $case: 'burninCpu', value: { durationS: Number(params.duration_s) } } };
+    case 'clean.get_clean_steps':
+      return { commandId: id, timeoutS, params: { $case: 'getCleanSteps', value: {} } };
+    case 'standby.power_off':
+      return { commandId: id, timeoutS, params: { $case: 'powerOff', value: {} } };
+  }
+}
+
+/** The inverse: (name, params) from a proto Command; undefined for an unknown/empty oneof. */
+export function fromProtoCommand(cmd: Command): { name: CommandName; params: Record<string, unknown> } | undefined {
+  const p = cmd.params;
+  if (!p) return undefined;
+  switch (p.$case) {
+    case 'getInventory':
+      return { name: 'system.get_inventory', params: {} };
+    case 'sync':
+      return { name: 'standby.sync', params: {} };
+    case 'burninCpu':
+      return { name: 'clean.burnin_cpu', params: { duration_s: p.value.durationS } };
+    case 'getCleanSteps':
+      return { name: 'clean.get_clean_steps', params: {} };
+    case 'powerOff':
+      return { name: 'standby.power_off', params: {} };
+    default:
+      return undefined;
+  }
+}
+
+export const AGENT_TOKEN_METADATA = 'x-ironfleet-agent-token';
+export const AGENT_VERSION = '0.1.0';

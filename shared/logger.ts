@@ -1,0 +1,42 @@
+/**
+ * pino logger factory. Every logger ironfleet creates goes through here so that secret scrubbing
+ * (shared/redact.ts) applies to every structured field at any depth, plus pino's own path-based
+ * redaction for request headers.
+ */
+import { pino, stdSerializers, destination, type Logger, type LevelWithSilent, type DestinationStream } from 'pino';
+import { scrubSecrets, MASK } from './redact.js';
+
+export type { Logger };
+
+export interface LoggerOptions {
+  level?: LevelWithSilent;
+  name?: string;
+  /** Where to write; defaults to stdout (fd 1). */
+  destination?: DestinationStream;
+}
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  return pino(
+    {
+      name: opts.name ?? 'ironfleet',
+      level: opts.level ?? 'info',
+      redact: {
+        paths: [
+          'req.headers.authorization',
+          'req.headers["x-auth-token"]',
+          'req.headers["x-ironfleet-agent-token"]',
+          'headers.authorization',
+          'headers["x-auth-token"]',
+        ],
+        censor: MASK,
+      },
+      formatters: {
+        log: (obj) => scrubSecrets(obj),
+      },
+      serializers: {
+        err: (err: unknown) => scrubSecrets(stdSerializers.err(err as Error)),
+      },
+    },
+    opts.destination ?? destination({ fd: 1, sync: false }),
+  );
+}
