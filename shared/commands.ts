@@ -20,7 +20,7 @@ export const COMMANDS = {
   'standby.sync': { case: 'sync', params: z.strictObject({}), long: false },
   'clean.burnin_cpu': {
     case: 'burninCpu',
-    params: z.strictObject({ duration_s: z.number().int().min(1).max(86_400) }),
+    params: z.strictObject({ duration_s: z.number().int().min(1).max(86_400), cpus: z.number().int().min(0).max(1024).optional() }),
     long: true,
   },
   'clean.get_clean_steps': { case: 'getCleanSteps', params: z.strictObject({}), long: false },
@@ -42,7 +42,7 @@ export function toProtoCommand(id: string, name: CommandName, params: Record<str
     case 'standby.sync':
       return { commandId: id, timeoutS, params: { $case: 'sync', value: {} } };
     case 'clean.burnin_cpu':
-      return { commandId: id, timeoutS, params: { $case: 'burninCpu', value: { durationS: Number(params.duration_s) } } };
+      return { commandId: id, timeoutS, params: { $case: 'burninCpu', value: { durationS: Number(params.duration_s), cpus: Number(params.cpus ?? 0) } } };
     case 'clean.get_clean_steps':
       return { commandId: id, timeoutS, params: { $case: 'getCleanSteps', value: {} } };
     case 'standby.power_off':
@@ -60,7 +60,7 @@ export function fromProtoCommand(cmd: Command): { name: CommandName; params: Rec
     case 'sync':
       return { name: 'standby.sync', params: {} };
     case 'burninCpu':
-      return { name: 'clean.burnin_cpu', params: { duration_s: p.value.durationS } };
+      return { name: 'clean.burnin_cpu', params: { duration_s: p.value.durationS, cpus: p.value.cpus } };
     case 'getCleanSteps':
       return { name: 'clean.get_clean_steps', params: {} };
     case 'powerOff':

@@ -261,6 +261,8 @@ export interface SyncParams {
  */
 export interface BurninCpuParams {
   durationS: number;
+  /** Threads to load; 0 = one per CPU. */
+  cpus: number;
 }
 
 /** clean.get_clean_steps: the steps this agent offers; result {"clean_steps": [...]}. */
@@ -2532,13 +2534,16 @@ export const SyncParams: MessageFns<SyncParams> = {
 };
 
 function createBaseBurninCpuParams(): BurninCpuParams {
-  return { durationS: 0 };
+  return { durationS: 0, cpus: 0 };
 }
 
 export const BurninCpuParams: MessageFns<BurninCpuParams> = {
   encode(message: BurninCpuParams, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.durationS !== 0) {
       writer.uint32(8).uint32(message.durationS);
+    }
+    if (message.cpus !== 0) {
+      writer.uint32(16).uint32(message.cpus);
     }
     return writer;
   },
@@ -2564,6 +2569,14 @@ export const BurninCpuParams: MessageFns<BurninCpuParams> = {
             message.durationS = reader.uint32();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.cpus = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2583,6 +2596,7 @@ export const BurninCpuParams: MessageFns<BurninCpuParams> = {
         : isSet(object.duration_s)
         ? globalThis.Number(object.duration_s)
         : 0,
+      cpus: isSet(object.cpus) ? globalThis.Number(object.cpus) : 0,
     };
   },
 
@@ -2590,6 +2604,9 @@ export const BurninCpuParams: MessageFns<BurninCpuParams> = {
     const obj: any = {};
     if (message.durationS !== 0) {
       obj.durationS = Math.round(message.durationS);
+    }
+    if (message.cpus !== 0) {
+      obj.cpus = Math.round(message.cpus);
     }
     return obj;
   },
@@ -2600,6 +2617,7 @@ export const BurninCpuParams: MessageFns<BurninCpuParams> = {
   fromPartial(object: DeepPartial<BurninCpuParams>): BurninCpuParams {
     const message = createBaseBurninCpuParams();
     message.durationS = object.durationS ?? 0;
+    message.cpus = object.cpus ?? 0;
     return message;
   },
 };

@@ -1,0 +1,51 @@
+/** Agent command handlers, by name. One module per command family. */
+import type { Logger } from 'pino';
+import type { CommandName } from '../../shared/commands.js';
+import type { HardwareProvider } from '../hardware.js';
+import { getInventory } from './system.js';
+import { burninCpu, getCleanSteps } from './clean.js';
+import { powerOff, syncDisks } from './standby.js';
+
+export interface Progress {
+  percent: number;
+  stage?: string;
+  bytesDone?: number;
+  bytesTotal?: number;
+  rateBytesPerS?: number;
+  etaS?: number;
+  message?: string;
+}
+
+export interface CommandContext {
+  params: Record<string, unknown>;
+  signal: AbortSignal;
+  hardware: HardwareProvider;
+  log: Logger;
+  progress(p: Progress): void;
+  /** Send a fresh inventory to the conductor. */
+  sendInventory(): Promise<void>;
+  /** Streamed to the conductor's log, tagged with the command id. */
+  remoteLog(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
+}
+
+export type CommandHandler = (ctx: CommandContext) => Promise<Record<string, unknown>>;
+
+/** A failure with a stable code reported in CommandResult.error. */
+export class CommandFailure extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly details = '',
+  ) {
+    super(message);
+    this.name = 'CommandFailure';
+  }
+}
+
+export const HANDLERS: Record<CommandName, CommandHandler> = {
+  'system.get_inventory': getInventory,
+  'standby.sync': syncDisks,
+  'standby.power_off': powerOff,
+  'clean.burnin_cpu': burninCpu,
+  'clean.get_clean_steps': getCleanSteps,
+};

@@ -1,0 +1,65 @@
+/**
+ * Agent entry point: settings come from flags, else from the kernel command line
+ * (`ironfleet.conductor=host:port`, `ironfleet.ca=/path`), as IPA reads `ipa-api-url`.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { createLogger } from '../shared/logger.js';
+import { ConfigError } from '../shared/errors.js';
+import { describeZodError } from '../shared/inventory.js';
+import { AgentClient } from './client.js';
+import { HostHardware } from './hardware.js';
+
+export const agentOptionsSchema = z.strictObject({
+  conductor: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$/i, 'must be host:port'),
+  state_dir: z.string().min(1).default('/run/ironfleet-agent'),
+  ca_file: z.string().min(1).optional(),
+  log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  extra_macs: z.array(z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'must be a MAC address')).default([]),
+});
+export type AgentOptions = z.output<typeof agentOptionsSchema>;
+
+export function kernelCmdlineOptions(cmdline: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const tok of cmdline.split(/\s+/)) {
+    const m = tok.match(/^ironfleet\.([a-z_]+)=(.*)$/);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+export function compileAgentOptions(raw: Record<string, unknown>): AgentOptions {
+  const r = agentOptionsSchema.safeParse(raw);
+  if (!r.success) throw new ConfigError(`invalid agent options: ${describeZodError(r.error)}`, r.error.issues[0]?.path.join('.') ?? '');
+  return r.data;
+}
+
+export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown>>): Promise<AgentClient> {
+  let cmdline = '';
+  try {
+    cmdline = readFileSync('/proc/cmdline', 'utf8');
+  } catch {
+    /* not Linux */
+  }
+  const k = kernelCmdlineOptions(cmdline);
+  const raw: Record<string, unknown> = { ...(k.conductor ? { conductor: k.conductor } : {}), ...(k.ca ? { ca_file: k.ca } : {}) };
+  for (const [key, v] of Object.entries(flags)) if (v !== undefined) raw[key] = v;
+  const opts = compileAgentOptions(raw);
+  const log = createLogger({ name: 'ironfleet-agent', level: opts.log_level });
+  const client = new AgentClient({
+    conductor: opts.conductor,
+    hardware: new HostHardware(opts.extra_macs),
+    log,
+    stateDir: opts.state_dir,
+    caPem: opts.ca_file ? readFileSync(opts.ca_file) : undefined,
+  });
+  await client.start();
+  const stop = async (sig: string) => {
+    log.info({ signal: sig }, 'agent stopping');
+    await client.stop();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+  return client;
+}

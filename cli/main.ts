@@ -1,0 +1,234 @@
+/**
+ * `ironfleet` command line: run the conductor, the agent, the lab; talk to the API.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError } from 'commander';
+import { loadConfig } from '../conductor/config.js';
+import { startConductor } from '../conductor/service.js';
+import { createLogger } from '../shared/logger.js';
+import { IronfleetError, errorMessage } from '../shared/errors.js';
+import { runAgent } from '../agent/main.js';
+import { ApiClient, ApiError } from './api-client.js';
+import { runSimAgents } from './sim-agents.js';
+import { runLab } from './lab.js';
+import { AGENT_VERSION } from '../shared/commands.js';
+
+function int(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}]`);
+    return n;
+  };
+}
+
+function api(opts: { url: string; token?: string }): ApiClient {
+  return new ApiClient({ url: opts.url, token: opts.token });
+}
+
+function table(rows: Array<Record<string, unknown>>, cols: string[]): string {
+  const cell = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
+  const line = (vals: string[]) => '| ' + vals.map((v, i) => v.padEnd(widths[i]!)).join(' | ') + ' |';
+  const sep = '+' + widths.map((w) => '-'.repeat(w + 2)).join('+') + '+';
+  return [sep, line(cols), sep, ...rows.map((r) => line(cols.map((c) => cell(r[c])))), sep].join('\n');
+}
+
+function showNode(n: Record<string, unknown>): string {
+  return table(
+    Object.keys(n)
+      .filter((k) => k !== 'links' && k !== 'ports' && k !== 'states')
+      .sort()
+      .map((k) => ({ Field: k, Value: n[k] })),
+    ['Field', 'Value'],
+  );
+}
+
+function progressLine(text: string): void {
+  if (process.stdout.isTTY) process.stdout.write(`\r\x1b[K${text}`);
+  else process.stdout.write(`${text}\n`);
+}
+
+export function buildCli(): Command {
+  const program = new Command('ironfleet').version(AGENT_VERSION).description('Bare-metal provisioning for large fleets');
+
+  program
+    .command('conductor')
+    .description('run the conductor (API + agent endpoint + database)')
+    .option('-c, --config <file>', 'config file (YAML or JSON)')
+    .option('--api-port <port>', 'override api.port', int('api-port', 0, 65535))
+    .option('--agent-port <port>', 'override agent.port', int('agent-port', 0, 65535))
+    .option('--database <url>', 'override database.url')
+    .action(async (o) => {
+      const overrides: Record<string, unknown> = {};
+      if (o.apiPort !== undefined) overrides.api = { port: o.apiPort };
+      if (o.agentPort !== undefined) overrides.agent = { port: o.agentPort };
+      if (o.database) overrides.database = { url: o.database };
+      const cfg = loadConfig({ file: o.config, overrides });
+      const log = createLogger({ name: 'ironfleet-conductor', level: cfg.logging.level });
+      const running = await startConductor(cfg, log);
+      // Machine-readable readiness line for supervisors and tests.
+      process.stdout.write(`${JSON.stringify({ ready: true, api_port: running.apiPort, agent_port: running.agentPort })}\n`);
+      const stop = async (sig: string) => {
+        log.info({ signal: sig }, 'shutting down');
+        await running.stop();
+        process.exit(0);
+      };
+      process.once('SIGTERM', () => void stop('SIGTERM'));
+      process.once('SIGINT', () => void stop('SIGINT'));
+    });
+
+  program
+    .command('agent')
+    .description('run the ramdisk agent on this machine')
+    .option('--conductor <host:port>', 'conductor agent endpoint (default: ironfleet.conductor= on the kernel command line)')
+    .option('--state-dir <dir>', 'journal/token directory (tmpfs)', '/run/ironfleet-agent')
+    .option('--ca-file <file>', 'CA bundle to verify the conductor (enables TLS)')
+    .option('--log-level <level>', 'log level', 'info')
+    .option('--extra-mac <mac...>', 'additional MAC addresses to look up with')
+    .action(async (o) => {
+      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, log_level: o.logLevel, extra_macs: o.extraMac });
+    });
+
+  program
+    .command('sim-agents')
+    .description('run N simulated agents (synthetic hardware) against a conductor, for labs and benchmarks')
+    .requiredOption('--conductor <host:port>', 'conductor agent endpoint')
+    .option('--count <n>', 'number of agents', int('count', 1, 100_000), 10)
+    .option('--seed <seed>', 'fleet seed (MACs derive from it)', 'lab')
+    .option('--first <index>', 'index of the first machine', int('first', 0), 0)
+    .option('--log-level <level>', 'log level', 'warn')
+    .action(async (o) => {
+      await runSimAgents({ conductor: o.conductor, count: o.count, seed: o.seed, first: o.first, logLevel: o.logLevel });
+    });
+
+  program
+    .command('lab')
+    .description('the self-contained lab: conductor on SQLite, simulated fleet enrolled, agents connected, actions running')
+    .option('--nodes <n>', 'simulated machines', int('nodes', 1, 20_000), 50)
+    .option('--api-port <port>', 'API port', int('api-port', 0, 65535), 6385)
+    .option('--agent-port <port>', 'agent endpoint port', int('agent-port', 0, 65535), 6388)
+    .option('--dir <dir>', 'working directory (database, logs)', 'var/lab')
+    .option('--duration <s>', 'stop by itself after this many seconds (0 = until Ctrl-C)', int('duration', 0), 3600)
+    .action(async (o) => {
+      await runLab({ nodes: o.nodes, apiPort: o.apiPort, agentPort: o.agentPort, dir: o.dir, durationS: o.duration });
+    });
+
+  const node = program.command('node').description('manage nodes through the API');
+  const common = (c: Command) =>
+    c.option('--url <url>', 'API endpoint', process.env.IRONFLEET_URL ?? 'http://127.0.0.1:6385').option('--token <token>', 'API token (X-Auth-Token)', process.env.IRONFLEET_TOKEN);
+
+  common(node.command('list').description('list nodes'))
+    .option('--provision-state <state>')
+    .action(async (o) => {
+      const q = o.provisionState ? `&provision_state=${encodeURIComponent(o.provisionState)}` : '';
+      const res = await api(o).get<{ nodes: Array<Record<string, unknown>> }>(`/v1/nodes?fields=uuid,name,power_state,provision_state,maintenance,last_error${q}`);
+      console.log(table(res.nodes, ['uuid', 'name', 'power_state', 'provision_state', 'maintenance', 'last_error']));
+    });
+
+  common(node.command('show <node>').description('show one node')).action(async (ident, o) => {
+    console.log(showNode(await api(o).get(`/v1/nodes/${encodeURIComponent(ident)}`)));
+  });
+
+  common(node.command('create').description('create a node'))
+    .requiredOption('--driver <driver>')
+    .option('--name <name>')
+    .option('--driver-info <json>', 'driver_info as JSON')
+    .option('--mac <mac...>', 'create ports with these MACs')
+    .action(async (o) => {
+      const c = api(o);
+      const n = await c.post<Record<string, unknown>>('/v1/nodes', {
+        driver: o.driver,
+        ...(o.name ? { name: o.name } : {}),
+        ...(o.driverInfo ? { driver_info: JSON.parse(o.driverInfo) } : {}),
+      });
+      for (const mac of o.mac ?? []) await c.post('/v1/ports', { address: mac, node_uuid: n.uuid });
+      console.log(showNode(n));
+    });
+
+  common(node.command('enroll').description('enroll nodes from a fleet manifest ({"bmcs": [...]}, as written by `ironfleet sim`)'))
+    .requiredOption('--from <file>')
+    .option('--driver <driver>', 'hardware type', 'redfish')
+    .action(async (o) => {
+      const doc = JSON.parse(readFileSync(o.from, 'utf8')) as { bmcs: Array<Record<string, unknown>> };
+      if (!Array.isArray(doc.bmcs)) throw new IronfleetError('IRF_INVALID_INPUT', `${o.from}: "bmcs" must be an array`);
+      const c = api(o);
+      let done = 0;
+      for (const [i, b] of doc.bmcs.entries()) {
+        const n = await c.post<Record<string, unknown>>('/v1/nodes', {
+          driver: o.driver,
+          name: typeof b.name === 'string' ? b.name : `node-${i}`,
+          driver_info: { redfish_address: b.address, redfish_username: b.username, redfish_password: b.password, redfish_system_id: b.system_id },
+        });
+        for (const mac of (b.macs as string[]) ?? []) await c.post('/v1/ports', { address: mac, node_uuid: n.uuid });
+        progressLine(`enrolled ${++done}/${doc.bmcs.length}`);
+      }
+      process.stdout.write('\n');
+    });
+
+  common(node.command('power <node> <action>').description('power on|off|reboot|soft-off|soft-reboot'))
+    .option('--wait', 'wait for the transition to finish')
+    .action(async (ident, action, o) => {
+      const targets: Record<string, string> = { on: 'power on', off: 'power off', reboot: 'rebooting', 'soft-off': 'soft power off', 'soft-reboot': 'soft rebooting' };
+      const target = targets[action];
+      if (!target) throw new InvalidArgumentError(`action must be one of ${Object.keys(targets).join(', ')}`);
+      const c = api(o);
+      await c.put(`/v1/nodes/${encodeURIComponent(ident)}/states/power`, { target });
+      if (o.wait) {
+        const n = await c.waitNode(ident, (x) => !x.target_power_state, 300_000, (x) => progressLine(`power: ${x.power_state} -> ${x.target_power_state ?? 'done'}`));
+        process.stdout.write('\n');
+        if (n.last_error) throw new Error(String(n.last_error));
+      }
+    });
+
+  common(node.command('provision <node> <verb>').description('provision action: manage, provide, inspect, deploy, rebuild, undeploy, abort ...'))
+    .option('--wait', 'wait until the node reaches a stable state')
+    .action(async (ident, verb, o) => {
+      const c = api(o);
+      await c.put(`/v1/nodes/${encodeURIComponent(ident)}/states/provision`, { target: verb === 'deploy' ? 'active' : verb === 'undeploy' ? 'deleted' : verb });
+      if (o.wait) {
+        const n = await c.waitNode(ident, (x) => !x.target_provision_state && !x.reservation, 3_600_000, (x) =>
+          progressLine(`${x.provision_state}${x.target_provision_state ? ` -> ${x.target_provision_state}` : ''}`),
+        );
+        process.stdout.write('\n');
+        if (n.last_error) throw new Error(String(n.last_error));
+      }
+    });
+
+  common(node.command('delete <node>').description('delete a node')).action(async (ident, o) => {
+    await api(o).delete(`/v1/nodes/${encodeURIComponent(ident)}`);
+  });
+
+  common(node.command('agent-command <node> <name>').description('run an agent command (e.g. clean.burnin_cpu) and follow its progress'))
+    .option('--params <json>', 'parameters as JSON', '{}')
+    .option('--no-wait', 'return once accepted')
+    .action(async (ident, name, o) => {
+      const c = api(o);
+      const cmd = await c.post<Record<string, unknown>>(`/v1/nodes/${encodeURIComponent(ident)}/agent/commands`, { name, params: JSON.parse(o.params) });
+      if (!o.wait) return console.log(cmd.id);
+      for (;;) {
+        const cur = await c.get<Record<string, unknown>>(`/v1/nodes/${encodeURIComponent(ident)}/agent/commands/${cmd.id}`);
+        const p = (cur.progress ?? {}) as { percent?: number; stage?: string; eta_s?: number };
+        progressLine(`${name} ${cur.command_status} ${p.percent !== undefined ? `${p.percent.toFixed(0)}%` : ''} ${p.stage ?? ''} ${p.eta_s ? `eta ${p.eta_s.toFixed(0)}s` : ''}`);
+        if (cur.command_status !== 'PENDING' && cur.command_status !== 'RUNNING') {
+          process.stdout.write('\n');
+          console.log(JSON.stringify(cur.command_result ?? cur.command_error, null, 2));
+          if (cur.command_status !== 'SUCCEEDED') process.exitCode = 1;
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildCli().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof ApiError) console.error(`error: HTTP ${err.status}: ${err.message}`);
+    else if (err instanceof IronfleetError) console.error(`error: ${err.message}`);
+    else console.error(`error: ${errorMessage(err)}`);
+    process.exit(2);
+  }
+}

@@ -1,0 +1,154 @@
+/** Version discovery, drivers, conductors, OpenAPI, Prometheus metrics. */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { ApiContext } from './server.js';
+import { MAX_VERSION, MIN_VERSION, fmt } from './versions.js';
+import { links } from './views.js';
+import { NotFoundError } from '../../shared/errors.js';
+import {
+  agentCommandBodySchema,
+  maintenanceBodySchema,
+  nodeCreateSchema,
+  portCreateSchema,
+  powerBodySchema,
+  provisionBodySchema,
+} from './schemas.js';
+import { patchSchema } from './json-patch.js';
+
+function versionDoc(base: string) {
+  return {
+    id: 'v1',
+    links: [{ href: `${base}/v1/`, rel: 'self' }],
+    status: 'CURRENT',
+    min_version: fmt(MIN_VERSION),
+    version: fmt(MAX_VERSION),
+  };
+}
+
+export function buildOpenApi(base: string): Record<string, unknown> {
+  const body = (schema: z.ZodType) => ({ required: true, content: { 'application/json': { schema: z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) } } });
+  const ok = (d: string) => ({ description: d });
+  const errors = { '400': ok('Invalid input (error_message names the field)'), '404': ok('Not found'), '409': ok('Conflict / node locked') };
+  const node = { name: 'ident', in: 'path', required: true, description: 'Node UUID or name', schema: { type: 'string' } };
+  return {
+    openapi: '3.1.0',
+    info: { title: 'ironfleet bare metal API (Ironic v1 compatible)', version: fmt(MAX_VERSION) },
+    servers: [{ url: base }],
+    paths: {
+      '/': { get: { summary: 'Version discovery', responses: { '200': ok('Versions') } } },
+      '/v1': { get: { summary: 'v1 resources', responses: { '200': ok('Resource links') } } },
+      '/v1/nodes': {
+        get: { summary: 'List nodes', responses: { '200': ok('Nodes') } },
+        post: { summary: 'Create a node', requestBody: body(nodeCreateSchema), responses: { '201': ok('Created'), ...errors } },
+      },
+      '/v1/nodes/detail': { get: { summary: 'List nodes with all fields', responses: { '200': ok('Nodes') } } },
+      '/v1/nodes/{ident}': {
+        parameters: [node],
+        get: { summary: 'Show a node', responses: { '200': ok('Node'), ...errors } },
+        patch: { summary: 'Update a node (JSON patch)', requestBody: body(patchSchema), responses: { '200': ok('Node'), ...errors } },
+        delete: { summary: 'Delete a node', responses: { '204': ok('Deleted'), ...errors } },
+      },
+      '/v1/nodes/{ident}/states': { parameters: [node], get: { summary: 'Node states', responses: { '200': ok('States') } } },
+      '/v1/nodes/{ident}/states/power': {
+        parameters: [node],
+        put: { summary: 'Change power state', requestBody: body(powerBodySchema), responses: { '202': ok('Accepted'), ...errors } },
+      },
+      '/v1/nodes/{ident}/states/provision': {
+        parameters: [node],
+        put: { summary: 'Provision state transition', requestBody: body(provisionBodySchema), responses: { '202': ok('Accepted'), ...errors } },
+      },
+      '/v1/nodes/{ident}/maintenance': {
+        parameters: [node],
+        put: { summary: 'Set maintenance', requestBody: body(maintenanceBodySchema), responses: { '202': ok('Accepted') } },
+        delete: { summary: 'Clear maintenance', responses: { '202': ok('Accepted') } },
+      },
+      '/v1/nodes/{ident}/inventory': { parameters: [node], get: { summary: 'Hardware inventory (IPA schema)', responses: { '200': ok('Inventory'), ...errors } } },
+      '/v1/nodes/{ident}/history': { parameters: [node], get: { summary: 'Node history events', responses: { '200': ok('History') } } },
+      '/v1/nodes/{ident}/ports': { parameters: [node], get: { summary: 'Ports of a node', responses: { '200': ok('Ports') } } },
+      '/v1/nodes/{ident}/validate': { parameters: [node], get: { summary: 'Validate driver interfaces', responses: { '200': ok('Per-interface result') } } },
+      '/v1/nodes/{ident}/agent': { parameters: [node], get: { summary: 'Agent connection (ironfleet extension)', responses: { '200': ok('Agent') } } },
+      '/v1/nodes/{ident}/agent/commands': {
+        parameters: [node],
+        get: { summary: 'Agent commands of a node (ironfleet extension)', responses: { '200': ok('Commands') } },
+        post: { summary: 'Run an agent command (ironfleet extension)', requestBody: body(agentCommandBodySchema), responses: { '202': ok('Accepted'), ...errors } },
+      },
+      '/v1/ports': {
+        get: { summary: 'List ports', responses: { '200': ok('Ports') } },
+        post: { summary: 'Create a port', requestBody: body(portCreateSchema), responses: { '201': ok('Created'), ...errors } },
+      },
+      '/v1/ports/{uuid}': {
+        get: { summary: 'Show a port', responses: { '200': ok('Port') } },
+        patch: { summary: 'Update a port', requestBody: body(patchSchema), responses: { '200': ok('Port') } },
+        delete: { summary: 'Delete a port', responses: { '204': ok('Deleted') } },
+      },
+      '/v1/drivers': { get: { summary: 'Enabled drivers', responses: { '200': ok('Drivers') } } },
+      '/v1/conductors': { get: { summary: 'Conductors', responses: { '200': ok('Conductors') } } },
+      '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': ok('text/plain exposition') } } },
+    },
+  };
+}
+
+export function registerMiscRoutes(app: FastifyInstance, ctx: ApiContext): void {
+  const { conductor } = ctx;
+  const base = (req: FastifyRequest) => ctx.baseUrl(req);
+
+  app.get('/', async (req) => ({
+    name: 'OpenStack Ironic API',
+    description: 'ironfleet: bare metal provisioning for large fleets (Ironic v1 compatible API).',
+    default_version: versionDoc(base(req)),
+    versions: [versionDoc(base(req))],
+  }));
+
+  app.get('/v1', async (req) => {
+    const b = base(req);
+    const res = (name: string) => [
+      { href: `${b}/v1/${name}/`, rel: 'self' },
+      { href: `${b}/${name}/`, rel: 'bookmark' },
+    ];
+    return {
+      id: 'v1',
+      links: [{ href: `${b}/v1/`, rel: 'self' }],
+      'media_types': [{ base: 'application/json', type: 'application/vnd.openstack.ironic.v1+json' }],
+      nodes: res('nodes'),
+      ports: res('ports'),
+      drivers: res('drivers'),
+      conductors: res('conductors'),
+      version: versionDoc(b),
+    };
+  });
+
+  app.get('/v1/openapi.json', async (req) => buildOpenApi(base(req)));
+
+  const driverView = (name: string, req: FastifyRequest) => ({
+    name,
+    hosts: [conductor.cfg.host],
+    type: 'dynamic',
+    links: links(base(req), 'drivers', name),
+    properties: links(base(req), `drivers/${name}`, 'properties'),
+  });
+  app.get('/v1/drivers', async (req) => ({ drivers: conductor.drivers.names().map((n) => driverView(n, req)) }));
+  app.get<{ Params: { name: string } }>('/v1/drivers/:name', async (req) => {
+    if (!conductor.drivers.has(req.params.name)) throw new NotFoundError('Driver', req.params.name);
+    return driverView(req.params.name, req);
+  });
+  app.get<{ Params: { name: string } }>('/v1/drivers/:name/properties', async (req) => {
+    if (!conductor.drivers.has(req.params.name)) throw new NotFoundError('Driver', req.params.name);
+    return conductor.drivers.get(req.params.name).properties;
+  });
+
+  app.get('/v1/conductors', async (req) => ({
+    conductors: [
+      {
+        hostname: conductor.cfg.host,
+        conductor_group: conductor.cfg.conductor_group,
+        alive: true,
+        links: links(base(req), 'conductors', conductor.cfg.host),
+      },
+    ],
+  }));
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', ctx.metrics.registry.contentType);
+    return ctx.metrics.registry.metrics();
+  });
+}

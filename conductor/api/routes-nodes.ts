@@ -1,0 +1,347 @@
+/** /v1/nodes and its sub-resources. */
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { parseInput, type ApiContext } from './server.js';
+import {
+  NODE_PATCHABLE,
+  agentCommandBodySchema,
+  listQuerySchema,
+  maintenanceBodySchema,
+  nodeCreateSchema,
+  nodePatchableSchema,
+  powerBodySchema,
+  provisionBodySchema,
+} from './schemas.js';
+import { applyPatch, patchSchema } from './json-patch.js';
+import { NODE_LIST_DEFAULT_FIELDS, historyView, nodeView, selectFields, portView } from './views.js';
+import type { AgentCommand, Node } from '../db/store.js';
+import { InvalidInputError, InvalidStateError, NotFoundError, ConflictError } from '../../shared/errors.js';
+import { DELETE_ALLOWED_STATES, isProvisionState } from '../states.js';
+import { scrubSecrets } from '../../shared/redact.js';
+
+type IdParams = { Params: { ident: string } };
+
+export function commandView(c: AgentCommand, live?: Record<string, unknown>): Record<string, unknown> {
+  return {
+    id: c.id,
+    command_name: c.name,
+    command_params: scrubSecrets(c.params),
+    command_status: c.status,
+    command_result: c.result,
+    command_error: c.error,
+    progress: live ?? c.progress,
+    created_at: c.created_at,
+    updated_at: c.updated_at,
+  };
+}
+
+export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void {
+  const { conductor } = ctx;
+  const store = conductor.store;
+
+  async function getNode(ident: string): Promise<Node> {
+    const n = await store.findNode(ident);
+    if (!n) throw new NotFoundError('Node', ident);
+    return n;
+  }
+
+  function view(n: Node, req: FastifyRequest): Record<string, unknown> {
+    const hw = conductor.drivers.has(n.driver) ? conductor.drivers.get(n.driver) : undefined;
+    return nodeView(n, ctx.baseUrl(req), hw, conductor.cfg.host, { connected: conductor.hub.isConnected(n.id) });
+  }
+
+  function parseFields(raw: string | undefined): string[] | undefined {
+    if (!raw) return undefined;
+    const fields = raw.split(',').map((f) => f.trim()).filter(Boolean);
+    return fields;
+  }
+
+  async function listNodes(req: FastifyRequest, detail: boolean) {
+    const q = parseInput(listQuerySchema, req.query ?? {}, 'query');
+    const fields = parseFields(q.fields);
+    if (fields && (detail || q.detail)) throw new InvalidInputError('Can not specify ?detail=True and fields in the same request.', 'fields');
+    if (fields) {
+      const sample = view({ ...(await emptyNodeProbe()) }, req);
+      const bad = fields.filter((f) => !(f in sample));
+      if (bad.length) throw new InvalidInputError(`Field(s) "${bad.join(', ')}" are not valid`, 'fields');
+    }
+    if (q.provision_state !== undefined && !isProvisionState(q.provision_state)) {
+      throw new InvalidInputError(`Invalid input for field/attribute provision_state: "${q.provision_state}" is not a provision state`, 'provision_state');
+    }
+    let markerId: number | undefined;
+    if (q.marker) {
+      const m = await store.getNodeByUuid(q.marker);
+      if (!m) throw new InvalidInputError(`marker: node ${q.marker} could not be found`, 'marker');
+      markerId = m.id;
+    }
+    const limit = q.limit ?? 1000;
+    const nodes = await store.listNodes({
+      limit,
+      markerId,
+      sortKey: q.sort_key,
+      sortDir: q.sort_dir,
+      provisionState: q.provision_state,
+      maintenance: q.maintenance,
+      associated: q.associated,
+      driver: q.driver,
+      conductorGroup: q.conductor_group,
+    });
+    const wanted = detail || q.detail ? undefined : (fields ?? NODE_LIST_DEFAULT_FIELDS);
+    const body: Record<string, unknown> = { nodes: nodes.map((n) => selectFields(view(n, req), wanted)) };
+    if (nodes.length === limit) {
+      const params = new URLSearchParams();
+      for (const [k, v] of Object.entries(req.query as Record<string, string>)) if (k !== 'marker') params.set(k, String(v));
+      params.set('limit', String(limit));
+      params.set('marker', nodes[nodes.length - 1]!.uuid);
+      body.next = `${ctx.baseUrl(req)}/v1/nodes${detail ? '/detail' : ''}?${params}`;
+    }
+    return body;
+  }
+
+  // A node-shaped object only to know the set of valid field names.
+  async function emptyNodeProbe(): Promise<Node> {
+    return {
+      id: 0, uuid: '', name: null, driver: '', driver_info: {}, properties: {}, instance_info: {}, driver_internal_info: {}, extra: {},
+      instance_uuid: null, resource_class: null, provision_state: 'enroll', target_provision_state: null, power_state: null,
+      target_power_state: null, maintenance: false, maintenance_reason: null, fault: null, last_error: null, reservation: null,
+      conductor_group: '', health: null, agent_token_hash: null, agent_boot_id: null, agent_last_seen: null, provision_updated_at: null,
+      created_at: '', updated_at: null,
+    };
+  }
+
+  app.get('/v1/nodes', (req) => listNodes(req, false));
+  app.get('/v1/nodes/detail', (req) => listNodes(req, true));
+
+  app.post('/v1/nodes', async (req, reply) => {
+    const body = parseInput(nodeCreateSchema, req.body, 'node');
+    conductor.drivers.get(body.driver); // 400 naming the field when not enabled
+    if (body.name && /^[0-9a-f]{8}-[0-9a-f]{4}-/i.test(body.name)) throw new InvalidInputError('name: must not look like a UUID', 'name');
+    const node = await store.createNode({
+      uuid: body.uuid ?? randomUUID(),
+      name: body.name ?? null,
+      driver: body.driver,
+      driver_info: body.driver_info ?? {},
+      properties: body.properties ?? {},
+      extra: body.extra ?? {},
+      instance_info: body.instance_info ?? {},
+      resource_class: body.resource_class ?? null,
+      conductor_group: body.conductor_group ?? conductor.cfg.conductor_group,
+      provision_state: 'enroll',
+    });
+    await conductor.history(node, 'Node created', 'provisioning', 'INFO', req.user);
+    reply.status(201).header('Location', `${ctx.baseUrl(req)}/v1/nodes/${node.uuid}`);
+    return view(node, req);
+  });
+
+  app.get<IdParams & { Querystring: { fields?: string } }>('/v1/nodes/:ident', async (req) => {
+    const node = await getNode(req.params.ident);
+    return selectFields(view(node, req), parseFields(req.query.fields));
+  });
+
+  app.patch<IdParams>('/v1/nodes/:ident', async (req) => {
+    const ops = parseInput(patchSchema, req.body, 'patch');
+    const node = await getNode(req.params.ident);
+    const current = {
+      name: node.name,
+      driver: node.driver,
+      driver_info: node.driver_info,
+      properties: node.properties,
+      extra: node.extra,
+      instance_info: node.instance_info,
+      instance_uuid: node.instance_uuid,
+      resource_class: node.resource_class,
+      conductor_group: node.conductor_group,
+    };
+    const patched = parseInput(nodePatchableSchema, applyPatch(current, ops, NODE_PATCHABLE), 'node');
+    if (patched.driver !== node.driver) conductor.drivers.get(patched.driver);
+    const updated = await conductor.tasks.withLock(
+      node.id,
+      'node update',
+      async (task) => {
+        const fresh = await task.refresh();
+        if (patched.driver !== fresh.driver && !['enroll', 'manageable', 'available', 'inspect failed'].includes(fresh.provision_state) && !fresh.maintenance) {
+          throw new InvalidStateError(`Cannot change the driver of node ${fresh.uuid} in state "${fresh.provision_state}".`, fresh.uuid, fresh.provision_state);
+        }
+        return store.updateNode(fresh.id, patched);
+      },
+      { retries: 0 },
+    );
+    const changed = ops.map((o) => o.path).join(', ');
+    await conductor.history(node, `Node updated: ${changed}`, 'update', 'INFO', req.user);
+    return view(updated!, req);
+  });
+
+  app.delete<IdParams>('/v1/nodes/:ident', async (req, reply) => {
+    const node = await getNode(req.params.ident);
+    if (!node.maintenance && !(isProvisionState(node.provision_state) && DELETE_ALLOWED_STATES.has(node.provision_state))) {
+      throw new InvalidStateError(
+        `Can not delete node "${node.uuid}" while it is in provision state "${node.provision_state}". Valid provision states to start deletion are: ${[...DELETE_ALLOWED_STATES].join(', ')}, or set maintenance mode.`,
+        node.uuid,
+        node.provision_state,
+      );
+    }
+    await conductor.tasks.withLock(
+      node.id,
+      'node delete',
+      async () => {
+        conductor.hub.disconnect(node.id, 'node deleted');
+        await store.deleteNode(node.id);
+      },
+      { retries: 0 },
+    );
+    return reply.status(204).send();
+  });
+
+  // ---------------------------------------------------------------- states
+
+  app.get<IdParams>('/v1/nodes/:ident/states', async (req) => {
+    const n = await getNode(req.params.ident);
+    return {
+      power_state: n.power_state,
+      target_power_state: n.target_power_state,
+      provision_state: n.provision_state,
+      target_provision_state: n.target_provision_state,
+      provision_updated_at: n.provision_updated_at,
+      last_error: n.last_error,
+      console_enabled: false,
+      raid_config: {},
+      target_raid_config: {},
+      links: [],
+    };
+  });
+
+  app.put<IdParams>('/v1/nodes/:ident/states/power', async (req, reply) => {
+    const body = parseInput(powerBodySchema, req.body, 'power');
+    const node = await getNode(req.params.ident);
+    await conductor.setPowerState(node, body.target, body.timeout);
+    reply.status(202).header('Location', `${ctx.baseUrl(req)}/v1/nodes/${node.uuid}/states`);
+    return reply.send();
+  });
+
+  app.put<IdParams>('/v1/nodes/:ident/states/provision', async (req, reply) => {
+    const body = parseInput(provisionBodySchema, req.body, 'provision');
+    const node = await getNode(req.params.ident);
+    for (const key of ['clean_steps', 'deploy_steps', 'service_steps'] as const) {
+      if (body[key] && body[key]!.length > 0) {
+        throw new InvalidInputError(`${key}: user-supplied steps are not supported by this conductor yet`, key);
+      }
+    }
+    if (body.target === 'clean' && body.clean_steps === undefined) {
+      throw new InvalidInputError('clean_steps: required when target is "clean"', 'clean_steps');
+    }
+    await conductor.doProvisionAction(node, body.target);
+    reply.status(202).header('Location', `${ctx.baseUrl(req)}/v1/nodes/${node.uuid}/states`);
+    return reply.send();
+  });
+
+  app.put<IdParams>('/v1/nodes/:ident/maintenance', async (req, reply) => {
+    const body = parseInput(maintenanceBodySchema, req.body ?? {}, 'maintenance');
+    const node = await getNode(req.params.ident);
+    await store.updateNode(node.id, { maintenance: true, maintenance_reason: body.reason ?? null });
+    await conductor.history(node, `Maintenance set: ${body.reason ?? '(no reason)'}`, 'maintenance', 'INFO', req.user);
+    return reply.status(202).send();
+  });
+
+  app.delete<IdParams>('/v1/nodes/:ident/maintenance', async (req, reply) => {
+    const node = await getNode(req.params.ident);
+    await store.updateNode(node.id, { maintenance: false, maintenance_reason: null, fault: null });
+    await conductor.history(node, 'Maintenance cleared', 'maintenance', 'INFO', req.user);
+    return reply.status(202).send();
+  });
+
+  // ---------------------------------------------------------------- inventory / history / ports
+
+  app.get<IdParams>('/v1/nodes/:ident/inventory', async (req) => {
+    const node = await getNode(req.params.ident);
+    const inv = await store.getInventory(node.id);
+    if (!inv) throw new NotFoundError('Inventory for node', node.uuid);
+    return inv;
+  });
+
+  app.get<IdParams & { Querystring: { detail?: string; limit?: string; marker?: string } }>('/v1/nodes/:ident/history', async (req) => {
+    const q = parseInput(listQuerySchema, req.query ?? {}, 'query');
+    const node = await getNode(req.params.ident);
+    let markerId: number | undefined;
+    if (q.marker) {
+      const m = await store.getHistoryEvent(node.id, q.marker);
+      if (!m) throw new InvalidInputError(`marker: event ${q.marker} could not be found`, 'marker');
+      markerId = m.id;
+    }
+    const events = await store.listHistory(node.id, { limit: q.limit, markerId });
+    return { history: events.map((e) => historyView(e, node.uuid, ctx.baseUrl(req), Boolean(q.detail))) };
+  });
+
+  app.get<{ Params: { ident: string; event: string } }>('/v1/nodes/:ident/history/:event', async (req) => {
+    const node = await getNode(req.params.ident);
+    const e = await store.getHistoryEvent(node.id, req.params.event);
+    if (!e) throw new NotFoundError('Node history event', req.params.event);
+    return historyView(e, node.uuid, ctx.baseUrl(req), true);
+  });
+
+  app.get<IdParams>('/v1/nodes/:ident/ports', async (req) => {
+    const q = parseInput(listQuerySchema, req.query ?? {}, 'query');
+    const node = await getNode(req.params.ident);
+    const ports = await store.listPorts({ nodeId: node.id });
+    const detail = Boolean(q.detail);
+    return { ports: ports.map((p) => selectFields(portView(p, node.uuid, ctx.baseUrl(req)), detail ? undefined : ['uuid', 'address', 'links'])) };
+  });
+
+  app.get<IdParams>('/v1/nodes/:ident/validate', async (req) => {
+    const node = await getNode(req.params.ident);
+    const hw = conductor.drivers.get(node.driver);
+    const out: Record<string, { result: boolean; reason: string | null }> = {};
+    for (const iface of ['power', 'management', 'deploy', 'boot', 'raid', 'inspect'] as const) {
+      try {
+        hw[iface].validate(node);
+        out[iface] = { result: true, reason: null };
+      } catch (err) {
+        out[iface] = { result: false, reason: (err as Error).message };
+      }
+    }
+    return out;
+  });
+
+  // ---------------------------------------------------------------- agent (ironfleet extension)
+
+  app.get<IdParams>('/v1/nodes/:ident/agent', async (req) => {
+    const node = await getNode(req.params.ident);
+    const s = conductor.hub.session(node.id);
+    return {
+      connected: Boolean(s),
+      boot_id: s?.bootId ?? node.agent_boot_id,
+      agent_version: s?.agentVersion ?? null,
+      busy_command_id: s?.busyCommandId || null,
+      last_seen: s ? new Date(s.lastSeen).toISOString() : node.agent_last_seen,
+    };
+  });
+
+  app.post<IdParams>('/v1/nodes/:ident/agent/commands', async (req, reply) => {
+    const body = parseInput(agentCommandBodySchema, req.body, 'command');
+    const node = await getNode(req.params.ident);
+    const cmd = await conductor.runAgentCommand(node, body.name, body.params ?? {});
+    reply.status(202).header('Location', `${ctx.baseUrl(req)}/v1/nodes/${node.uuid}/agent/commands/${cmd.id}`);
+    return commandView(cmd);
+  });
+
+  app.get<IdParams>('/v1/nodes/:ident/agent/commands', async (req) => {
+    const node = await getNode(req.params.ident);
+    const cmds = await store.listCommands(node.id);
+    return { commands: cmds.map((c) => commandView(c, conductor.hub.progress.get(c.id))) };
+  });
+
+  app.get<{ Params: { ident: string; cid: string } }>('/v1/nodes/:ident/agent/commands/:cid', async (req) => {
+    const node = await getNode(req.params.ident);
+    const c = await store.getCommand(req.params.cid);
+    if (!c || c.node_id !== node.id) throw new NotFoundError('Agent command', req.params.cid);
+    return commandView(c, conductor.hub.progress.get(c.id));
+  });
+
+  app.delete<{ Params: { ident: string; cid: string } }>('/v1/nodes/:ident/agent/commands/:cid', async (req, reply) => {
+    const node = await getNode(req.params.ident);
+    const c = await store.getCommand(req.params.cid);
+    if (!c || c.node_id !== node.id) throw new NotFoundError('Agent command', req.params.cid);
+    if (c.status !== 'PENDING' && c.status !== 'RUNNING') throw new ConflictError(`Agent command ${c.id} already finished (${c.status}).`);
+    if (!conductor.hub.cancelCommand(node.id, c.id, 'cancelled through the API')) throw new ConflictError(`No agent is connected for node ${node.uuid}.`);
+    return reply.status(202).send();
+  });
+}

@@ -1,0 +1,178 @@
+/**
+ * The REST API (Fastify) in Ironic's v1 shapes. It reads and writes the database for CRUD and
+ * asks the Conductor for every action; it never talks to a BMC or an agent itself.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { Registry, collectDefaultMetrics, Counter, Gauge, Histogram } from 'prom-client';
+import { IronfleetError, InvalidInputError, UnauthorizedError } from '../../shared/errors.js';
+import type { Conductor } from '../manager.js';
+import { MAX_VERSION, MIN_VERSION, fmt, parseRequestedVersion, type ApiVersion } from './versions.js';
+import { registerNodeRoutes } from './routes-nodes.js';
+import { registerPortRoutes } from './routes-ports.js';
+import { registerMiscRoutes } from './routes-misc.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    apiVersion: ApiVersion;
+    user: string | null;
+  }
+}
+
+export interface ApiContext {
+  conductor: Conductor;
+  /** Base URL for links, without trailing slash. */
+  baseUrl(req: FastifyRequest): string;
+  metrics: ApiMetrics;
+}
+
+export interface ApiMetrics {
+  registry: Registry;
+  requests: Counter<'method' | 'route' | 'status'>;
+  latency: Histogram<'method' | 'route'>;
+}
+
+/** Parses with zod; a failure becomes a 400 naming the offending field. */
+export function parseInput<S extends z.ZodType>(schema: S, input: unknown, resource: string): z.output<S> {
+  const r = schema.safeParse(input);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const path = issue.path.map(String).join('.');
+  if (issue.code === 'unrecognized_keys') {
+    const keys = issue.keys.join(', ');
+    throw new InvalidInputError(`Unknown attribute for argument ${resource}: ${path ? `${path}.` : ''}${keys}`, issue.keys[0]);
+  }
+  if (issue.code === 'invalid_type' && input === undefined) {
+    throw new InvalidInputError(`Missing request body for ${resource}`, '(body)');
+  }
+  throw new InvalidInputError(`Invalid input for field/attribute ${path || resource}: ${issue.message}`, path || resource);
+}
+
+function ironicError(reply: FastifyReply, status: number, message: string, code?: string): FastifyReply {
+  // Ironic wraps a JSON document in a string under error_message; python-ironicclient unwraps it.
+  const faultcode = status >= 500 ? 'Server' : 'Client';
+  return reply
+    .status(status)
+    .header('content-type', 'application/json')
+    .send({ error_message: JSON.stringify({ faultcode, faultstring: message, debuginfo: null, ...(code ? { code } : {}) }) });
+}
+
+function safeEqual(a: string, b: string): boolean {
+  const ab = Buffer.from(a);
+  const bb = Buffer.from(b);
+  return ab.length === bb.length && timingSafeEqual(ab, bb);
+}
+
+export async function buildApi(conductor: Conductor, log: Logger): Promise<FastifyInstance> {
+  const cfg = conductor.cfg;
+  const app = Fastify({
+    loggerInstance: log.child({ component: 'api' }) as unknown as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 2 * 1024 * 1024,
+    ignoreTrailingSlash: true,
+    return503OnClosing: true,
+  });
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'ironfleet_' });
+  const metrics: ApiMetrics = {
+    registry,
+    requests: new Counter({ name: 'ironfleet_api_requests_total', help: 'API requests', labelNames: ['method', 'route', 'status'], registers: [registry] }),
+    latency: new Histogram({
+      name: 'ironfleet_api_request_duration_seconds',
+      help: 'API request latency',
+      labelNames: ['method', 'route'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers: [registry],
+    }),
+  };
+  new Gauge({
+    name: 'ironfleet_agents_connected',
+    help: 'Ramdisk agents with a live stream to this conductor',
+    registers: [registry],
+    collect() {
+      this.set(conductor.hub.sessions.size);
+    },
+  });
+
+  const ctx: ApiContext = {
+    conductor,
+    metrics,
+    baseUrl(req) {
+      if (cfg.api.public_url) return cfg.api.public_url.replace(/\/$/, '');
+      return `${req.protocol}://${req.headers.host ?? `${cfg.api.host}:${cfg.api.port}`}`;
+    },
+  };
+
+  app.decorateRequest('apiVersion', null as unknown as ApiVersion);
+  app.decorateRequest('user', null);
+
+  app.addHook('onRequest', async (req) => {
+    req.apiVersion = parseRequestedVersion(req.headers);
+    const open = req.url === '/' || req.url === '/v1' || req.url === '/v1/' || req.url.startsWith('/metrics');
+    const auth = cfg.api.auth;
+    if (open || auth.strategy === 'noauth') return;
+    if (auth.strategy === 'token') {
+      const tok = req.headers['x-auth-token'];
+      if (typeof tok === 'string' && auth.tokens.some((t) => safeEqual(t, tok))) {
+        req.user = 'token';
+        return;
+      }
+      throw new UnauthorizedError('The request you have made requires authentication (X-Auth-Token).');
+    }
+    const h = req.headers.authorization;
+    if (h?.startsWith('Basic ')) {
+      const decoded = Buffer.from(h.slice(6), 'base64').toString('utf8');
+      const idx = decoded.indexOf(':');
+      const user = decoded.slice(0, idx);
+      const pass = decoded.slice(idx + 1);
+      const expected = auth.users[user];
+      if (idx > 0 && expected !== undefined && safeEqual(expected, pass)) {
+        req.user = user;
+        return;
+      }
+    }
+    throw new UnauthorizedError('The request you have made requires authentication (HTTP basic).');
+  });
+
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('X-OpenStack-Ironic-API-Minimum-Version', fmt(MIN_VERSION));
+    reply.header('X-OpenStack-Ironic-API-Maximum-Version', fmt(MAX_VERSION));
+    const v = req.apiVersion ?? MAX_VERSION;
+    reply.header('X-OpenStack-Ironic-API-Version', fmt(v));
+    reply.header('OpenStack-API-Version', `baremetal ${fmt(v)}`);
+    if (reply.statusCode === 401) reply.header('WWW-Authenticate', cfg.api.auth.strategy === 'http_basic' ? 'Basic realm="ironfleet"' : 'Token');
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.requests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    metrics.latency.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+    req.log.info({ method: req.method, url: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'api request');
+  });
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    if (err instanceof IronfleetError) {
+      if (err.httpStatus >= 500) req.log.error({ err }, 'api error');
+      return ironicError(reply, err.httpStatus, err.message, err.code);
+    }
+    const e = err as { statusCode?: number; code?: string; message?: string };
+    if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (e.statusCode === 400 && e instanceof SyntaxError)) {
+      return ironicError(reply, 400, `Malformed JSON in request body: ${e.message}`, 'IRF_INVALID_INPUT');
+    }
+    if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return ironicError(reply, 415, `Unsupported media type: ${e.message}`, 'IRF_INVALID_INPUT');
+    if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return ironicError(reply, 413, 'Request body too large', 'IRF_INVALID_INPUT');
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) return ironicError(reply, e.statusCode, e.message ?? 'Bad request');
+    req.log.error({ err }, 'unhandled api error');
+    return ironicError(reply, 500, 'Internal server error', 'IRF_INTERNAL');
+  });
+
+  app.setNotFoundHandler((req, reply) => ironicError(reply, 404, `The resource could not be found: ${req.method} ${req.url.split('?')[0]}`, 'IRF_NOT_FOUND'));
+
+  registerMiscRoutes(app, ctx);
+  registerNodeRoutes(app, ctx);
+  registerPortRoutes(app, ctx);
+  return app;
+}
