@@ -106,6 +106,18 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
     },
   };
 
+  // Strict JSON, but an empty body is "no body" (clients send Content-Type on DELETE/PUT too).
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (err) {
+      done(new InvalidInputError(`Malformed JSON in request body: ${(err as Error).message}`, '(body)'), undefined);
+    }
+  });
+
   app.decorateRequest('apiVersion', null as unknown as ApiVersion);
   app.decorateRequest('user', null);
 

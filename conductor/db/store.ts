@@ -225,21 +225,22 @@ export class Store {
     if (o.driver !== undefined) q = q.where('driver', '=', o.driver);
     if (o.conductorGroup !== undefined) q = q.where('conductor_group', '=', o.conductorGroup);
     if (o.associated !== undefined) q = q.where('instance_uuid', o.associated ? 'is not' : 'is', null);
+    // Nullable sort keys sort as '' so that order and marker paging agree on both dialects
+    // (SQLite puts NULLs first, PostgreSQL last).
+    const key = sortKey === 'id' ? sql.ref('id') : sql`coalesce(${sql.ref(sortKey)}, '')`;
     if (o.markerId !== undefined) {
       if (sortKey === 'id') {
         q = q.where('id', dir === 'asc' ? '>' : '<', o.markerId);
       } else {
         const marker = await this.getNodeById(o.markerId);
         if (marker) {
-          const mv = marker[sortKey] as string | number | null;
+          const mv = String(marker[sortKey] ?? '');
           const op = dir === 'asc' ? '>' : '<';
-          q = q.where((eb) =>
-            eb.or([eb(sortKey, op, mv as never), eb.and([eb(sortKey, '=', mv as never), eb('id', op, o.markerId!)])]),
-          );
+          q = q.where((eb) => eb.or([eb(key, op, mv), eb.and([eb(key, '=', mv), eb('id', op, o.markerId!)])]));
         }
       }
     }
-    q = q.orderBy(sortKey, dir);
+    q = q.orderBy(key, dir);
     if (sortKey !== 'id') q = q.orderBy('id', dir);
     if (o.limit !== undefined) q = q.limit(o.limit);
     return (await q.execute()).map(toNode);

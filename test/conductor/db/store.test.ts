@@ -1,0 +1,129 @@
+/** The data layer, run against both backends: embedded SQLite and a real PostgreSQL server. */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { openDatabase } from '../../../conductor/db/database.js';
+import { Store } from '../../../conductor/db/store.js';
+import { ConflictError } from '../../../shared/errors.js';
+import { freshPgDatabase, tmpDir } from '../../helpers.js';
+
+const backends = [
+  { name: 'sqlite', url: async () => `sqlite://${path.join(tmpDir(), 'store.db')}` },
+  { name: 'postgres', url: async () => freshPgDatabase(inject('pgUrl')) },
+];
+
+describe.each(backends)('Store on $name', ({ url }) => {
+  let store: Store;
+  beforeAll(async () => {
+    store = new Store(await openDatabase(await url()));
+  });
+  afterAll(async () => store.close());
+
+  const mk = (name?: string) => store.createNode({ uuid: randomUUID(), name: name ?? null, driver: 'fake-hardware', provision_state: 'enroll', driver_info: { redfish_password: 'p' } });
+
+  it('creates, finds by uuid or name, updates and deletes nodes; JSON and booleans round-trip', async () => {
+    const n = await mk('alpha');
+    expect(n.driver_info).toEqual({ redfish_password: 'p' });
+    expect(n.maintenance).toBe(false);
+    expect((await store.findNode('alpha'))!.uuid).toBe(n.uuid);
+    expect((await store.findNode(n.uuid))!.name).toBe('alpha');
+    const u = await store.updateNode(n.id, { maintenance: true, properties: { cpu_arch: 'x86_64' }, provision_state: 'verifying' });
+    expect(u!.maintenance).toBe(true);
+    expect(u!.properties).toEqual({ cpu_arch: 'x86_64' });
+    expect(u!.provision_updated_at).not.toBeNull();
+    await store.deleteNode(n.id);
+    expect(await store.findNode('alpha')).toBeUndefined();
+  });
+
+  it('rejects duplicate names and MACs with a Conflict and writes nothing', async () => {
+    const a = await mk('dup');
+    await expect(mk('dup')).rejects.toBeInstanceOf(ConflictError);
+    await store.createPort({ address: '52:54:00:00:00:01', node_id: a.id });
+    await expect(store.createPort({ address: '52:54:00:00:00:01', node_id: a.id })).rejects.toBeInstanceOf(ConflictError);
+    expect((await store.listPorts({ nodeId: a.id })).length).toBe(1);
+  });
+
+  it('compare-and-set update only applies when the guard still holds', async () => {
+    const n = await mk();
+    expect(await store.updateNode(n.id, { provision_state: 'verifying' }, { provision_state: 'manageable' })).toBeUndefined();
+    expect((await store.getNodeById(n.id))!.provision_state).toBe('enroll');
+    expect((await store.updateNode(n.id, { provision_state: 'verifying' }, { provision_state: 'enroll' }))!.provision_state).toBe('verifying');
+  });
+
+  it('node lock: of 20 concurrent reservations exactly one wins; release is holder-only', async () => {
+    const n = await mk();
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.reserveNode(n.id, `c${i}`)));
+    expect(results.filter(Boolean)).toHaveLength(1);
+    const winner = `c${results.indexOf(true)}`;
+    expect(await store.releaseNode(n.id, 'someone-else')).toBe(false);
+    expect(await store.releaseNode(n.id, winner)).toBe(true);
+    expect(await store.reserveNode(n.id, 'c-next')).toBe(true);
+    expect(await store.clearReservations('c-next')).toBe(1);
+  });
+
+  it('finds nodes by any of their MACs, case-insensitively', async () => {
+    const n = await mk();
+    await store.createPort({ address: '52:54:00:AA:00:02', node_id: n.id });
+    expect((await store.findNodeByMacs(['00:11:22:33:44:55', '52:54:00:aa:00:02']))!.id).toBe(n.id);
+    expect(await store.findNodeByMacs(['00:11:22:33:44:56'])).toBeUndefined();
+  });
+
+  it('keeps at most node_history_max_entries per node, newest last', async () => {
+    const n = await mk();
+    for (let i = 0; i < 8; i++) await store.addHistory({ node_id: n.id, conductor: 'c', event: `e${i}`, event_type: 't', severity: 'INFO', user: null }, 5);
+    const h = await store.listHistory(n.id);
+    expect(h.map((e) => e.event)).toEqual(['e3', 'e4', 'e5', 'e6', 'e7']);
+  });
+
+  it('agent token is issued once (compare-and-set) and can be wiped', async () => {
+    const n = await mk();
+    expect(await store.setAgentToken(n.id, 'hash1', 'boot1')).toBe(true);
+    expect(await store.setAgentToken(n.id, 'hash2', 'boot1')).toBe(false);
+    expect((await store.getNodeById(n.id))!.agent_token_hash).toBe('hash1');
+    await store.clearAgentToken(n.id);
+    expect((await store.getNodeById(n.id))!.agent_token_hash).toBeNull();
+  });
+
+  it('a finished agent command never changes again (first result wins)', async () => {
+    const n = await mk();
+    const id = randomUUID();
+    await store.createCommand({ id, node_id: n.id, name: 'standby.sync', params: {} });
+    expect(await store.updateCommand(id, { status: 'SUCCEEDED', result: { ok: 1 } })).toBe(true);
+    expect(await store.updateCommand(id, { status: 'FAILED', error: { code: 'X', message: 'late' } })).toBe(false);
+    const c = await store.getCommand(id);
+    expect(c!.status).toBe('SUCCEEDED');
+    expect(c!.result).toEqual({ ok: 1 });
+  });
+
+  it('inventory upserts; liveness batches update many nodes', async () => {
+    const a = await mk();
+    const b = await mk();
+    await store.putInventory(a.id, { hostname: 'x' }, {});
+    await store.putInventory(a.id, { hostname: 'y' }, { k: 1 });
+    expect(await store.getInventory(a.id)).toEqual({ inventory: { hostname: 'y' }, plugin_data: { k: 1 } });
+    const ts = new Date().toISOString();
+    await store.setAgentSeen([{ id: a.id, seen: ts }, { id: b.id, seen: ts }]);
+    expect((await store.getNodeById(b.id))!.agent_last_seen).toBe(ts);
+  });
+
+  it('lists with marker pagination and sorting', async () => {
+    const names = ['pg-c', 'pg-a', 'pg-b'];
+    for (const nm of names) await mk(nm);
+    const page1 = await store.listNodes({ limit: 2, sortKey: 'name', sortDir: 'asc' });
+    const page2 = await store.listNodes({ limit: 2, sortKey: 'name', sortDir: 'asc', markerId: page1[1]!.id });
+    const everything = await store.listNodes({ sortKey: 'name', sortDir: 'asc' });
+    // Walk all pages of 2: every node exactly once, in name order (unnamed nodes first).
+    const seen: string[] = [];
+    let marker: number | undefined;
+    for (;;) {
+      const page = await store.listNodes({ limit: 2, sortKey: 'name', sortDir: 'asc', markerId: marker });
+      if (page.length === 0) break;
+      seen.push(...page.map((n) => n.uuid));
+      marker = page[page.length - 1]!.id;
+    }
+    expect(seen).toEqual(everything.map((n) => n.uuid));
+    const named = everything.map((n) => n.name).filter((n): n is string => n !== null && n.startsWith('pg-'));
+    expect(named).toEqual(['pg-a', 'pg-b', 'pg-c']);
+    expect(page1.length + page2.length).toBe(4);
+  });
+});
