@@ -99,8 +99,9 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     this.stopped = true;
     for (const c of this.running.values()) c.abort();
     this.wake?.();
+    const call = this.call;
     this.teardown('agent stopping');
-    this.call?.cancel();
+    call?.cancel();
     await this.loop;
     this.client?.close();
   }
@@ -259,6 +260,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     switch (body.$case) {
       case 'welcome': {
         const w = body.value;
+        this.opts.log.debug({ welcome: w }, 'welcome received');
         if (w.agentToken) this.journal.setToken(w.agentToken, w.nodeUuid);
         if (w.settings) this.settings = { ...w.settings, window: Math.max(1, w.settings.window) };
         this.nodeUuid = w.nodeUuid;
@@ -331,6 +333,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     this.running.set(cmd.commandId, ac);
     const timer = cmd.timeoutS > 0 ? setTimeout(() => ac.abort(new CommandFailure('TIMEOUT', `command exceeded its ${cmd.timeoutS}s deadline`)), cmd.timeoutS * 1000) : undefined;
     const log = this.opts.log.child({ command_id: cmd.commandId, command: decoded.name });
+    log.info({ params: parsed.data, timeout_s: cmd.timeoutS }, 'command started');
     void (async () => {
       let outcome: Pick<JournalEntry, 'status' | 'result' | 'error'>;
       try {

@@ -363,6 +363,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       );
       return undefined;
     }
+    this.log.debug({ peer, metadata: call.metadata.getMap(), hello }, 'agent hello');
     const presented = call.metadata.get(AGENT_TOKEN_METADATA)[0];
     const presentedToken = typeof presented === 'string' ? presented : presented?.toString('utf8');
     let issued = '';

@@ -114,6 +114,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
 
   app.post('/v1/nodes', async (req, reply) => {
     const body = parseInput(nodeCreateSchema, req.body, 'node');
+    req.log.debug({ node: body }, 'node create request');
     conductor.drivers.get(body.driver); // 400 naming the field when not enabled
     if (body.name && /^[0-9a-f]{8}-[0-9a-f]{4}-/i.test(body.name)) throw new InvalidInputError('name: must not look like a UUID', 'name');
     const node = await store.createNode({
