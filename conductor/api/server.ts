@@ -118,6 +118,14 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
     }
   });
 
+  // Any other media type is accepted only when the body is empty (python-ironicclient sends
+  // DELETE with application/octet-stream and no body).
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body, done) => {
+    if ((body as Buffer).length === 0) return done(null, undefined);
+    const msg = `Unsupported media type ${req.headers['content-type'] ?? '(none)'}: request bodies must be application/json`;
+    done(new IronfleetError('IRF_INVALID_INPUT', msg, { httpStatus: 415 }), undefined);
+  });
+
   app.decorateRequest('apiVersion', null as unknown as ApiVersion);
   app.decorateRequest('user', null);
 
