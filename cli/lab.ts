@@ -90,6 +90,9 @@ export async function runLab(o: LabOptions): Promise<void> {
   while (conductor.hub.sessions.size < o.nodes && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 200));
   say(`${conductor.hub.sessions.size}/${o.nodes} agents connected over gRPC (inventories streaming in)`);
 
+  let cmdOk = 0;
+  let cmdFailed = 0;
+  conductor.hub.on('command-finished', (c) => (c.status === 'SUCCEEDED' ? cmdOk++ : cmdFailed++));
   const names = idx.map((i) => `lab-${String(i).padStart(5, '0')}`);
   const moveAll = async (verb: string, want: string, subset = names) => {
     await pool(subset, 32, async (n) => {
@@ -108,8 +111,9 @@ export async function runLab(o: LabOptions): Promise<void> {
   const half = names.slice(0, Math.ceil(names.length / 2));
   await moveAll('active', 'active', half);
   say(`${half.length} nodes deployed: available -> active`);
-  console.log(`\n  Try:  /usr/bin/python3 -m ironicclient.shell --os-endpoint ${url} --os-auth-type none node list`);
+  console.log(`\n  Try:  baremetal --os-endpoint ${url} --os-auth-type none node list`);
   console.log(`        baremetal --os-endpoint ${url} --os-auth-type none node show ${names[0]}`);
+  console.log(`        node bin/ironfleet.js node agent-command ${names[1]} clean.burnin_cpu --params '{"duration_s":5,"cpus":1}' --url ${url}`);
   console.log(`        curl -s ${url}/v1/nodes/${names[0]}/inventory | head -c 400; curl -s ${url}/metrics | grep ironfleet_agents\n`);
 
   // Steady traffic: a rolling burn-in on one machine at a time, rebuilds and power cycles.
@@ -122,8 +126,10 @@ export async function runLab(o: LabOptions): Promise<void> {
     busy.add(node);
     try {
       const n = await api.get<{ provision_state: string }>(`/v1/nodes/${node}`);
-      if (round % 3 === 0) await api.post(`/v1/nodes/${node}/agent/commands`, { name: 'clean.burnin_cpu', params: { duration_s: 2, cpus: 1 } });
-      else if (n.provision_state === 'active') await api.put(`/v1/nodes/${node}/states/provision`, { target: 'rebuild' });
+      const r = Math.floor(round / names.length) + round;
+      if (r % 5 === 0) await api.post(`/v1/nodes/${node}/agent/commands`, { name: 'clean.burnin_cpu', params: { duration_s: 2, cpus: 1 } });
+      else if (r % 5 === 1) await api.post(`/v1/nodes/${node}/agent/commands`, { name: 'system.get_inventory', params: {} });
+      else if (n.provision_state === 'active') await api.put(`/v1/nodes/${node}/states/provision`, { target: r % 5 === 2 ? 'rebuild' : 'deleted' });
       else if (n.provision_state === 'available') await api.put(`/v1/nodes/${node}/states/provision`, { target: 'active' });
     } catch {
       /* node busy: next round */
@@ -140,7 +146,8 @@ export async function runLab(o: LabOptions): Promise<void> {
     for (const n of res.nodes) byState.set(n.provision_state, (byState.get(n.provision_state) ?? 0) + 1);
     const states = [...byState].map(([s, c]) => `${s}=${c}`).join(' ');
     const rss = Math.round(process.memoryUsage().rss / 1048576);
-    say(`agents ${conductor.hub.sessions.size}/${o.nodes} | ${states} | conductor rss ${rss} MiB`);
+    const msgs = [...conductor.hub.received.values()].reduce((a, b) => a + b, 0);
+    say(`agents ${conductor.hub.sessions.size}/${o.nodes} | ${states} | agent cmds ok=${cmdOk} failed=${cmdFailed} | agent msgs ${msgs} | rss ${rss} MiB`);
   };
   const dash = setInterval(() => void dashboard().catch(() => {}), 5000);
   dash.unref();

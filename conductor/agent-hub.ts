@@ -171,6 +171,8 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
   /** Latest progress per command id (served by the API without a DB read). */
   readonly progress = new Map<string, Record<string, unknown>>();
   boundPort = 0;
+  /** Messages received, by oneof case (exported as ironfleet_agent_messages_total). */
+  readonly received = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
@@ -293,6 +295,8 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     let chain: Promise<void> = Promise.resolve();
 
     call.on('data', (msg: AgentMessage) => {
+      const kind = msg.body?.$case ?? 'empty';
+      this.received.set(kind, (this.received.get(kind) ?? 0) + 1);
       chain = chain.then(async () => {
         if (call.cancelled || session?.closed) return;
         try {

@@ -71,7 +71,7 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
     loggerInstance: log.child({ component: 'api' }) as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 2 * 1024 * 1024,
-    ignoreTrailingSlash: true,
+    routerOptions: { ignoreTrailingSlash: true },
     return503OnClosing: true,
   });
 
@@ -88,6 +88,16 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
       registers: [registry],
     }),
   };
+  new Counter({
+    name: 'ironfleet_agent_messages_total',
+    help: 'Messages received from agents, by kind',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [kind, n] of conductor.hub.received) this.inc({ kind }, n);
+    },
+  });
   new Gauge({
     name: 'ironfleet_agents_connected',
     help: 'Ramdisk agents with a live stream to this conductor',
