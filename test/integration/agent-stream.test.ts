@@ -183,6 +183,25 @@ describe('conductor ⇄ agent over a real gRPC stream', () => {
     await connected();
   });
 
+  it('inspection uses the connected agent: manage → inspect → manageable with a fresh inventory', async () => {
+    await connected();
+    type N = { provision_state: string; target_provision_state: string | null; reservation: string | null; last_error: string | null };
+    const settled = (want: string) =>
+      waitFor(async () => {
+        const n = await api.get<N>(`/v1/nodes/${nodeUuid}`);
+        return n.provision_state === want && !n.target_provision_state && !n.reservation ? n : undefined;
+      }, 20_000, want);
+    await api.put(`/v1/nodes/${nodeUuid}/states/provision`, { target: 'manage' });
+    await settled('manageable');
+    await api.put(`/v1/nodes/${nodeUuid}/states/provision`, { target: 'inspect' });
+    const n = await settled('manageable');
+    expect(n.last_error).toBeNull();
+    const hist = await api.get<{ history: Array<{ event: string }> }>(`/v1/nodes/${nodeUuid}/history`);
+    expect(hist.history.map((h) => h.event)).toContain('Inspection finished');
+    const cmds = await api.get<{ commands: Array<{ command_name: string; command_status: string }> }>(`/v1/nodes/${nodeUuid}/agent/commands`);
+    expect(cmds.commands.at(-1)).toMatchObject({ command_name: 'system.get_inventory', command_status: 'SUCCEEDED' });
+  });
+
   it('neither the agent token nor the BMC password appears in any log', async () => {
     const token = (JSON.parse(readFileSync(path.join(stateDir, 'journal.json'), 'utf8')) as { token: string }).token;
     expect(token).toHaveLength(43);
