@@ -143,8 +143,7 @@ export class Conductor {
   // ------------------------------------------------------------------ power
 
   async setPowerState(node: Node, target: PowerTarget, timeoutS?: number): Promise<void> {
-    const hw = this.drivers.get(node.driver);
-    hw.power.validate(node);
+    this.drivers.get(node.driver).power.validate(node);
     await this.startAction(
       node,
       `power ${target}`,
@@ -156,9 +155,7 @@ export class Conductor {
       },
       async (task) => {
         try {
-          const state = await hw.power.setPowerState(task.node, target, this.driverContext(task), timeoutS);
-          await this.store.updateNode(node.id, { power_state: state, target_power_state: null });
-          if (target !== 'power on') await this.store.clearAgentToken(node.id);
+          const state = await this.powerInTask(task, target, timeoutS);
           await this.history(node, `Power state changed to "${state}" (requested "${target}")`, 'power', 'INFO');
         } catch (err) {
           const msg = `Failed to change power state to "${target}": ${errorMessage(err)}`;
@@ -169,9 +166,10 @@ export class Conductor {
     );
   }
 
-  private async powerInTask(task: Task, target: PowerTarget): Promise<PowerState> {
+  /** Power action inside a held lock; a power-off or reboot wipes the agent token (Ironic). */
+  private async powerInTask(task: Task, target: PowerTarget, timeoutS?: number): Promise<PowerState> {
     const hw = this.drivers.get(task.node.driver);
-    const state = await hw.power.setPowerState(task.node, target, this.driverContext(task));
+    const state = await hw.power.setPowerState(task.node, target, this.driverContext(task), timeoutS);
     await this.store.updateNode(task.node.id, { power_state: state, target_power_state: null });
     if (target !== 'power on') await this.store.clearAgentToken(task.node.id);
     return state;
