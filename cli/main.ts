@@ -11,6 +11,7 @@ import { runAgent } from '../agent/main.js';
 import { ApiClient, ApiError } from './api-client.js';
 import { runSimAgents } from './sim-agents.js';
 import { runLab } from './lab.js';
+import { startFleet } from '../sim/fleet.js';
 import { AGENT_VERSION } from '../shared/commands.js';
 
 function int(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
@@ -111,6 +112,56 @@ export function buildCli(): Command {
     .option('--duration <s>', 'stop by itself after this many seconds (0 = until Ctrl-C)', int('duration', 0), 3600)
     .action(async (o) => {
       await runLab({ nodes: o.nodes, apiPort: o.apiPort, agentPort: o.agentPort, dir: o.dir, durationS: o.duration });
+    });
+
+  program
+    .command('sim')
+    .description('run a fleet of simulated Redfish BMCs (fault-injecting, seeded) and write its manifest')
+    .requiredOption('--bmcs <n>', 'number of BMCs (1..20000)', int('bmcs', 1, 20_000))
+    .option('--profile <name>', 'ideal | realistic | hostile', 'realistic')
+    .option('--profile-override <json>', 'JSON overrides of profile fields, e.g. \'{"max_sessions":[2,2]}\'')
+    .option('--manifest <file>', 'where to write the fleet manifest', 'var/sim/manifest.json')
+    .option('--seed <seed>', 'fleet seed (addresses, passwords, MACs, behaviour)', 'ironfleet')
+    .option('--port <port>', 'port of every BMC', int('port', 1, 65535), 8443)
+    .option('--single-address <host:port>', 'serve all systems behind one address (sushy-tools style)')
+    .option('--http', 'plain HTTP instead of HTTPS')
+    .option('--workers <n>', 'worker processes (default: one per core, more for big fleets)', int('workers', 1, 64))
+    .option('--admin-port <port>', 'admin API port on 127.0.0.1', int('admin-port', 0, 65535), 9400)
+    .option('--initial-power <state>', 'on | off | mixed', 'off')
+    .option('--duration <s>', 'stop by itself after this many seconds (0 = until Ctrl-C)', int('duration', 0), 0)
+    .action(async (o) => {
+      let overrides: Record<string, unknown> = {};
+      if (o.profileOverride) {
+        try {
+          overrides = JSON.parse(o.profileOverride);
+        } catch {
+          throw new InvalidArgumentError('--profile-override must be a JSON object');
+        }
+      }
+      const fleet = await startFleet({
+        bmcs: o.bmcs,
+        profile: o.profile,
+        profile_overrides: overrides,
+        manifest: o.manifest,
+        seed: o.seed,
+        port: o.port,
+        single_address: o.singleAddress,
+        tls: !o.http,
+        workers: o.workers,
+        admin_port: o.adminPort,
+        initial_power: o.initialPower,
+      });
+      const first = fleet.manifest.bmcs[0]!;
+      console.log(`${JSON.stringify({ ready: true, bmcs: o.bmcs, workers: fleet.workers, startup_ms: fleet.startupMs, manifest: fleet.manifestPath, admin: fleet.adminUrl })}`);
+      console.error(`sim: ${o.bmcs} BMCs (${fleet.profile.name}) on ${fleet.workers} worker(s) in ${fleet.startupMs} ms; manifest ${fleet.manifestPath}; admin ${fleet.adminUrl}/stats`);
+      console.error(`sim: first BMC ${first.address}/redfish/v1 (user ${first.username}, password in the manifest)`);
+      const stop = async () => {
+        await fleet.stop();
+        process.exit(0);
+      };
+      process.once('SIGINT', () => void stop());
+      process.once('SIGTERM', () => void stop());
+      if (o.duration > 0) setTimeout(() => void stop(), o.duration * 1000);
     });
 
   const node = program.command('node').description('manage nodes through the API');

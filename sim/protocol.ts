@@ -1,0 +1,41 @@
+/** IPC messages between the simulator's controller and its worker processes. */
+import { z } from 'zod';
+import type { Profile } from './profiles.js';
+
+export const faultRequestSchema = z.strictObject({
+  index: z.number().int().min(0),
+  /** Accept requests and never answer. */
+  black_hole: z.boolean().optional(),
+  /** Reset every connection (BMC unreachable). */
+  down: z.boolean().optional(),
+  /** Multiply latency. */
+  slow_factor: z.number().min(1).max(1000).optional(),
+  /** Answer this share of requests with 500/503 for duration_s. */
+  storm: z.strictObject({ error_rate: z.number().min(0).max(1), duration_s: z.number().min(0).max(86_400) }).optional(),
+  /** Drop every session now (clients get 401 on next use). */
+  expire_sessions: z.boolean().optional(),
+  health: z.enum(['OK', 'Warning', 'Critical']).optional(),
+  /** Flip power out of band (someone pressed the button). */
+  power: z.enum(['on', 'off']).optional(),
+});
+export type FaultRequest = z.infer<typeof faultRequestSchema>;
+
+export type ParentMessage =
+  | {
+      type: 'init';
+      id: number;
+      seed: string;
+      profile: Profile;
+      indexes: number[];
+      port: number;
+      single?: { host: string; port: number };
+      tls?: { cert: string; key: string };
+      initialPower: 'on' | 'off' | 'mixed';
+    }
+  | { type: 'stats'; id: number }
+  | { type: 'bmc'; id: number; index: number }
+  | { type: 'fault'; id: number; fault: FaultRequest }
+  | { type: 'reset-counters'; id: number }
+  | { type: 'stop'; id: number };
+
+export type WorkerMessage = { type: 'reply'; id: number; ok: true; result: unknown } | { type: 'reply'; id: number; ok: false; error: string };
