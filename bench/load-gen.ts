@@ -38,12 +38,16 @@ async function main() {
         return;
       }
       for (let attempt = 0; attempt < 5; attempt++) {
-        const r = await clients[i]!.request({ method: 'POST', path: '/redfish/v1/SessionService/Sessions', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ UserName: t.username, Password: t.password }) });
-        await r.body.dump();
-        const tok = r.headers['x-auth-token'];
-        if (r.statusCode === 201 && typeof tok === 'string') {
-          headers[i] = { 'x-auth-token': tok };
-          return;
+        try {
+          const r = await clients[i]!.request({ method: 'POST', path: '/redfish/v1/SessionService/Sessions', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ UserName: t.username, Password: t.password }), headersTimeout: 20_000 });
+          await r.body.dump();
+          const tok = r.headers['x-auth-token'];
+          if (r.statusCode === 201 && typeof tok === 'string') {
+            headers[i] = { 'x-auth-token': tok };
+            return;
+          }
+        } catch {
+          /* flapping / storming BMC: try again */
         }
         await new Promise((res) => setTimeout(res, 500));
       }
