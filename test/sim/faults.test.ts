@@ -241,3 +241,49 @@ describe('hostile profile, concurrency over the limit', () => {
     expect(k.peak_inflight).toBe(1);
   });
 });
+
+describe('standing faults drawn from the profile: slow, flapping, random health', () => {
+  let sim: SimProc;
+  beforeAll(async () => {
+    sim = await startSim([
+      '--bmcs', '2', '--profile', 'ideal', '--profile-override',
+      JSON.stringify({ latency_ms: { get: [100, 100], login: [0, 0], action: [0, 0] }, slow_fraction: 1, slow_factor: 4, flapping_fraction: 1, flap: { period_s: 1, down_s: 0.5 }, health_changes_per_hour: 36_000 }),
+    ]);
+  });
+  afterAll(async () => sim?.stop());
+
+  it('slow BMCs multiply latency; flapping BMCs refuse connections part of the time; health changes by itself', async () => {
+    const b = sim.manifest.bmcs[0]!;
+    const detail = (await admin(sim, 'GET', '/bmcs/0')).json;
+    expect(detail.traits).toMatchObject({ slowFactor: 4, flapping: true });
+    let ok = 0;
+    let refused = 0;
+    let slowest = 0;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 4000) {
+      const s = Date.now();
+      try {
+        const r = await rf(b.address, 'GET', '/redfish/v1', { timeoutMs: 3000 });
+        if (r.status === 200) {
+          ok++;
+          slowest = Math.max(slowest, Date.now() - s);
+        }
+      } catch {
+        refused++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    expect(ok).toBeGreaterThan(0);
+    expect(refused).toBeGreaterThan(0);
+    expect(slowest).toBeGreaterThanOrEqual(390);
+    const k = (await admin(sim, 'GET', '/bmcs/0')).json.counters;
+    expect(k.refused_down).toBeGreaterThan(0);
+    // ~10 health changes per second were scheduled: within a second the machine left OK at least once.
+    const seen = new Set<string>();
+    for (let i = 0; i < 20; i++) {
+      seen.add((await admin(sim, 'GET', '/bmcs/1')).json.machine.health);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect([...seen].some((h) => h !== 'OK')).toBe(true);
+  });
+});
