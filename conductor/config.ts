@@ -76,6 +76,44 @@ export const configSchema = z.strictObject({
       automated_clean: z.boolean().default(false),
     })
     .prefault({}),
+  redfish: z
+    .strictObject({
+      /** BMC worker threads (piscina shards). @default number of CPUs */
+      pool_size: z.number().int().min(1).max(64).default(os.availableParallelism()),
+      /** Whole-request deadline. @default 10000 */
+      timeout_ms: z.number().int().min(100).max(300_000).default(10_000),
+      /** @default 5000 */
+      connect_timeout_ms: z.number().int().min(100).max(120_000).default(5_000),
+      /** Requests in flight per BMC (adaptive, never above this). @default 2 */
+      max_inflight_per_bmc: z.number().int().min(1).max(16).default(2),
+      /** Consecutive unreachable failures that open a BMC's circuit breaker. @default 2 */
+      breaker_threshold: z.number().int().min(1).max(100).default(2),
+      /** @default 30000 */
+      breaker_open_ms: z.number().int().min(100).max(3_600_000).default(30_000),
+    })
+    .prefault({}),
+  power_sync: z
+    .strictObject({
+      /** Seconds between sweeps; 0 disables. @default 60 */
+      interval_s: z.number().min(0).max(86_400).default(60),
+      /** Consecutive failures before maintenance (fault "power failure"). @default 3 */
+      max_retries: z.number().int().min(1).max(100).default(3),
+      /** true: push the DB state to the hardware (Ironic's force_power_state_during_sync); false: record the hardware state. @default true */
+      force_power_state: z.boolean().default(true),
+      /** A sweep never waits longer than this for any BMC. @default 15000 */
+      sweep_deadline_ms: z.number().int().min(100).max(600_000).default(15_000),
+      /** Read Status.Health in the same GET and record changes. @default true */
+      health_monitoring: z.boolean().default(true),
+    })
+    .prefault({}),
+  sensors: z
+    .strictObject({
+      /** Seconds in which every node's sensors are read once (staggered); 0 disables. @default 0 */
+      interval_s: z.number().min(0).max(86_400).default(0),
+      /** Read sensors of nodes that are not active too. @default true */
+      include_undeployed: z.boolean().default(true),
+    })
+    .prefault({}),
   logging: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

@@ -23,6 +23,13 @@ import {
 import { AgentNotConnectedError, InvalidInputError, InvalidStateError, errorMessage } from '../shared/errors.js';
 import { COMMANDS, isCommandName } from '../shared/commands.js';
 import { describeZodError } from '../shared/inventory.js';
+import { ConductorMetrics } from './metrics.js';
+import { BmcPool } from './redfish/pool.js';
+import { RedfishClient, type SessionEvent } from './redfish/client.js';
+import { parseRedfishDriverInfo, type RedfishTarget } from './redfish/driver-info.js';
+import { redfishHardware } from './drivers/redfish.js';
+import { PowerSync } from './power-sync.js';
+import { SensorCollector } from './sensors.js';
 
 export type Severity = 'INFO' | 'WARNING' | 'ERROR';
 
@@ -30,6 +37,10 @@ export class Conductor {
   readonly tasks: TaskManager;
   readonly hub: AgentHub;
   readonly drivers = new DriverRegistry();
+  readonly metrics: ConductorMetrics;
+  pool: BmcPool | undefined;
+  readonly powerSync: PowerSync;
+  readonly sensors: SensorCollector;
   /** In-flight background actions, awaited on shutdown. */
   private readonly inflight = new Set<Promise<unknown>>();
   private stopping = false;
@@ -46,13 +57,86 @@ export class Conductor {
     this.hub = new AgentHub(store, cfg, log.child({ component: 'agent-hub' }));
     this.hub.on('inventory', (node) => this.track(this.onInventory(node)));
     this.hub.on('command-finished', (cmd) => this.track(this.onCommandFinished(cmd)));
+    this.metrics = new ConductorMetrics(this);
+    this.drivers.register(redfishHardware(() => this.bmcPool()));
+    this.powerSync = new PowerSync(this, () => this.bmcPool(), log.child({ component: 'power-sync' }));
+    this.sensors = new SensorCollector(this, () => this.bmcPool(), log.child({ component: 'sensors' }));
   }
 
   static async open(cfg: ConductorConfig, log: Logger): Promise<Conductor> {
     const db = await openDatabase(cfg.database.url, { poolSize: cfg.database.pool_size });
     const c = new Conductor(cfg, new Store(db), log);
     await c.recover();
+    await c.startBmcPool();
     return c;
+  }
+
+  bmcPool(): BmcPool {
+    if (!this.pool) throw new Error('BMC pool not started');
+    return this.pool;
+  }
+
+  /** Starts the BMC worker threads and adopts (or cleans up) sessions left by our previous run. */
+  private async startBmcPool(): Promise<void> {
+    const r = this.cfg.redfish;
+    this.pool = new BmcPool(
+      r.pool_size,
+      { timeoutMs: r.timeout_ms, connectTimeoutMs: r.connect_timeout_ms, maxInflight: r.max_inflight_per_bmc, breakerThreshold: r.breaker_threshold, breakerOpenMs: r.breaker_open_ms },
+      (events) => this.persistSessionEvents(events),
+    );
+    await this.pool.start();
+    const rows = await this.store.listBmcSessions(this.cfg.host);
+    if (rows.length === 0) return;
+    const targets = await this.redfishTargets();
+    const adopt = rows.filter((s) => targets.has(s.bmc_key));
+    const orphans = rows.filter((s) => !targets.has(s.bmc_key));
+    const adopted = await this.pool.importSessions(adopt.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: targets.get(s.bmc_key)! })));
+    // Sessions on BMCs we no longer manage: log them out so nothing is left on the BMC.
+    await Promise.all(
+      orphans.map(async (s) => {
+        const [origin, username] = s.bmc_key.split('|');
+        const c = new RedfishClient({ key: s.bmc_key, origin: origin!, rootPrefix: '/redfish/v1', username: username ?? '', password: '', systemId: null, verify: false, serverName: null, authType: 'session' }, { timeoutMs: 5000 });
+        c.adoptSession({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: 0 });
+        await c.logout();
+        await c.close();
+        await this.store.deleteBmcSession(s.bmc_key);
+      }),
+    );
+    this.log.info({ adopted, orphans_logged_out: orphans.length }, 'BMC sessions from the previous run');
+  }
+
+  /** Every redfish node's BMC target, by session key. */
+  async redfishTargets(): Promise<Map<string, RedfishTarget>> {
+    const out = new Map<string, RedfishTarget>();
+    for (const n of await this.store.listNodes({ driver: 'redfish' })) {
+      try {
+        const t = parseRedfishDriverInfo(n.driver_info, n.uuid);
+        out.set(t.key, t);
+      } catch {
+        /* invalid driver_info: nothing to adopt */
+      }
+    }
+    return out;
+  }
+
+  private async persistSessionEvents(events: SessionEvent[]): Promise<void> {
+    for (const e of events) {
+      try {
+        if (e.op === 'created') {
+          await this.store.putBmcSession({ bmc_key: e.session.key, session_uri: e.session.uri, token: e.session.token, conductor: this.cfg.host, created_at: new Date(e.session.createdAt).toISOString() });
+        } else {
+          await this.store.deleteBmcSession(e.key, e.uri);
+        }
+      } catch (err) {
+        this.log.warn({ err }, 'could not persist a BMC session change');
+      }
+    }
+  }
+
+  /** Periodic work: power sync, sensors. */
+  startBackground(): void {
+    this.powerSync.start();
+    this.sensors.start();
   }
 
   async startAgentEndpoint(): Promise<number> {
@@ -83,7 +167,10 @@ export class Conductor {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    await this.powerSync.stop();
+    await this.sensors.stop();
     await Promise.allSettled([...this.inflight]);
+    await this.pool?.close();
     await this.hub.stop();
     await this.store.clearReservations(this.cfg.host);
     await this.store.close();

@@ -20,6 +20,7 @@ export async function startConductor(cfg: ConductorConfig, log: Logger): Promise
   await api.listen({ host: cfg.api.host, port: cfg.api.port });
   const addr = api.server.address();
   const apiPort = typeof addr === 'object' && addr ? addr.port : cfg.api.port;
+  conductor.startBackground();
   log.info({ api: `http://${cfg.api.host}:${apiPort}`, agent_port: agentPort, database: cfg.database.url.split(':')[0], host: cfg.host }, 'conductor started');
   let stopping: Promise<void> | undefined;
   return {

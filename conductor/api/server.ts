@@ -6,7 +6,7 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { Registry, collectDefaultMetrics, Counter, Gauge, Histogram } from 'prom-client';
+import type { ConductorMetrics } from '../metrics.js';
 import { IronfleetError, InvalidInputError, UnauthorizedError } from '../../shared/errors.js';
 import type { Conductor } from '../manager.js';
 import { MAX_VERSION, MIN_VERSION, fmt, parseRequestedVersion, type ApiVersion } from './versions.js';
@@ -25,13 +25,7 @@ export interface ApiContext {
   conductor: Conductor;
   /** Base URL for links, without trailing slash. */
   baseUrl(req: FastifyRequest): string;
-  metrics: ApiMetrics;
-}
-
-export interface ApiMetrics {
-  registry: Registry;
-  requests: Counter<'method' | 'route' | 'status'>;
-  latency: Histogram<'method' | 'route'>;
+  metrics: ConductorMetrics;
 }
 
 /** Parses with zod; a failure becomes a 400 naming the offending field. */
@@ -75,37 +69,7 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
     return503OnClosing: true,
   });
 
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ironfleet_' });
-  const metrics: ApiMetrics = {
-    registry,
-    requests: new Counter({ name: 'ironfleet_api_requests_total', help: 'API requests', labelNames: ['method', 'route', 'status'], registers: [registry] }),
-    latency: new Histogram({
-      name: 'ironfleet_api_request_duration_seconds',
-      help: 'API request latency',
-      labelNames: ['method', 'route'],
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
-      registers: [registry],
-    }),
-  };
-  new Counter({
-    name: 'ironfleet_agent_messages_total',
-    help: 'Messages received from agents, by kind',
-    labelNames: ['kind'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [kind, n] of conductor.hub.received) this.inc({ kind }, n);
-    },
-  });
-  new Gauge({
-    name: 'ironfleet_agents_connected',
-    help: 'Ramdisk agents with a live stream to this conductor',
-    registers: [registry],
-    collect() {
-      this.set(conductor.hub.sessions.size);
-    },
-  });
+  const metrics = conductor.metrics;
 
   const ctx: ApiContext = {
     conductor,
@@ -178,8 +142,8 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
 
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
-    metrics.requests.inc({ method: req.method, route, status: String(reply.statusCode) });
-    metrics.latency.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+    metrics.apiRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    metrics.apiLatency.observe({ method: req.method, route }, reply.elapsedTime / 1000);
     req.log.info({ method: req.method, url: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'api request');
   });
 

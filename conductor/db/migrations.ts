@@ -99,6 +99,19 @@ function buildMigrations(dialect: SqlDialect): Record<string, Migration> {
       await db.schema.createIndex('agent_commands_node_idx').on('agent_commands').columns(['node_id', 'created_at']).execute();
     },
   },
+  '0002_bmc_sessions': {
+    async up(db: Kysely<any>) {
+      // One row per live Redfish session this conductor holds, so a restart reuses or deletes it.
+      await db.schema
+        .createTable('bmc_sessions')
+        .addColumn('bmc_key', 'varchar(512)', (c) => c.primaryKey())
+        .addColumn('session_uri', 'varchar(1024)', (c) => c.notNull())
+        .addColumn('token', 'text', (c) => c.notNull())
+        .addColumn('conductor', 'varchar(255)', (c) => c.notNull())
+        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+        .execute();
+    },
+  },
   };
 }
 

@@ -82,7 +82,16 @@ export interface AgentCommandsTable {
   updated_at: string | null;
 }
 
+export interface BmcSessionsTable {
+  bmc_key: string;
+  session_uri: string;
+  token: string;
+  conductor: string;
+  created_at: string;
+}
+
 export interface Database {
+  bmc_sessions: BmcSessionsTable;
   nodes: NodesTable;
   ports: PortsTable;
   node_history: NodeHistoryTable;

@@ -517,6 +517,26 @@ export class Store {
     return Number(res.numUpdatedRows) === 1;
   }
 
+  // ---------------------------------------------------------------- BMC sessions
+
+  async putBmcSession(s: { bmc_key: string; session_uri: string; token: string; conductor: string; created_at: string }): Promise<void> {
+    await this.db
+      .insertInto('bmc_sessions')
+      .values(s)
+      .onConflict((oc) => oc.column('bmc_key').doUpdateSet({ session_uri: s.session_uri, token: s.token, conductor: s.conductor, created_at: s.created_at }))
+      .execute();
+  }
+
+  async deleteBmcSession(key: string, uri?: string): Promise<void> {
+    let q = this.db.deleteFrom('bmc_sessions').where('bmc_key', '=', key);
+    if (uri !== undefined) q = q.where('session_uri', '=', uri);
+    await q.execute();
+  }
+
+  async listBmcSessions(conductor: string): Promise<Array<{ bmc_key: string; session_uri: string; token: string; created_at: string }>> {
+    return this.db.selectFrom('bmc_sessions').select(['bmc_key', 'session_uri', 'token', 'created_at']).where('conductor', '=', conductor).execute();
+  }
+
   /** Raw SQL escape hatch for health checks. */
   async ping(): Promise<void> {
     await sql`select 1`.execute(this.db);

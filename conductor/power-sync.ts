@@ -1,0 +1,206 @@
+/**
+ * Power-state sync and health monitoring (Ironic's _sync_power_states + node_cache_health): every
+ * interval, one GET per node through the BMC pool (all shards in parallel), then compare with the
+ * database. Out-of-band changes are recorded or pushed back (policy), health changes land in node
+ * history, repeated failures put the node into maintenance ("power failure") and a later success
+ * takes it out again. Nodes with an action in progress are skipped; a dead BMC costs at most one
+ * deadline per sweep and never delays the others.
+ */
+import type { Logger } from 'pino';
+import type { Conductor } from './manager.js';
+import type { Node } from './db/store.js';
+import { SYNC_EXCLUDED_STATES, isProvisionState } from './states.js';
+import { nodeRef } from './drivers/redfish.js';
+import type { BmcPool, NodeRef, SweepItem } from './redfish/pool.js';
+import { errorMessage } from '../shared/errors.js';
+
+export const POWER_FAILURE_FAULT = 'power failure';
+
+export interface SweepReport {
+  started_at: string;
+  duration_ms: number;
+  nodes: number;
+  skipped: number;
+  ok: number;
+  failed: number;
+  changed_power: number;
+  changed_health: number;
+  entered_maintenance: number;
+  recovered: number;
+  errors_by_code: Record<string, number>;
+}
+
+export class PowerSync {
+  /** Consecutive failures per node uuid (Ironic's power_state_sync_count). */
+  readonly failures = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<SweepReport> | undefined;
+  private stopped = false;
+  lastReport: SweepReport | undefined;
+  readonly reports: SweepReport[] = [];
+
+  constructor(
+    private readonly conductor: Conductor,
+    private readonly pool: () => BmcPool,
+    private readonly log: Logger,
+  ) {}
+
+  private get cfg() {
+    return this.conductor.cfg.power_sync;
+  }
+
+  start(): void {
+    if (this.cfg.interval_s <= 0) return;
+    const loop = async () => {
+      if (this.stopped) return;
+      const t0 = Date.now();
+      try {
+        await this.sweep();
+      } catch (err) {
+        this.log.error({ err }, 'power sync sweep failed');
+      }
+      if (this.stopped) return;
+      const spent = Date.now() - t0;
+      if (spent > this.cfg.interval_s * 3000) this.log.warn({ spent_ms: spent, interval_s: this.cfg.interval_s }, 'power sync took more than 3x its interval');
+      this.timer = setTimeout(() => void loop(), Math.max(0, this.cfg.interval_s * 1000 - spent));
+      this.timer.unref();
+    };
+    this.timer = setTimeout(() => void loop(), 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running?.catch(() => {});
+  }
+
+  /** Which nodes a sweep looks at, and why the others are skipped. */
+  private eligible(n: Node): boolean {
+    const hw = this.conductor.drivers.has(n.driver) ? this.conductor.drivers.get(n.driver) : undefined;
+    if (!hw?.power.supportsPowerSync) return false;
+    if (n.reservation || n.target_power_state) return false;
+    if (isProvisionState(n.provision_state) && SYNC_EXCLUDED_STATES.has(n.provision_state)) return false;
+    if (n.maintenance && n.fault !== POWER_FAILURE_FAULT) return false;
+    if (n.driver_internal_info.firmware_update) return false;
+    return true;
+  }
+
+  /** Runs one sweep now (or joins the one in progress). */
+  sweep(): Promise<SweepReport> {
+    this.running ??= this.doSweep().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async doSweep(): Promise<SweepReport> {
+    const t0 = Date.now();
+    const report: SweepReport = {
+      started_at: new Date(t0).toISOString(),
+      duration_ms: 0,
+      nodes: 0,
+      skipped: 0,
+      ok: 0,
+      failed: 0,
+      changed_power: 0,
+      changed_health: 0,
+      entered_maintenance: 0,
+      recovered: 0,
+      errors_by_code: {},
+    };
+    const store = this.conductor.store;
+    const all = await store.listNodes();
+    const byUuid = new Map<string, Node>();
+    const refs: NodeRef[] = [];
+    for (const n of all) {
+      if (!this.eligible(n)) {
+        if (this.conductor.drivers.has(n.driver) && this.conductor.drivers.get(n.driver).power.supportsPowerSync) report.skipped++;
+        continue;
+      }
+      try {
+        refs.push(nodeRef(n));
+        byUuid.set(n.uuid, n);
+      } catch (err) {
+        // Bad driver_info: a clear per-node error; the sweep goes on.
+        report.failed++;
+        report.errors_by_code.RF_CONFIG = (report.errors_by_code.RF_CONFIG ?? 0) + 1;
+        const msg = `Power sync cannot reach the BMC: ${errorMessage(err)}`;
+        if (n.last_error !== msg) await store.updateNode(n.id, { last_error: msg }, { reservation: null });
+      }
+    }
+    report.nodes = refs.length;
+    const items = refs.length ? await this.pool().sweep(refs, this.cfg.sweep_deadline_ms) : [];
+    for (const it of items) {
+      const node = byUuid.get(it.uuid);
+      if (!node) continue;
+      try {
+        await this.apply(node, it, report);
+      } catch (err) {
+        this.log.warn({ err, node: node.uuid }, 'power sync could not record a result');
+      }
+    }
+    report.duration_ms = Date.now() - t0;
+    this.lastReport = report;
+    this.reports.push(report);
+    if (this.reports.length > 20) this.reports.shift();
+    this.conductor.metrics?.recordSweep(report);
+    this.log.info({ ...report, errors_by_code: report.errors_by_code }, 'power sync sweep');
+    return report;
+  }
+
+  private async apply(node: Node, it: SweepItem, report: SweepReport): Promise<void> {
+    const store = this.conductor.store;
+    if (!it.ok) {
+      report.failed++;
+      const code = it.error?.code ?? 'RF_INTERNAL';
+      report.errors_by_code[code] = (report.errors_by_code[code] ?? 0) + 1;
+      const n = (this.failures.get(node.uuid) ?? 0) + 1;
+      this.failures.set(node.uuid, n);
+      if (n >= this.cfg.max_retries && !node.maintenance) {
+        const reason = `During sync_power_state, max retries exceeded for node ${node.uuid}, node state ${node.power_state} does not match expected state 'None'. Updating DB state to 'None'. Switching node to maintenance mode. Error: ${it.error?.message}`;
+        const updated = await store.updateNode(node.id, { maintenance: true, fault: POWER_FAILURE_FAULT, maintenance_reason: reason, power_state: null, last_error: it.error?.message ?? null }, { reservation: null });
+        if (updated) {
+          report.entered_maintenance++;
+          await this.conductor.history(node, `Power sync failed ${n} times (${code}); node put into maintenance: ${it.error?.message}`, 'monitoring', 'ERROR');
+        }
+      }
+      return;
+    }
+    report.ok++;
+    this.failures.delete(node.uuid);
+    const patch: Partial<Node> = {};
+    const events: Array<[string, 'INFO' | 'WARNING']> = [];
+    if (node.maintenance && node.fault === POWER_FAILURE_FAULT) {
+      Object.assign(patch, { maintenance: false, fault: null, maintenance_reason: null });
+      report.recovered++;
+      events.push(['Power sync succeeded again; maintenance ("power failure") cleared', 'INFO']);
+    }
+    if (this.cfg.health_monitoring && it.health !== undefined && it.health !== node.health) {
+      patch.health = it.health ?? null;
+      report.changed_health++;
+      events.push([`Hardware health changed from ${node.health ?? 'unknown'} to ${it.health ?? 'unknown'}`, it.health === 'OK' ? 'INFO' : 'WARNING']);
+    }
+    let force: 'power on' | 'power off' | undefined;
+    if (it.power && it.power !== node.power_state) {
+      report.changed_power++;
+      if (node.power_state === null || !this.cfg.force_power_state) {
+        patch.power_state = it.power;
+        events.push([`Power state of the node changed out of band from ${node.power_state ?? 'None'} to ${it.power}; recorded`, node.power_state === null ? 'INFO' : 'WARNING']);
+      } else {
+        force = node.power_state as 'power on' | 'power off';
+        events.push([`Power state of the node changed out of band to ${it.power}; forcing it back to ${node.power_state} (force_power_state)`, 'WARNING']);
+      }
+    }
+    if (Object.keys(patch).length) {
+      const updated = await store.updateNode(node.id, patch, { reservation: null });
+      if (!updated) return; // an action took the node meanwhile: it owns the truth now
+    }
+    for (const [e, sev] of events) await this.conductor.history(node, e, 'monitoring', sev);
+    if (force) {
+      try {
+        await this.conductor.setPowerState(node, force);
+      } catch (err) {
+        this.log.info({ node: node.uuid, err: errorMessage(err) }, 'could not force power state (node busy)');
+      }
+    }
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * Redfish operations on a node, as the power/management/firmware interfaces need them. Pure async
+ * functions over a RedfishClient: they run inside the piscina worker that owns the BMC.
+ */
+import type { RedfishClient } from './client.js';
+import { RedfishError } from './errors.js';
+import type { RedfishTarget } from './driver-info.js';
+
+export type IronicPower = 'power on' | 'power off';
+export type Health = 'OK' | 'Warning' | 'Critical';
+
+const POWER_MAP: Record<string, IronicPower> = { On: 'power on', PoweringOn: 'power on', Off: 'power off', PoweringOff: 'power off', Paused: 'power on' };
+
+/** System path per target key (resolved once: the only member when no system id is given). */
+const systemPaths = new Map<string, string>();
+
+export async function systemPath(c: RedfishClient, t: RedfishTarget): Promise<string> {
+  if (t.systemId) return t.systemId.startsWith('/') ? t.systemId : `${t.rootPrefix}/Systems/${t.systemId}`;
+  const cached = systemPaths.get(t.key);
+  if (cached) return cached;
+  const { doc } = await c.request('GET', `${t.rootPrefix}/Systems`);
+  const members = (doc.Members as Array<{ '@odata.id': string }> | undefined) ?? [];
+  if (members.length !== 1) throw new RedfishError('RF_CONFIG', `driver_info.redfish_system_id is required: the BMC exposes ${members.length} systems`, undefined, t.origin);
+  systemPaths.set(t.key, members[0]!['@odata.id']);
+  return members[0]!['@odata.id'];
+}
+
+export interface PowerHealth {
+  power: IronicPower | null;
+  raw_power: string | null;
+  health: Health | null;
+}
+
+/** One GET per node: PowerState + Status (what power sync and health monitoring need). */
+export async function readPowerHealth(c: RedfishClient, t: RedfishTarget): Promise<PowerHealth> {
+  const { doc } = await c.request('GET', await systemPath(c, t), { select: ['PowerState', 'Status'] });
+  const raw = typeof doc.PowerState === 'string' ? doc.PowerState : null;
+  const h = (doc.Status as { Health?: string } | undefined)?.Health;
+  return { power: raw ? (POWER_MAP[raw] ?? null) : null, raw_power: raw, health: h === 'OK' || h === 'Warning' || h === 'Critical' ? h : null };
+}
+
+export type PowerTarget = 'power on' | 'power off' | 'rebooting' | 'soft power off' | 'soft rebooting';
+
+/**
+ * Sets the power state and waits (asynchronously: timers, no blocked thread) until the BMC reports
+ * it, or the timeout passes.
+ */
+export async function setPower(c: RedfishClient, t: RedfishTarget, target: PowerTarget, timeoutS = 60): Promise<IronicPower> {
+  const path = await systemPath(c, t);
+  const current = (await readPowerHealth(c, t)).power;
+  let reset: string;
+  let want: IronicPower;
+  switch (target) {
+    case 'power on':
+      if (current === 'power on') return 'power on';
+      reset = 'On';
+      want = 'power on';
+      break;
+    case 'power off':
+      if (current === 'power off') return 'power off';
+      reset = 'ForceOff';
+      want = 'power off';
+      break;
+    case 'soft power off':
+      if (current === 'power off') return 'power off';
+      reset = 'GracefulShutdown';
+      want = 'power off';
+      break;
+    case 'rebooting':
+      reset = current === 'power off' ? 'On' : 'ForceRestart';
+      want = 'power on';
+      break;
+    case 'soft rebooting':
+      reset = current === 'power off' ? 'On' : 'GracefulRestart';
+      want = 'power on';
+      break;
+  }
+  const { doc: sys } = await c.request('GET', path, { select: ['Actions'] });
+  const action = ((sys.Actions as Record<string, { target?: string }> | undefined)?.['#ComputerSystem.Reset']?.target) ?? `${path}/Actions/ComputerSystem.Reset`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await c.request('POST', action, { body: { ResetType: reset } });
+      break;
+    } catch (err) {
+      // iDRAC answers 409 for a power-on right after a power-off: retry a few times (as Ironic does).
+      if (err instanceof RedfishError && err.status === 409 && attempt < 5) {
+        const now = (await readPowerHealth(c, t)).power;
+        if (now === want && target !== 'rebooting' && target !== 'soft rebooting') return want;
+        await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+        continue;
+      }
+      throw err;
+    }
+  }
+  const deadline = Date.now() + timeoutS * 1000;
+  let wait = 250;
+  let sawOff = false;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, wait));
+    wait = Math.min(2000, Math.round(wait * 1.5));
+    const ph = await readPowerHealth(c, t);
+    if (ph.raw_power === 'Off' || ph.raw_power === 'PoweringOff') sawOff = true;
+    const settled = ph.raw_power === 'On' || ph.raw_power === 'Off';
+    const rebootDone = (target === 'rebooting' || target === 'soft rebooting') && current === 'power on' ? sawOff || ph.raw_power === 'On' : true;
+    if (settled && ph.power === want && rebootDone) return want;
+    if (Date.now() > deadline) throw new RedfishError('RF_TIMEOUT', `power state did not reach "${want}" within ${timeoutS}s (last: ${ph.raw_power})`, undefined, t.origin);
+  }
+}
+
+const BOOT_MAP: Record<string, string> = { pxe: 'Pxe', disk: 'Hdd', cdrom: 'Cd', bios: 'BiosSetup' };
+
+export async function setBootDevice(c: RedfishClient, t: RedfishTarget, device: string, persistent: boolean): Promise<void> {
+  const target = BOOT_MAP[device];
+  if (!target) throw new RedfishError('RF_CONFIG', `boot device ${device} is not supported; use one of ${Object.keys(BOOT_MAP).join(', ')}`);
+  await c.request('PATCH', await systemPath(c, t), { body: { Boot: { BootSourceOverrideTarget: target, BootSourceOverrideEnabled: persistent ? 'Continuous' : 'Once' } } });
+}
+
+export interface SensorReadings {
+  temperatures: Array<{ name: string; celsius: number | null; health: string | null }>;
+  fans: Array<{ name: string; rpm: number | null }>;
+  power_watts: number | null;
+  psus: Array<{ name: string; output_watts: number | null; input_voltage: number | null }>;
+}
+
+const chassisPaths = new Map<string, string>();
+
+async function chassisPath(c: RedfishClient, t: RedfishTarget): Promise<string> {
+  const cached = chassisPaths.get(`${t.key}|${t.systemId ?? ''}`);
+  if (cached) return cached;
+  const { doc } = await c.request('GET', await systemPath(c, t), { select: ['Links'] });
+  const p = ((doc.Links as { Chassis?: Array<{ '@odata.id': string }> } | undefined)?.Chassis ?? [])[0]?.['@odata.id'];
+  if (!p) throw new RedfishError('RF_PROTOCOL', 'system has no Links.Chassis', undefined, t.origin);
+  chassisPaths.set(`${t.key}|${t.systemId ?? ''}`, p);
+  return p;
+}
+
+/** Thermal + Power of the system's first chassis (the legacy schemas Ironic reads). */
+export async function readSensors(c: RedfishClient, t: RedfishTarget): Promise<SensorReadings> {
+  const ch = await chassisPath(c, t);
+  const [th, pw] = await Promise.all([c.request('GET', `${ch}/Thermal`), c.request('GET', `${ch}/Power`)]);
+  const temps = (th.doc.Temperatures as Array<Record<string, unknown>> | undefined) ?? [];
+  const fans = (th.doc.Fans as Array<Record<string, unknown>> | undefined) ?? [];
+  const ctl = ((pw.doc.PowerControl as Array<Record<string, unknown>> | undefined) ?? [])[0];
+  const psus = (pw.doc.PowerSupplies as Array<Record<string, unknown>> | undefined) ?? [];
+  const num = (v: unknown) => (typeof v === 'number' ? v : null);
+  return {
+    temperatures: temps.map((x) => ({ name: String(x.Name ?? x.MemberId), celsius: num(x.ReadingCelsius), health: ((x.Status as { Health?: string }) ?? {}).Health ?? null })),
+    fans: fans.map((x) => ({ name: String(x.Name ?? x.MemberId), rpm: num(x.Reading) })),
+    power_watts: num(ctl?.PowerConsumedWatts),
+    psus: psus.map((x) => ({ name: String(x.Name ?? x.MemberId), output_watts: num(x.PowerOutputWatts ?? x.LastPowerOutputWatts), input_voltage: num(x.LineInputVoltage) })),
+  };
+}
+
+export async function startFirmwareUpdate(c: RedfishClient, t: RedfishTarget, imageUri: string, component: 'bios' | 'bmc'): Promise<string> {
+  const { doc: root } = await c.request('GET', `${t.rootPrefix}/UpdateService`);
+  const target = ((root.Actions as Record<string, { target?: string }> | undefined)?.['#UpdateService.SimpleUpdate']?.target) ?? `${t.rootPrefix}/UpdateService/Actions/UpdateService.SimpleUpdate`;
+  const body: Record<string, unknown> = { ImageURI: imageUri, TransferProtocol: imageUri.startsWith('https') ? 'HTTPS' : 'HTTP' };
+  if (component === 'bmc') body.Targets = [`${t.rootPrefix}/Managers`];
+  const res = await c.request('POST', target, { body });
+  const loc = res.headers.location;
+  const task = typeof loc === 'string' ? (loc.startsWith('http') ? new URL(loc).pathname : loc) : (res.doc['@odata.id'] as string | undefined);
+  if (!task) throw new RedfishError('RF_PROTOCOL', 'SimpleUpdate returned no task location', res.status, t.origin);
+  return task;
+}
+
+export async function readTask(c: RedfishClient, taskUri: string): Promise<{ state: string; percent: number | null; messages: string[] }> {
+  const { doc } = await c.request('GET', taskUri);
+  return {
+    state: String(doc.TaskState ?? 'Unknown'),
+    percent: typeof doc.PercentComplete === 'number' ? doc.PercentComplete : null,
+    messages: ((doc.Messages as Array<{ Message?: string }> | undefined) ?? []).map((m) => m.Message ?? '').filter(Boolean),
+  };
+}
+
+export async function readFirmwareVersions(c: RedfishClient, t: RedfishTarget): Promise<{ bios: string | null; bmc: string | null }> {
+  const { doc } = await c.request('GET', await systemPath(c, t), { select: ['BiosVersion', 'Links'] });
+  let bmc: string | null = null;
+  const mgr = ((doc.Links as { ManagedBy?: Array<{ '@odata.id': string }> } | undefined)?.ManagedBy ?? [])[0]?.['@odata.id'];
+  if (mgr) bmc = ((await c.request('GET', mgr, { select: ['FirmwareVersion'] })).doc.FirmwareVersion as string | undefined) ?? null;
+  return { bios: (doc.BiosVersion as string | undefined) ?? null, bmc };
+}

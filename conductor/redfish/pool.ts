@@ -1,0 +1,142 @@
+/**
+ * The BMC worker pool: N piscina pools of one thread each, one per shard. A BMC (origin, user) is
+ * assigned to shard hash(key) % N for good, so its sockets and its single session stay warm in one
+ * thread; every operation on that BMC — sweeps, sensor reads, API power actions — runs there.
+ * Resizing hands live sessions over to their new owners instead of logging in again.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import type { SessionEvent, SessionRecord, RedfishClientOptions } from './client.js';
+import type { RedfishTarget } from './driver-info.js';
+import type { NodeRef, SweepItem, Task, OpError } from './worker.js';
+
+// Compiled next to this module; when this module runs from TypeScript sources (tests), use the build.
+const WORKER = [new URL('./worker.js', import.meta.url), new URL('../../dist/conductor/redfish/worker.js', import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((f) => existsSync(f)) ?? fileURLToPath(new URL('./worker.js', import.meta.url));
+
+export function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+export type { NodeRef, SweepItem, OpError };
+
+type WithNode = Extract<Task, { node: NodeRef }>;
+/** A node operation without its node (distributes Omit over the union). */
+export type NodeTask = WithNode extends infer T ? (T extends WithNode ? Omit<T, 'node'> : never) : never;
+
+export class BmcOpError extends Error {
+  constructor(readonly op: OpError) {
+    super(op.message);
+    this.name = 'BmcOpError';
+  }
+  get code(): string {
+    return this.op.code;
+  }
+}
+
+export class BmcPool {
+  private shards: Piscina[] = [];
+  private closed = false;
+
+  constructor(
+    private size: number,
+    private readonly clientOptions: RedfishClientOptions,
+    private readonly onSessionEvents: (events: SessionEvent[]) => Promise<void>,
+  ) {}
+
+  get poolSize(): number {
+    return this.shards.length;
+  }
+
+  async start(): Promise<void> {
+    this.shards = Array.from({ length: this.size }, () => this.makeShard());
+    await Promise.all(this.shards.map((s) => s.run({ op: 'configure', options: this.clientOptions } satisfies Task)));
+  }
+
+  private makeShard(): Piscina {
+    return new Piscina({ filename: WORKER, minThreads: 1, maxThreads: 1, concurrentTasksPerWorker: 1024, idleTimeout: Number.MAX_SAFE_INTEGER, atomics: 'disabled' });
+  }
+
+  shardOf(key: string): number {
+    return fnv1a(key) % this.shards.length;
+  }
+
+  private async exec<T>(shard: number, task: Task): Promise<T> {
+    if (this.closed) throw new Error('BMC pool is closed');
+    const out = (await this.shards[shard]!.run(task)) as T & { sessionEvents?: SessionEvent[] };
+    if (out && typeof out === 'object' && Array.isArray(out.sessionEvents) && out.sessionEvents.length) await this.onSessionEvents(out.sessionEvents);
+    return out;
+  }
+
+  /** A single-node operation on the node's owning shard; throws BmcOpError on failure. */
+  async op<T>(node: NodeRef, task: NodeTask): Promise<T> {
+    const res = await this.exec<{ ok: boolean; value?: T; error?: OpError }>(this.shardOf(node.target.key), { ...task, node } as Task);
+    if (!res.ok) throw new BmcOpError(res.error!);
+    return res.value as T;
+  }
+
+  private group(nodes: NodeRef[]): NodeRef[][] {
+    const groups: NodeRef[][] = this.shards.map(() => []);
+    for (const n of nodes) groups[this.shardOf(n.target.key)]!.push(n);
+    return groups;
+  }
+
+  /** One power/health read per node, all shards in parallel. */
+  async sweep(nodes: NodeRef[], deadlineMs: number): Promise<SweepItem[]> {
+    const parts = await Promise.all(this.group(nodes).map((g, i) => (g.length ? this.exec<{ items: SweepItem[] }>(i, { op: 'sweep', nodes: g, deadlineMs }) : { items: [] })));
+    return parts.flatMap((p) => p.items);
+  }
+
+  async sensors<T>(nodes: NodeRef[], deadlineMs: number): Promise<Array<{ uuid: string; ok: boolean; value?: T; error?: OpError }>> {
+    const parts = await Promise.all(
+      this.group(nodes).map((g, i) => (g.length ? this.exec<{ items: Array<{ uuid: string; ok: boolean; value?: T; error?: OpError }> }>(i, { op: 'sensors', nodes: g, deadlineMs }) : { items: [] })),
+    );
+    return parts.flatMap((p) => p.items);
+  }
+
+  /** Adopt sessions persisted by an earlier run (each to its owning shard). */
+  async importSessions(sessions: Array<SessionRecord & { target: RedfishTarget }>): Promise<number> {
+    const groups = this.shards.map(() => [] as Array<SessionRecord & { target: RedfishTarget }>);
+    for (const s of sessions) groups[this.shardOf(s.key)]!.push(s);
+    const res = await Promise.all(groups.map((g, i) => (g.length ? this.exec<{ adopted: number }>(i, { op: 'import-sessions', sessions: g }) : { adopted: 0 })));
+    return res.reduce((a, r) => a + r.adopted, 0);
+  }
+
+  /** Change the number of shards; live sessions move to their new owners (no new logins). */
+  async resize(n: number, targets: Map<string, RedfishTarget>): Promise<void> {
+    if (n === this.shards.length) return;
+    const exported = (await Promise.all(this.shards.map((s) => s.run({ op: 'export-sessions' } satisfies Task)))).flat() as SessionRecord[];
+    await Promise.all(this.shards.map((s) => s.destroy()));
+    this.size = n;
+    await this.start();
+    await this.importSessions(exported.filter((s) => targets.has(s.key)).map((s) => ({ ...s, target: targets.get(s.key)! })));
+  }
+
+  async stats(): Promise<Record<string, number>> {
+    const per = (await Promise.all(this.shards.map((s) => s.run({ op: 'stats' } satisfies Task)))) as Array<Record<string, number>>;
+    const total: Record<string, number> = {};
+    for (const p of per) for (const [k, v] of Object.entries(p)) total[k] = (total[k] ?? 0) + v;
+    return total;
+  }
+
+  utilization(): number {
+    if (this.shards.length === 0) return 0;
+    return this.shards.reduce((a, s) => a + s.utilization, 0) / this.shards.length;
+  }
+
+  /** Log out of every BMC (no orphan sessions) and stop the threads. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const results = await Promise.allSettled(this.shards.map((s) => s.run({ op: 'shutdown' } satisfies Task)));
+    for (const r of results) if (r.status === 'fulfilled') await this.onSessionEvents((r.value as { sessionEvents: SessionEvent[] }).sessionEvents);
+    this.closed = true;
+    await Promise.all(this.shards.map((s) => s.destroy()));
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The piscina worker of the BMC fleet engine. Each worker owns a stable shard of BMCs: their
+ * RedfishClients (keep-alive sockets, sessions, ETag caches, breakers) live here for the life of
+ * the worker, so a BMC sees exactly one session from the whole conductor. Results cross back as
+ * plain data; session changes are returned for the main thread to persist.
+ */
+import { RedfishClient, type ClientStats, type SessionEvent, type SessionRecord } from './client.js';
+import { RedfishError } from './errors.js';
+import type { RedfishTarget } from './driver-info.js';
+import * as ops from './ops.js';
+
+const clients = new Map<string, RedfishClient>();
+let clientOpts: ConstructorParameters<typeof RedfishClient>[1] = {};
+
+function client(t: RedfishTarget): RedfishClient {
+  let c = clients.get(t.key);
+  if (!c) {
+    c = new RedfishClient(t, clientOpts);
+    clients.set(t.key, c);
+  } else c.updateTarget(t);
+  return c;
+}
+
+export interface NodeRef {
+  uuid: string;
+  target: RedfishTarget;
+}
+
+export type OpError = { code: string; message: string; status?: number };
+
+function toOpError(err: unknown): OpError {
+  if (err instanceof RedfishError) return { code: err.code, message: err.message, status: err.status };
+  return { code: 'RF_INTERNAL', message: (err as Error)?.message ?? String(err) };
+}
+
+function drainSessionEvents(keys: Iterable<string>): SessionEvent[] {
+  const out: SessionEvent[] = [];
+  for (const k of keys) {
+    const c = clients.get(k);
+    if (c) out.push(...c.takeSessionEvents());
+  }
+  return out;
+}
+
+export type Task =
+  | { op: 'configure'; options: ConstructorParameters<typeof RedfishClient>[1] }
+  | { op: 'sweep'; nodes: NodeRef[]; deadlineMs: number }
+  | { op: 'sensors'; nodes: NodeRef[]; deadlineMs: number }
+  | { op: 'power'; node: NodeRef; target: ops.PowerTarget; timeoutS?: number }
+  | { op: 'power-get'; node: NodeRef }
+  | { op: 'boot'; node: NodeRef; device: string; persistent: boolean }
+  | { op: 'firmware-start'; node: NodeRef; imageUri: string; component: 'bios' | 'bmc' }
+  | { op: 'firmware-task'; node: NodeRef; taskUri: string }
+  | { op: 'firmware-versions'; node: NodeRef }
+  | { op: 'export-sessions' }
+  | { op: 'import-sessions'; sessions: Array<SessionRecord & { target?: RedfishTarget }> }
+  | { op: 'stats' }
+  | { op: 'shutdown' };
+
+export interface SweepItem {
+  uuid: string;
+  ok: boolean;
+  power?: ops.IronicPower | null;
+  health?: ops.Health | null;
+  error?: OpError;
+  ms: number;
+}
+
+async function withDeadline<T>(p: Promise<T>, ms: number, origin: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<T>((_, rej) => {
+        t = setTimeout(() => rej(new RedfishError('RF_TIMEOUT', `no answer from ${origin} before the sweep deadline (${ms} ms)`, undefined, origin)), ms);
+      }),
+    ]);
+  } finally {
+    if (t) clearTimeout(t);
+  }
+}
+
+async function perNode<T>(nodes: NodeRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>): Promise<Array<{ uuid: string; ok: boolean; value?: T; error?: OpError; ms: number }>> {
+  return Promise.all(
+    nodes.map(async (n) => {
+      const t0 = performance.now();
+      try {
+        const value = await withDeadline(fn(client(n.target), n.target), deadlineMs, n.target.origin);
+        return { uuid: n.uuid, ok: true, value, ms: performance.now() - t0 };
+      } catch (err) {
+        return { uuid: n.uuid, ok: false, error: toOpError(err), ms: performance.now() - t0 };
+      }
+    }),
+  );
+}
+
+export default async function run(task: Task): Promise<unknown> {
+  switch (task.op) {
+    case 'configure':
+      clientOpts = task.options;
+      return { ok: true };
+    case 'sweep': {
+      const res = await perNode(task.nodes, task.deadlineMs, ops.readPowerHealth);
+      const items: SweepItem[] = res.map((r) => ({ uuid: r.uuid, ok: r.ok, power: r.value?.power, health: r.value?.health, error: r.error, ms: r.ms }));
+      return { items, sessionEvents: drainSessionEvents(new Set(task.nodes.map((n) => n.target.key))) };
+    }
+    case 'sensors': {
+      const res = await perNode(task.nodes, task.deadlineMs, ops.readSensors);
+      return { items: res, sessionEvents: drainSessionEvents(new Set(task.nodes.map((n) => n.target.key))) };
+    }
+    case 'power':
+    case 'power-get':
+    case 'boot':
+    case 'firmware-start':
+    case 'firmware-task':
+    case 'firmware-versions': {
+      const t = task.node.target;
+      const c = client(t);
+      try {
+        let value: unknown;
+        if (task.op === 'power') value = await ops.setPower(c, t, task.target, task.timeoutS);
+        else if (task.op === 'power-get') value = await ops.readPowerHealth(c, t);
+        else if (task.op === 'boot') value = await ops.setBootDevice(c, t, task.device, task.persistent);
+        else if (task.op === 'firmware-start') value = await ops.startFirmwareUpdate(c, t, task.imageUri, task.component);
+        else if (task.op === 'firmware-task') value = await ops.readTask(c, task.taskUri);
+        else value = await ops.readFirmwareVersions(c, t);
+        return { ok: true, value, sessionEvents: c.takeSessionEvents() };
+      } catch (err) {
+        return { ok: false, error: toOpError(err), sessionEvents: c.takeSessionEvents() };
+      }
+    }
+    case 'export-sessions': {
+      // Hand every live session over (pool resize): no DELETE, the new owner adopts it.
+      const out: SessionRecord[] = [];
+      for (const c of clients.values()) {
+        const s = c.releaseSession();
+        if (s) out.push(s);
+        c.takeSessionEvents();
+        await c.close();
+      }
+      clients.clear();
+      return out;
+    }
+    case 'import-sessions': {
+      let adopted = 0;
+      for (const s of task.sessions) {
+        if (!s.target) continue;
+        client(s.target).adoptSession(s);
+        adopted++;
+      }
+      return { adopted };
+    }
+    case 'stats': {
+      const total: ClientStats & { clients: number; sessions: number; breakers_open: number } = {
+        requests: 0, errors: 0, logins: 0, logins_failed: 0, relogins: 0, not_modified: 0, retries: 0, breaker_rejections: 0, clients: clients.size, sessions: 0, breakers_open: 0,
+      };
+      for (const c of clients.values()) {
+        for (const k of Object.keys(c.stats) as Array<keyof ClientStats>) total[k] += c.stats[k];
+        if (c.hasSession) total.sessions++;
+        if (c.breakerOpen) total.breakers_open++;
+      }
+      return total;
+    }
+    case 'shutdown': {
+      const events: SessionEvent[] = [];
+      await Promise.all(
+        [...clients.values()].map(async (c) => {
+          await c.logout();
+          events.push(...c.takeSessionEvents());
+          await c.close();
+        }),
+      );
+      clients.clear();
+      return { sessionEvents: events };
+    }
+  }
+}
