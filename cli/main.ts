@@ -200,7 +200,7 @@ export function buildCli(): Command {
     .requiredOption('--from <file>')
     .option('--driver <driver>', 'hardware type', 'redfish')
     .action(async (o) => {
-      const doc = JSON.parse(readFileSync(o.from, 'utf8')) as { bmcs: Array<Record<string, unknown>> };
+      const doc = JSON.parse(readFileSync(o.from, 'utf8')) as { bmcs: Array<Record<string, unknown>>; ca_file?: string | null; tls_server_name?: string | null };
       if (!Array.isArray(doc.bmcs)) throw new IronfleetError('IRF_INVALID_INPUT', `${o.from}: "bmcs" must be an array`);
       const c = api(o);
       let done = 0;
@@ -208,7 +208,15 @@ export function buildCli(): Command {
         const n = await c.post<Record<string, unknown>>('/v1/nodes', {
           driver: o.driver,
           name: typeof b.name === 'string' ? b.name : `node-${i}`,
-          driver_info: { redfish_address: b.address, redfish_username: b.username, redfish_password: b.password, redfish_system_id: b.system_id },
+          driver_info: {
+            redfish_address: b.address,
+            redfish_username: b.username,
+            redfish_password: b.password,
+            redfish_system_id: b.system_id,
+            // A simulator manifest names its CA and the server name its certificate carries.
+            ...(doc.ca_file ? { redfish_verify_ca: doc.ca_file } : {}),
+            ...(doc.tls_server_name ? { redfish_tls_server_name: doc.tls_server_name } : {}),
+          },
         });
         for (const mac of (b.macs as string[]) ?? []) await c.post('/v1/ports', { address: mac, node_uuid: n.uuid });
         progressLine(`enrolled ${++done}/${doc.bmcs.length}`);

@@ -114,6 +114,12 @@ export const configSchema = z.strictObject({
       include_undeployed: z.boolean().default(true),
     })
     .prefault({}),
+  firmware: z
+    .strictObject({
+      /** How often BMC firmware tasks are polled. @default 5000 */
+      poll_interval_ms: z.number().int().min(100).max(600_000).default(5000),
+    })
+    .prefault({}),
   logging: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

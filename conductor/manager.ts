@@ -20,14 +20,14 @@ import {
   type ProvisionEvent,
   type ProvisionState,
 } from './states.js';
-import { AgentNotConnectedError, InvalidInputError, InvalidStateError, errorMessage } from '../shared/errors.js';
+import { AgentNotConnectedError, DriverError, InvalidInputError, InvalidStateError, errorMessage } from '../shared/errors.js';
 import { COMMANDS, isCommandName } from '../shared/commands.js';
 import { describeZodError } from '../shared/inventory.js';
 import { ConductorMetrics } from './metrics.js';
 import { BmcPool } from './redfish/pool.js';
 import { RedfishClient, type SessionEvent } from './redfish/client.js';
 import { parseRedfishDriverInfo, type RedfishTarget } from './redfish/driver-info.js';
-import { redfishHardware } from './drivers/redfish.js';
+import { nodeRef, redfishHardware } from './drivers/redfish.js';
 import { PowerSync } from './power-sync.js';
 import { SensorCollector } from './sensors.js';
 
@@ -137,7 +137,17 @@ export class Conductor {
   startBackground(): void {
     this.powerSync.start();
     this.sensors.start();
+    const poll = () => {
+      this.firmwareTimer = setTimeout(async () => {
+        await this.pollFirmwareTasks().catch((err) => this.log.warn({ err }, 'firmware monitor failed'));
+        if (!this.stopping) poll();
+      }, this.cfg.firmware.poll_interval_ms);
+      this.firmwareTimer.unref();
+    };
+    poll();
   }
+
+  private firmwareTimer: NodeJS.Timeout | undefined;
 
   async startAgentEndpoint(): Promise<number> {
     return this.hub.start();
@@ -167,6 +177,7 @@ export class Conductor {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.firmwareTimer) clearTimeout(this.firmwareTimer);
     await this.powerSync.stop();
     await this.sensors.stop();
     await Promise.allSettled([...this.inflight]);
@@ -392,6 +403,62 @@ export class Conductor {
     const err = cmd.error ? `: ${cmd.error.code}: ${cmd.error.message}` : '';
     await this.history(node, `Agent command ${cmd.name} (${cmd.id}) ${cmd.status.toLowerCase()}${err}`, 'agent', sev);
     if (cmd.status !== 'SUCCEEDED' && cmd.error) await this.store.updateNode(node.id, { last_error: `agent command ${cmd.name} failed: ${cmd.error.message}` });
+  }
+
+  // ------------------------------------------------------------------ out-of-band firmware
+
+  /**
+   * Starts a Redfish SimpleUpdate and records the BMC task on the node. Nothing waits on it: the
+   * firmware monitor polls the task on a timer until it completes (and survives restarts, since
+   * the task lives in driver_internal_info).
+   */
+  async firmwareUpdate(node: Node, imageUrl: string, component: 'bios' | 'bmc'): Promise<void> {
+    if (node.driver !== 'redfish') throw new InvalidInputError(`driver: out-of-band firmware needs the redfish driver, node ${node.uuid} uses ${node.driver}`, 'driver');
+    if (node.driver_internal_info.firmware_update) throw new InvalidStateError(`Node ${node.uuid} already has a firmware update in progress.`, node.uuid, node.provision_state);
+    await this.tasks.withLock(node.id, 'firmware update', async (task) => {
+      const taskUri = await this.bmcPool().op<string>(nodeRef(task.node), { op: 'firmware-start', imageUri: imageUrl, component }).catch((err) => {
+        throw new DriverError(`firmware update could not start: ${errorMessage(err)}`);
+      });
+      const fresh = await task.refresh();
+      await this.store.updateNode(node.id, {
+        driver_internal_info: { ...fresh.driver_internal_info, firmware_update: { task_uri: taskUri, component, image_url: imageUrl, started_at: new Date().toISOString() } },
+        last_error: null,
+      });
+      await this.history(node, `Firmware update of ${component} started from ${imageUrl} (BMC task ${taskUri})`, 'firmware', 'INFO');
+    }, { retries: 0 });
+  }
+
+  /** One pass of the firmware monitor: polls every node with an update in flight. */
+  async pollFirmwareTasks(): Promise<number> {
+    const nodes = (await this.store.listNodes({ driver: 'redfish' })).filter((n) => n.driver_internal_info.firmware_update);
+    let finished = 0;
+    await Promise.all(
+      nodes.map(async (n) => {
+        const fw = n.driver_internal_info.firmware_update as { task_uri: string; component: 'bios' | 'bmc'; image_url: string };
+        let state: { state: string; percent: number | null; messages: string[] };
+        try {
+          state = await this.bmcPool().op(nodeRef(n), { op: 'firmware-task', taskUri: fw.task_uri });
+        } catch (err) {
+          this.log.warn({ node: n.uuid, err: errorMessage(err) }, 'firmware task poll failed; will retry');
+          return;
+        }
+        if (!['Completed', 'Exception', 'Killed', 'Cancelled'].includes(state.state)) return;
+        finished++;
+        const internal = { ...n.driver_internal_info };
+        delete internal.firmware_update;
+        if (state.state === 'Completed') {
+          const versions = await this.bmcPool().op<{ bios: string | null; bmc: string | null }>(nodeRef(n), { op: 'firmware-versions' }).catch(() => ({ bios: null, bmc: null }));
+          internal.firmware_versions = { ...versions, updated_at: new Date().toISOString(), last_version_flashed: { component: fw.component, image_url: fw.image_url } };
+          await this.store.updateNode(n.id, { driver_internal_info: internal });
+          await this.history(n, `Firmware update of ${fw.component} completed; now ${fw.component === 'bios' ? versions.bios : versions.bmc}`, 'firmware', 'INFO');
+        } else {
+          const msg = `Firmware update of ${fw.component} failed: BMC task ${state.state}${state.messages.length ? `: ${state.messages.join('; ')}` : ''}`;
+          await this.store.updateNode(n.id, { driver_internal_info: internal, last_error: msg });
+          await this.history(n, msg, 'firmware', 'ERROR');
+        }
+      }),
+    );
+    return finished;
   }
 
   // ------------------------------------------------------------------ agent commands (API)

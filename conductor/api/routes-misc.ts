@@ -7,6 +7,7 @@ import { links } from './views.js';
 import { NotFoundError } from '../../shared/errors.js';
 import {
   agentCommandBodySchema,
+  firmwareUpdateBodySchema,
   maintenanceBodySchema,
   nodeCreateSchema,
   portCreateSchema,
@@ -66,6 +67,11 @@ export function buildOpenApi(base: string): Record<string, unknown> {
       '/v1/nodes/{ident}/history': { parameters: [node], get: { summary: 'Node history events', responses: { '200': ok('History') } } },
       '/v1/nodes/{ident}/ports': { parameters: [node], get: { summary: 'Ports of a node', responses: { '200': ok('Ports') } } },
       '/v1/nodes/{ident}/validate': { parameters: [node], get: { summary: 'Validate driver interfaces', responses: { '200': ok('Per-interface result') } } },
+      '/v1/nodes/{ident}/firmware': { parameters: [node], get: { summary: 'Firmware components and versions', responses: { '200': ok('Firmware') } } },
+      '/v1/nodes/{ident}/firmware/update': {
+        parameters: [node],
+        post: { summary: 'Out-of-band firmware update via Redfish SimpleUpdate (ironfleet extension)', requestBody: body(firmwareUpdateBodySchema), responses: { '202': ok('Accepted'), ...errors } },
+      },
       '/v1/nodes/{ident}/agent': { parameters: [node], get: { summary: 'Agent connection (ironfleet extension)', responses: { '200': ok('Agent') } } },
       '/v1/nodes/{ident}/agent/commands': {
         parameters: [node],

@@ -5,6 +5,7 @@ import { parseInput, type ApiContext } from './server.js';
 import {
   NODE_PATCHABLE,
   agentCommandBodySchema,
+  firmwareUpdateBodySchema,
   listQuerySchema,
   maintenanceBodySchema,
   nodeCreateSchema,
@@ -300,6 +301,31 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
       }
     }
     return out;
+  });
+
+  // ---------------------------------------------------------------- firmware
+
+  app.get<IdParams>('/v1/nodes/:ident/firmware', async (req) => {
+    const node = await getNode(req.params.ident);
+    const v = node.driver_internal_info.firmware_versions as { bios?: string | null; bmc?: string | null; updated_at?: string; last_version_flashed?: { component: string } } | undefined;
+    const inflight = node.driver_internal_info.firmware_update as { component: string; started_at: string } | undefined;
+    return {
+      firmware: (['bios', 'bmc'] as const).map((component) => ({
+        component,
+        current_version: v?.[component] ?? null,
+        last_version_flashed: v?.last_version_flashed?.component === component ? (v[component] ?? null) : null,
+        updated_at: v?.updated_at ?? null,
+        update_in_progress: inflight?.component === component,
+      })),
+    };
+  });
+
+  app.post<IdParams>('/v1/nodes/:ident/firmware/update', async (req, reply) => {
+    const body = parseInput(firmwareUpdateBodySchema, req.body, 'firmware');
+    const node = await getNode(req.params.ident);
+    await conductor.firmwareUpdate(node, body.image_url, body.component);
+    reply.status(202).header('Location', `${ctx.baseUrl(req)}/v1/nodes/${node.uuid}/firmware`);
+    return reply.send();
   });
 
   // ---------------------------------------------------------------- agent (ironfleet extension)

@@ -99,3 +99,8 @@ export const listQuerySchema = z.looseObject({
   node_uuid: z.string().optional(),
   address: z.string().optional(),
 });
+
+export const firmwareUpdateBodySchema = z.strictObject({
+  image_url: z.url({ protocol: /^https?$/ }),
+  component: z.enum(['bios', 'bmc']).default('bios'),
+});
