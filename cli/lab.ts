@@ -1,8 +1,9 @@
 /**
- * The lab: a self-contained fleet on one machine. A conductor on its embedded SQLite database,
- * a fleet of simulated machines enrolled through the API, their agents (a separate process, real
- * gRPC streams) connected, and provisioning traffic running — with the API on Ironic's port for
- * `baremetal` to talk to. Bounded: it stops by itself after --duration seconds.
+ * The lab: a self-contained fleet on one machine. The built-in Redfish simulator (its own
+ * processes, HTTPS, realistic BMC behaviour) is enrolled into a conductor running on its embedded
+ * SQLite database; simulated ramdisk agents (another process, real gRPC streams) connect; power
+ * sync, health, sensors, provisioning and agent commands run; the API listens on Ironic's port for
+ * `baremetal`. Bounded: it stops by itself after --duration seconds.
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -12,13 +13,16 @@ import { destination } from 'pino';
 import { compileConfig } from '../conductor/config.js';
 import { startConductor, type RunningConductor } from '../conductor/service.js';
 import { createLogger } from '../shared/logger.js';
-import { simulatedMac } from '../agent/hardware.js';
 import { ApiClient } from './api-client.js';
+import type { Manifest } from '../sim/fleet.js';
 
 export interface LabOptions {
   nodes: number;
   apiPort: number;
   agentPort: number;
+  bmcPort: number;
+  simAdminPort: number;
+  profile: string;
   dir: string;
   durationS: number;
 }
@@ -35,10 +39,49 @@ async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): 
   );
 }
 
+function startChild(args: string[], readyPrefix: string): Promise<{ child: ChildProcess; line: Record<string, unknown> }> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const l = buf.split('\n').find((x) => x.startsWith(readyPrefix));
+      if (l) resolve({ child, line: JSON.parse(l) });
+    });
+    child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
+  });
+}
+
 export async function runLab(o: LabOptions): Promise<void> {
   const dir = path.resolve(o.dir);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
+  const t0 = Date.now();
+  const say = (s: string) => console.log(`[lab ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${s}`);
+  const children: ChildProcess[] = [];
+  let running: RunningConductor | undefined;
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`stopping (${why})`);
+    await running?.stop(); // logs out of every BMC first
+    for (const c of children) c.kill('SIGTERM');
+    say('stopped');
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  if (o.durationS > 0) setTimeout(() => void stop(`--duration ${o.durationS}s reached`), o.durationS * 1000).unref();
+
+  // 1. The BMC fleet: its own processes, one HTTPS Redfish service per BMC on 127.10.x.y.
+  const manifestPath = path.join(dir, 'fleet.json');
+  const sim = await startChild(['sim', '--bmcs', String(o.nodes), '--profile', o.profile, '--seed', SEED, '--port', String(o.bmcPort), '--admin-port', String(o.simAdminPort), '--manifest', manifestPath], '{"ready"');
+  children.push(sim.child);
+  const simAdmin = String(sim.line.admin);
+  say(`BMC simulator: ${o.nodes} Redfish BMCs (${o.profile}) on 127.10.x.y:${o.bmcPort}, started in ${sim.line.startup_ms} ms; admin ${simAdmin}/stats`);
+
+  // 2. The conductor on its embedded database.
   const logFile = path.join(dir, 'conductor.log');
   const log = createLogger({ name: 'ironfleet-lab', level: 'info', destination: destination({ dest: logFile, mkdir: true, sync: false }) });
   const cfg = compileConfig({
@@ -47,109 +90,105 @@ export async function runLab(o: LabOptions): Promise<void> {
     api: { host: '127.0.0.1', port: o.apiPort },
     agent: { host: '127.0.0.1', port: o.agentPort, heartbeat_interval_s: 10 },
     conductor: { node_locked_retry_attempts: 0 },
+    power_sync: { interval_s: 10, max_retries: 3 },
+    sensors: { interval_s: 30 },
+    firmware: { poll_interval_ms: 2000 },
   });
-  const t0 = Date.now();
-  const say = (s: string) => console.log(`[lab ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${s}`);
-  let running: RunningConductor | undefined;
-  let agents: ChildProcess | undefined;
-  let stopping = false;
-  const stop = async (why: string) => {
-    if (stopping) return;
-    stopping = true;
-    say(`stopping (${why})`);
-    agents?.kill('SIGTERM');
-    await running?.stop();
-    say('stopped');
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  if (o.durationS > 0) setTimeout(() => void stop(`--duration ${o.durationS}s reached`), o.durationS * 1000).unref();
-
   running = await startConductor(cfg, log);
+  const conductor = running.conductor;
   const url = `http://127.0.0.1:${running.apiPort}`;
   const api = new ApiClient({ url });
-  say(`conductor up: API ${url} (Ironic v1), agent endpoint 127.0.0.1:${running.agentPort}, database ${path.join(dir, 'ironfleet.db')}, log ${logFile}`);
+  say(`conductor: API ${url} (Ironic v1), agents 127.0.0.1:${running.agentPort}, database ${path.join(dir, 'ironfleet.db')}, log ${logFile}`);
 
-  // Enroll the fleet through the API, like an operator would.
-  const idx = Array.from({ length: o.nodes }, (_, i) => i);
-  await pool(idx, 16, async (i) => {
-    const name = `lab-${String(i).padStart(5, '0')}`;
-    const n = await api.post<{ uuid: string }>('/v1/nodes', { driver: 'fake-hardware', name, properties: { cpu_arch: 'x86_64' } });
-    for (let nic = 0; nic < 2; nic++) await api.post('/v1/ports', { address: simulatedMac(SEED, i, nic), node_uuid: n.uuid });
-  });
-  say(`enrolled ${o.nodes} nodes with 2 ports each`);
+  // 3. Enroll the fleet from the simulator's manifest, through the API, verifying BMC TLS with its CA.
+  const enroll = spawn(process.execPath, [BIN, 'node', 'enroll', '--from', manifestPath, '--url', url], { stdio: 'ignore' });
+  await new Promise((r) => enroll.once('exit', r));
+  const manifest = (await (await fetch(`${simAdmin}/manifest`)).json()) as Manifest;
+  const names = manifest.bmcs.map((b) => b.name);
+  say(`enrolled ${names.length} nodes (driver redfish, 2 ports each) from ${manifestPath}`);
 
-  agents = spawn(process.execPath, [BIN, 'sim-agents', '--conductor', `127.0.0.1:${running.agentPort}`, '--count', String(o.nodes), '--seed', SEED], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  agents.on('exit', (code) => {
-    if (!stopping) say(`simulated agents exited with ${code}`);
-  });
-  const conductor = running.conductor;
+  // 4. Their ramdisk agents: another process, one gRPC stream each.
+  const agents = spawn(process.execPath, [BIN, 'sim-agents', '--conductor', `127.0.0.1:${running.agentPort}`, '--count', String(o.nodes), '--seed', SEED], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(agents);
+
+  const moveAll = async (verb: string, want: string, subset = names) => {
+    await pool(subset, 32, async (n) => {
+      await api.put(`/v1/nodes/${n}/states/provision`, { target: verb }).catch(() => {});
+    });
+    await pool(subset, 32, async (n) => {
+      await api.waitNode(n, (x) => (x.provision_state === want && !x.reservation) || Boolean(x.last_error), 180_000).catch(() => {});
+    });
+  };
+  await moveAll('manage', 'manageable');
+  say('all nodes verified through their BMCs (one Redfish session each): enroll -> manageable');
   while (conductor.hub.sessions.size < o.nodes && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 200));
-  say(`${conductor.hub.sessions.size}/${o.nodes} agents connected over gRPC (inventories streaming in)`);
+  say(`${conductor.hub.sessions.size}/${o.nodes} agents connected over gRPC`);
+  await moveAll('inspect', 'manageable');
+  say('inspected by their agents: GET /v1/nodes/<node>/inventory serves IPA-format inventories');
+  await moveAll('provide', 'available');
+  const half = names.slice(0, Math.ceil(names.length / 2));
+  await moveAll('active', 'active', half);
+  say(`${half.length} nodes deployed (powered on through Redfish): available -> active`);
+  console.log(`\n  Try:  baremetal --os-endpoint ${url} --os-auth-type none node list`);
+  console.log(`        baremetal --os-endpoint ${url} --os-auth-type none node history list ${names[0]}`);
+  console.log(`        curl -s ${url}/metrics | grep -E 'ironfleet_(bmc_sessions|power_sync_duration_seconds_sum|node_temperature_celsius)' | head`);
+  console.log(`        curl -s -XPOST ${simAdmin}/bmcs/3/faults -d '{"black_hole":true}'   # then watch ${names[3]} go to maintenance\n`);
+
+  // 5. Steady traffic: power cycles, rebuilds, burn-ins, firmware, and the odd BMC fault.
+  let round = 0;
+  const tick = async () => {
+    const i = round++;
+    const node = names[(i * 7) % names.length]!;
+    try {
+      const n = await api.get<{ provision_state: string; power_state: string | null; maintenance: boolean }>(`/v1/nodes/${node}`);
+      if (n.maintenance) return;
+      switch (i % 6) {
+        case 0:
+          await api.post(`/v1/nodes/${node}/agent/commands`, { name: 'clean.burnin_cpu', params: { duration_s: 2, cpus: 1 } });
+          break;
+        case 1:
+          if (n.provision_state === 'active') await api.put(`/v1/nodes/${node}/states/provision`, { target: 'rebuild' });
+          break;
+        case 2:
+          if (n.provision_state === 'available') await api.put(`/v1/nodes/${node}/states/power`, { target: n.power_state === 'power on' ? 'power off' : 'power on' });
+          break;
+        case 3:
+          if (i % 30 === 3) await api.post(`/v1/nodes/${node}/firmware/update`, { image_url: `http://firmware.lab/bios-2.${i % 9}.${i % 7}.bin`, component: 'bios' });
+          break;
+        case 4:
+          if (i % 60 === 4) {
+            const idx = (i * 7) % names.length;
+            await fetch(`${simAdmin}/bmcs/${idx}/faults`, { method: 'POST', body: JSON.stringify({ storm: { error_rate: 1, duration_s: 45 } }) });
+            say(`fault injected: BMC of ${node} answers 5xx for 45 s (watch it enter and leave maintenance)`);
+          }
+          break;
+        default:
+          if (n.provision_state === 'active' && i % 12 === 5) await api.put(`/v1/nodes/${node}/states/provision`, { target: 'deleted' });
+          else if (n.provision_state === 'available') await api.put(`/v1/nodes/${node}/states/provision`, { target: 'active' });
+      }
+    } catch {
+      /* busy node: next round */
+    }
+  };
+  setInterval(() => void tick(), 400).unref();
 
   let cmdOk = 0;
   let cmdFailed = 0;
   conductor.hub.on('command-finished', (c) => (c.status === 'SUCCEEDED' ? cmdOk++ : cmdFailed++));
-  const names = idx.map((i) => `lab-${String(i).padStart(5, '0')}`);
-  const moveAll = async (verb: string, want: string, subset = names) => {
-    await pool(subset, 32, async (n) => {
-      await api.put(`/v1/nodes/${n}/states/provision`, { target: verb });
-    });
-    await pool(subset, 32, async (n) => {
-      await api.waitNode(n, (x) => x.provision_state === want && !x.reservation, 120_000);
-    });
-  };
-  await moveAll('manage', 'manageable');
-  say('all nodes verified: enroll -> manageable');
-  await moveAll('inspect', 'manageable');
-  say('all nodes inspected by their agents: GET /v1/nodes/<node>/inventory shows IPA-format inventories');
-  await moveAll('provide', 'available');
-  say('all nodes provided: manageable -> available');
-  const half = names.slice(0, Math.ceil(names.length / 2));
-  await moveAll('active', 'active', half);
-  say(`${half.length} nodes deployed: available -> active`);
-  console.log(`\n  Try:  baremetal --os-endpoint ${url} --os-auth-type none node list`);
-  console.log(`        baremetal --os-endpoint ${url} --os-auth-type none node show ${names[0]}`);
-  console.log(`        node bin/ironfleet.js node agent-command ${names[1]} clean.burnin_cpu --params '{"duration_s":5,"cpus":1}' --url ${url}`);
-  console.log(`        curl -s ${url}/v1/nodes/${names[0]}/inventory | head -c 400; curl -s ${url}/metrics | grep ironfleet_agents\n`);
-
-  // Steady traffic: a rolling burn-in on one machine at a time, rebuilds and power cycles.
-  let round = 0;
-  const busy = new Set<string>();
-  const tick = async () => {
-    round++;
-    const node = names[round % names.length]!;
-    if (busy.has(node)) return;
-    busy.add(node);
-    try {
-      const n = await api.get<{ provision_state: string }>(`/v1/nodes/${node}`);
-      const r = Math.floor(round / names.length) + round;
-      if (r % 5 === 0) await api.post(`/v1/nodes/${node}/agent/commands`, { name: 'clean.burnin_cpu', params: { duration_s: 2, cpus: 1 } });
-      else if (r % 5 === 1) await api.post(`/v1/nodes/${node}/agent/commands`, { name: 'system.get_inventory', params: {} });
-      else if (n.provision_state === 'active') await api.put(`/v1/nodes/${node}/states/provision`, { target: r % 5 === 2 ? 'rebuild' : 'deleted' });
-      else if (n.provision_state === 'available') await api.put(`/v1/nodes/${node}/states/provision`, { target: 'active' });
-    } catch {
-      /* node busy: next round */
-    } finally {
-      busy.delete(node);
-    }
-  };
-  const traffic = setInterval(() => void tick(), 500);
-  traffic.unref();
-
   const dashboard = async () => {
-    const res = await api.get<{ nodes: Array<{ provision_state: string; power_state: string | null }> }>('/v1/nodes?fields=provision_state,power_state&limit=1000');
+    const nodes = await conductor.store.listNodes();
     const byState = new Map<string, number>();
-    for (const n of res.nodes) byState.set(n.provision_state, (byState.get(n.provision_state) ?? 0) + 1);
-    const states = [...byState].map(([s, c]) => `${s}=${c}`).join(' ');
+    for (const n of nodes) byState.set(n.provision_state, (byState.get(n.provision_state) ?? 0) + 1);
+    const on = nodes.filter((n) => n.power_state === 'power on').length;
+    const maint = nodes.filter((n) => n.maintenance).length;
+    const ps = conductor.powerSync.lastReport;
+    const bmc = await conductor.pool!.stats();
     const rss = Math.round(process.memoryUsage().rss / 1048576);
-    const msgs = [...conductor.hub.received.values()].reduce((a, b) => a + b, 0);
-    say(`agents ${conductor.hub.sessions.size}/${o.nodes} | ${states} | agent cmds ok=${cmdOk} failed=${cmdFailed} | agent msgs ${msgs} | rss ${rss} MiB`);
+    say(
+      `agents ${conductor.hub.sessions.size}/${o.nodes} | ${[...byState].map(([s, c]) => `${s}=${c}`).join(' ')} | on=${on} maint=${maint} | ` +
+        `sync ${ps ? `${ps.duration_ms}ms ok=${ps.ok} fail=${ps.failed}` : '-'} | BMC sessions ${bmc.sessions} logins ${bmc.logins} 304s ${bmc.not_modified} | cmds ok=${cmdOk} failed=${cmdFailed} | rss ${rss} MiB`,
+    );
   };
-  const dash = setInterval(() => void dashboard().catch(() => {}), 5000);
-  dash.unref();
+  setInterval(() => void dashboard().catch(() => {}), 5000).unref();
   await new Promise(() => {});
 }

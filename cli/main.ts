@@ -105,13 +105,16 @@ export function buildCli(): Command {
   program
     .command('lab')
     .description('the self-contained lab: conductor on SQLite, simulated fleet enrolled, agents connected, actions running')
-    .option('--nodes <n>', 'simulated machines', int('nodes', 1, 20_000), 50)
+    .option('--nodes <n>', 'simulated machines (BMC + agent each)', int('nodes', 1, 20_000), 100)
+    .option('--profile <name>', 'BMC behaviour: ideal | realistic | hostile', 'realistic')
     .option('--api-port <port>', 'API port', int('api-port', 0, 65535), 6385)
     .option('--agent-port <port>', 'agent endpoint port', int('agent-port', 0, 65535), 6388)
-    .option('--dir <dir>', 'working directory (database, logs)', 'var/lab')
+    .option('--bmc-port <port>', 'port of every simulated BMC', int('bmc-port', 1, 65535), 8443)
+    .option('--sim-admin-port <port>', 'simulator admin API port', int('sim-admin-port', 0, 65535), 9400)
+    .option('--dir <dir>', 'working directory (database, manifest, logs)', 'var/lab')
     .option('--duration <s>', 'stop by itself after this many seconds (0 = until Ctrl-C)', int('duration', 0), 3600)
     .action(async (o) => {
-      await runLab({ nodes: o.nodes, apiPort: o.apiPort, agentPort: o.agentPort, dir: o.dir, durationS: o.duration });
+      await runLab({ nodes: o.nodes, profile: o.profile, apiPort: o.apiPort, agentPort: o.agentPort, bmcPort: o.bmcPort, simAdminPort: o.simAdminPort, dir: o.dir, durationS: o.duration });
     });
 
   program

@@ -80,8 +80,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** BMC worker threads (piscina shards). @default number of CPUs */
       pool_size: z.number().int().min(1).max(64).default(os.availableParallelism()),
-      /** Whole-request deadline. @default 10000 */
-      timeout_ms: z.number().int().min(100).max(300_000).default(10_000),
+      /** Deadline per request phase (headers, body) once the request is on the wire. @default 30000 */
+      timeout_ms: z.number().int().min(100).max(300_000).default(30_000),
       /** @default 5000 */
       connect_timeout_ms: z.number().int().min(100).max(120_000).default(5_000),
       /** Requests in flight per BMC (adaptive, never above this). @default 2 */
@@ -100,8 +100,8 @@ export const configSchema = z.strictObject({
       max_retries: z.number().int().min(1).max(100).default(3),
       /** true: push the DB state to the hardware (Ironic's force_power_state_during_sync); false: record the hardware state. @default true */
       force_power_state: z.boolean().default(true),
-      /** A sweep never waits longer than this for any BMC. @default 15000 */
-      sweep_deadline_ms: z.number().int().min(100).max(600_000).default(15_000),
+      /** A sweep never waits longer than this for any BMC (the read goes on in the background). @default 30000 */
+      sweep_deadline_ms: z.number().int().min(100).max(600_000).default(30_000),
       /** Read Status.Health in the same GET and record changes. @default true */
       health_monitoring: z.boolean().default(true),
     })

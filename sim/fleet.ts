@@ -160,7 +160,7 @@ export async function startFleet(raw: SimOptions): Promise<RunningFleet> {
   const fleet = {
     async stats() {
       const per = (await Promise.all(workers.map((w) => call(w, { type: 'stats' })))) as Array<Record<string, number>>;
-      const total: Record<string, number> = { ...emptyCounters(), bmcs: 0, peak_inflight_max: 0 };
+      const total: Record<string, number> = { ...emptyCounters(), bmcs: 0, peak_inflight_max: 0, bmcs_with_sessions: 0, sessions_repeat: 0 };
       for (const p of per) for (const [k, v] of Object.entries(p)) total[k] = k === 'peak_inflight_max' ? Math.max(total[k] ?? 0, v) : (total[k] ?? 0) + v;
       return { profile: profile.name, seed: o.seed, workers: nWorkers, fleet: total, per_worker: per };
     },

@@ -24,11 +24,14 @@ function reply(msg: WorkerMessage): void {
   process.send?.(msg);
 }
 
-function sumCounters(list: BmcService[]): BmcCounters & { bmcs: number; peak_inflight_max: number } {
-  const total = { ...emptyCounters(), bmcs: list.length, peak_inflight_max: 0 };
+function sumCounters(list: BmcService[]): BmcCounters & { bmcs: number; peak_inflight_max: number; bmcs_with_sessions: number; sessions_repeat: number } {
+  const total = { ...emptyCounters(), bmcs: list.length, peak_inflight_max: 0, bmcs_with_sessions: 0, sessions_repeat: 0 };
   for (const s of list) {
     for (const [k, v] of Object.entries(s.counters) as Array<[keyof BmcCounters, number]>) total[k] += v;
     total.peak_inflight_max = Math.max(total.peak_inflight_max, s.counters.peak_inflight);
+    // Sessions opened on a BMC beyond its first (re-logins, duplicates): what a good client keeps at 0.
+    if (s.counters.sessions_created > 0) total.bmcs_with_sessions++;
+    total.sessions_repeat += Math.max(0, s.counters.sessions_created - 1);
   }
   return total;
 }

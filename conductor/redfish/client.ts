@@ -5,7 +5,7 @@
  * idempotent GETs only, ETag/If-None-Match, $select when the service supports it, an adaptive
  * per-BMC concurrency limit and a circuit breaker so a dead BMC costs one timeout, not a stall.
  */
-import { Pool, errors as undiciErrors } from 'undici';
+import { Pool, buildConnector, errors as undiciErrors } from 'undici';
 import { RedfishError, isUnreachable, type RedfishErrorCode } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
 
@@ -50,6 +50,34 @@ interface Cached {
 }
 
 const BASE_HEADERS = { 'OData-Version': '4.0', Accept: 'application/json' };
+
+/**
+ * At most this many TCP+TLS handshakes at once per thread. Opening thousands of BMC connections at
+ * once (first sweep, restart) would otherwise saturate the CPU so badly that every connect looks
+ * like a BMC timeout. Queued connects have not started their clock yet.
+ */
+const MAX_CONCURRENT_HANDSHAKES = 96;
+let handshakes = 0;
+const handshakeQueue: Array<() => void> = [];
+
+function limitedConnector(inner: buildConnector.connector): buildConnector.connector {
+  return (opts, cb) => {
+    const start = () => {
+      handshakes++;
+      let done = false;
+      inner(opts, ((err: Error | null, sock: unknown) => {
+        if (!done) {
+          done = true;
+          handshakes--;
+          handshakeQueue.shift()?.();
+        }
+        (cb as (e: Error | null, s: unknown) => void)(err, sock);
+      }) as buildConnector.Callback);
+    };
+    if (handshakes < MAX_CONCURRENT_HANDSHAKES) start();
+    else handshakeQueue.push(start);
+  };
+}
 
 function retryAfterMs(h: string | string[] | undefined, fallback: number): number {
   const v = Array.isArray(h) ? h[0] : h;
@@ -99,12 +127,16 @@ export class RedfishClient {
       pipelining: 1,
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 60_000,
-      connect: {
-        timeout: this.o.connectTimeoutMs,
-        rejectUnauthorized: target.verify !== false,
-        ...(typeof target.verify === 'string' ? { ca: target.verify } : {}),
-        ...(target.serverName ? { servername: target.serverName } : {}),
-      },
+      headersTimeout: this.o.timeoutMs,
+      bodyTimeout: this.o.timeoutMs,
+      connect: limitedConnector(
+        buildConnector({
+          timeout: this.o.connectTimeoutMs,
+          rejectUnauthorized: target.verify !== false,
+          ...(typeof target.verify === 'string' ? { ca: target.verify } : {}),
+          ...(target.serverName ? { servername: target.serverName } : {}),
+        }),
+      ),
     });
   }
 
@@ -294,7 +326,8 @@ export class RedfishClient {
         path,
         headers: { ...BASE_HEADERS, ...(o.body ? { 'Content-Type': 'application/json' } : {}), ...o.headers },
         body: o.body,
-        signal: AbortSignal.timeout(this.o.timeoutMs),
+        // Phase deadlines (connect / headers / body), each started when that phase starts, so time
+        // spent queued behind our own connection limits never reads as a BMC timeout.
         headersTimeout: this.o.timeoutMs,
         bodyTimeout: this.o.timeoutMs,
       });
@@ -319,7 +352,7 @@ export class RedfishClient {
     return path.startsWith('/') ? path : `${this.target.rootPrefix}/${path}`;
   }
 
-  async request(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: unknown; select?: string[] } = {}): Promise<{ status: number; doc: Record<string, unknown>; headers: Record<string, string | string[] | undefined> }> {
+  async request(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: unknown; select?: string[]; retries?: number } = {}): Promise<{ status: number; doc: Record<string, unknown>; headers: Record<string, string | string[] | undefined> }> {
     const now = Date.now();
     if (this.breakerUntil > now) {
       this.stats.breaker_rejections++;
@@ -338,7 +371,7 @@ export class RedfishClient {
     }
     await this.acquire();
     try {
-      return await this.send(method, full, o.body, method === 'GET' ? this.o.getRetries : 0, true);
+      return await this.send(method, full, o.body, method === 'GET' ? (o.retries ?? this.o.getRetries) : 0, true);
     } finally {
       this.releaseSlot();
       if (halfOpen) this.probing = false;

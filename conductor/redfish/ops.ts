@@ -31,9 +31,12 @@ export interface PowerHealth {
   health: Health | null;
 }
 
-/** One GET per node: PowerState + Status (what power sync and health monitoring need). */
-export async function readPowerHealth(c: RedfishClient, t: RedfishTarget): Promise<PowerHealth> {
-  const { doc } = await c.request('GET', await systemPath(c, t), { select: ['PowerState', 'Status'] });
+/**
+ * One GET per node: PowerState + Status (what power sync and health monitoring need). Sweeps pass
+ * retries 0: the next sweep is the retry, and a retry inside a sweep only lengthens its tail.
+ */
+export async function readPowerHealth(c: RedfishClient, t: RedfishTarget, retries?: number): Promise<PowerHealth> {
+  const { doc } = await c.request('GET', await systemPath(c, t), { select: ['PowerState', 'Status'], retries });
   const raw = typeof doc.PowerState === 'string' ? doc.PowerState : null;
   const h = (doc.Status as { Health?: string } | undefined)?.Health;
   return { power: raw ? (POWER_MAP[raw] ?? null) : null, raw_power: raw, health: h === 'OK' || h === 'Warning' || h === 'Critical' ? h : null };
@@ -137,7 +140,7 @@ async function chassisPath(c: RedfishClient, t: RedfishTarget): Promise<string> 
 /** Thermal + Power of the system's first chassis (the legacy schemas Ironic reads). */
 export async function readSensors(c: RedfishClient, t: RedfishTarget): Promise<SensorReadings> {
   const ch = await chassisPath(c, t);
-  const [th, pw] = await Promise.all([c.request('GET', `${ch}/Thermal`), c.request('GET', `${ch}/Power`)]);
+  const [th, pw] = await Promise.all([c.request('GET', `${ch}/Thermal`, { retries: 0 }), c.request('GET', `${ch}/Power`, { retries: 0 })]);
   const temps = (th.doc.Temperatures as Array<Record<string, unknown>> | undefined) ?? [];
   const fans = (th.doc.Fans as Array<Record<string, unknown>> | undefined) ?? [];
   const ctl = ((pw.doc.PowerControl as Array<Record<string, unknown>> | undefined) ?? [])[0];

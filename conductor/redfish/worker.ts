@@ -100,7 +100,7 @@ export default async function run(task: Task): Promise<unknown> {
       clientOpts = task.options;
       return { ok: true };
     case 'sweep': {
-      const res = await perNode(task.nodes, task.deadlineMs, ops.readPowerHealth);
+      const res = await perNode(task.nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0));
       const items: SweepItem[] = res.map((r) => ({ uuid: r.uuid, ok: r.ok, power: r.value?.power, health: r.value?.health, error: r.error, ms: r.ms }));
       return { items, sessionEvents: drainSessionEvents(new Set(task.nodes.map((n) => n.target.key))) };
     }
