@@ -47,7 +47,7 @@ def read(args):
     if mode == 'power':
         return str(s.get_system('/redfish/v1/Systems/' + b['system_id']).power_state)
     ch = s.get_chassis('/redfish/v1/Chassis/' + b['system_id'])
-    return (len(ch.thermal.temperatures), ch.power.power_control[0].power_consumed_watts if ch.power.power_control else None)
+    return (len(ch.thermal.temperatures), len(ch.power.power_supplies))
 with ThreadPoolExecutor(max_workers=8) as ex:
     t0 = time.time(); clients = list(ex.map(connect, bmcs)); login_s = time.time() - t0
     sweeps = []
