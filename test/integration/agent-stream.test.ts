@@ -198,8 +198,13 @@ describe('conductor ⇄ agent over a real gRPC stream', () => {
     expect(n.last_error).toBeNull();
     const hist = await api.get<{ history: Array<{ event: string }> }>(`/v1/nodes/${nodeUuid}/history`);
     expect(hist.history.map((h) => h.event)).toContain('Inspection finished');
-    const cmds = await api.get<{ commands: Array<{ command_name: string; command_status: string }> }>(`/v1/nodes/${nodeUuid}/agent/commands`);
-    expect(cmds.commands.at(-1)).toMatchObject({ command_name: 'system.get_inventory', command_status: 'SUCCEEDED' });
+    // Inspection completes on the inventory itself; the command's result follows it on the stream.
+    const last = await waitFor(async () => {
+      const cmds = await api.get<{ commands: Array<{ command_name: string; command_status: string }> }>(`/v1/nodes/${nodeUuid}/agent/commands`);
+      const c = cmds.commands.at(-1)!;
+      return c.command_status === 'RUNNING' || c.command_status === 'PENDING' ? undefined : c;
+    }, 10_000, 'get_inventory result');
+    expect(last).toMatchObject({ command_name: 'system.get_inventory', command_status: 'SUCCEEDED' });
   });
 
   it('neither the agent token nor the BMC password appears in any log', async () => {
