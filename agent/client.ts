@@ -341,6 +341,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
           params: parsed.data,
           signal: ac.signal,
           hardware: this.opts.hardware,
+          md5Allowed: this.settings.md5Allowed,
           log,
           progress: (p) => this.progress(cmd.commandId, p),
           sendInventory: () => this.sendInventory(),

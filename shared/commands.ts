@@ -25,6 +25,18 @@ export const COMMANDS = {
   },
   'clean.get_clean_steps': { case: 'getCleanSteps', params: z.strictObject({}), long: false },
   'standby.power_off': { case: 'powerOff', params: z.strictObject({}), long: false },
+  'deploy.write_image': {
+    case: 'writeImage',
+    params: z.strictObject({
+      url: z.url({ protocol: /^https?$/ }),
+      checksum: z.string().min(1).max(2048),
+      checksum_algo: z.enum(['sha256', 'sha512', 'md5']).optional(),
+      disk_format: z.enum(['raw', 'gzip', 'zstd']).optional(),
+      target: z.string().regex(/^\//, 'must be an absolute device path').optional(),
+      root_device: z.record(z.string(), z.unknown()).optional(),
+    }),
+    long: true,
+  },
 } satisfies Record<string, CommandSpec>;
 
 export type CommandName = keyof typeof COMMANDS;
@@ -47,6 +59,22 @@ export function toProtoCommand(id: string, name: CommandName, params: Record<str
       return { commandId: id, timeoutS, params: { $case: 'getCleanSteps', value: {} } };
     case 'standby.power_off':
       return { commandId: id, timeoutS, params: { $case: 'powerOff', value: {} } };
+    case 'deploy.write_image':
+      return {
+        commandId: id,
+        timeoutS,
+        params: {
+          $case: 'writeImage',
+          value: {
+            url: String(params.url),
+            checksum: String(params.checksum),
+            checksumAlgo: String(params.checksum_algo ?? ''),
+            diskFormat: String(params.disk_format ?? ''),
+            target: String(params.target ?? ''),
+            rootDeviceHintsJson: params.root_device ? JSON.stringify(params.root_device) : '',
+          },
+        },
+      };
   }
 }
 
@@ -65,6 +93,26 @@ export function fromProtoCommand(cmd: Command): { name: CommandName; params: Rec
       return { name: 'clean.get_clean_steps', params: {} };
     case 'powerOff':
       return { name: 'standby.power_off', params: {} };
+    case 'writeImage': {
+      const v = p.value;
+      let hints: unknown;
+      try {
+        hints = v.rootDeviceHintsJson ? JSON.parse(v.rootDeviceHintsJson) : undefined;
+      } catch {
+        hints = 'invalid JSON';
+      }
+      return {
+        name: 'deploy.write_image',
+        params: {
+          url: v.url,
+          checksum: v.checksum,
+          ...(v.checksumAlgo ? { checksum_algo: v.checksumAlgo } : {}),
+          ...(v.diskFormat ? { disk_format: v.diskFormat } : {}),
+          ...(v.target ? { target: v.target } : {}),
+          ...(hints !== undefined ? { root_device: hints } : {}),
+        },
+      };
+    }
     default:
       return undefined;
   }

@@ -5,6 +5,7 @@ import type { HardwareProvider } from '../hardware.js';
 import { getInventory } from './system.js';
 import { burninCpu, getCleanSteps } from './clean.js';
 import { powerOff, syncDisks } from './standby.js';
+import { writeImageCommand } from './deploy.js';
 
 export interface Progress {
   percent: number;
@@ -24,6 +25,8 @@ export interface CommandContext {
   progress(p: Progress): void;
   /** Send a fresh inventory to the conductor. */
   sendInventory(): Promise<void>;
+  /** Whether the conductor allows md5 image checksums (Welcome settings). */
+  md5Allowed: boolean;
   /** Streamed to the conductor's log, tagged with the command id. */
   remoteLog(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
 }
@@ -48,4 +51,5 @@ export const HANDLERS: Record<CommandName, CommandHandler> = {
   'standby.power_off': powerOff,
   'clean.burnin_cpu': burninCpu,
   'clean.get_clean_steps': getCleanSteps,
+  'deploy.write_image': writeImageCommand,
 };

@@ -242,6 +242,7 @@ export interface Command {
     | { $case: "burninCpu"; value: BurninCpuParams }
     | { $case: "getCleanSteps"; value: GetCleanStepsParams }
     | { $case: "powerOff"; value: PowerOffParams }
+    | { $case: "writeImage"; value: WriteImageParams }
     | undefined;
   /** Deadline for the command on the agent's side, 0 = none. */
   timeoutS: number;
@@ -271,6 +272,21 @@ export interface GetCleanStepsParams {
 
 /** standby.power_off: the agent powers the machine off (simulated agents just exit). */
 export interface PowerOffParams {
+}
+
+/** deploy.write_image: stream an image onto the root device (IPA's write_image / prepare_image). */
+export interface WriteImageParams {
+  url: string;
+  /** Hex digest or URL of a checksum file. */
+  checksum: string;
+  /** sha256 | sha512 | md5 (md5 only when the conductor allows it); empty = from digest length. */
+  checksumAlgo: string;
+  /** raw | gzip | zstd; empty = detected from the first bytes. */
+  diskFormat: string;
+  /** Explicit target device; empty = chosen with root_device_hints_json (IPA semantics). */
+  target: string;
+  /** JSON object of IPA root-device hints; empty = smallest disk >= 4 GiB. */
+  rootDeviceHintsJson: string;
 }
 
 export interface Cancel {
@@ -2242,6 +2258,9 @@ export const Command: MessageFns<Command> = {
       case "powerOff":
         PowerOffParams.encode(message.params.value, writer.uint32(114).fork()).join();
         break;
+      case "writeImage":
+        WriteImageParams.encode(message.params.value, writer.uint32(122).fork()).join();
+        break;
     }
     if (message.timeoutS !== 0) {
       writer.uint32(40).uint32(message.timeoutS);
@@ -2310,6 +2329,14 @@ export const Command: MessageFns<Command> = {
             message.params = { $case: "powerOff", value: PowerOffParams.decode(reader, reader.uint32()) };
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.params = { $case: "writeImage", value: WriteImageParams.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 5: {
             if (tag !== 40) {
               break;
@@ -2355,6 +2382,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "powerOff", value: PowerOffParams.fromJSON(object.powerOff) }
         : isSet(object.power_off)
         ? { $case: "powerOff", value: PowerOffParams.fromJSON(object.power_off) }
+        : isSet(object.writeImage)
+        ? { $case: "writeImage", value: WriteImageParams.fromJSON(object.writeImage) }
+        : isSet(object.write_image)
+        ? { $case: "writeImage", value: WriteImageParams.fromJSON(object.write_image) }
         : undefined,
       timeoutS: isSet(object.timeoutS)
         ? globalThis.Number(object.timeoutS)
@@ -2379,6 +2410,8 @@ export const Command: MessageFns<Command> = {
       obj.getCleanSteps = GetCleanStepsParams.toJSON(message.params.value);
     } else if (message.params?.$case === "powerOff") {
       obj.powerOff = PowerOffParams.toJSON(message.params.value);
+    } else if (message.params?.$case === "writeImage") {
+      obj.writeImage = WriteImageParams.toJSON(message.params.value);
     }
     if (message.timeoutS !== 0) {
       obj.timeoutS = Math.round(message.timeoutS);
@@ -2420,6 +2453,12 @@ export const Command: MessageFns<Command> = {
       case "powerOff": {
         if (object.params?.value !== undefined && object.params?.value !== null) {
           message.params = { $case: "powerOff", value: PowerOffParams.fromPartial(object.params.value) };
+        }
+        break;
+      }
+      case "writeImage": {
+        if (object.params?.value !== undefined && object.params?.value !== null) {
+          message.params = { $case: "writeImage", value: WriteImageParams.fromPartial(object.params.value) };
         }
         break;
       }
@@ -2722,6 +2761,167 @@ export const PowerOffParams: MessageFns<PowerOffParams> = {
   },
   fromPartial(_: DeepPartial<PowerOffParams>): PowerOffParams {
     const message = createBasePowerOffParams();
+    return message;
+  },
+};
+
+function createBaseWriteImageParams(): WriteImageParams {
+  return { url: "", checksum: "", checksumAlgo: "", diskFormat: "", target: "", rootDeviceHintsJson: "" };
+}
+
+export const WriteImageParams: MessageFns<WriteImageParams> = {
+  encode(message: WriteImageParams, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.checksum !== "") {
+      writer.uint32(18).string(message.checksum);
+    }
+    if (message.checksumAlgo !== "") {
+      writer.uint32(26).string(message.checksumAlgo);
+    }
+    if (message.diskFormat !== "") {
+      writer.uint32(34).string(message.diskFormat);
+    }
+    if (message.target !== "") {
+      writer.uint32(42).string(message.target);
+    }
+    if (message.rootDeviceHintsJson !== "") {
+      writer.uint32(50).string(message.rootDeviceHintsJson);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WriteImageParams {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWriteImageParams();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.checksum = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.checksumAlgo = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.diskFormat = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.target = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.rootDeviceHintsJson = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WriteImageParams {
+    return {
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      checksum: isSet(object.checksum) ? globalThis.String(object.checksum) : "",
+      checksumAlgo: isSet(object.checksumAlgo)
+        ? globalThis.String(object.checksumAlgo)
+        : isSet(object.checksum_algo)
+        ? globalThis.String(object.checksum_algo)
+        : "",
+      diskFormat: isSet(object.diskFormat)
+        ? globalThis.String(object.diskFormat)
+        : isSet(object.disk_format)
+        ? globalThis.String(object.disk_format)
+        : "",
+      target: isSet(object.target) ? globalThis.String(object.target) : "",
+      rootDeviceHintsJson: isSet(object.rootDeviceHintsJson)
+        ? globalThis.String(object.rootDeviceHintsJson)
+        : isSet(object.root_device_hints_json)
+        ? globalThis.String(object.root_device_hints_json)
+        : "",
+    };
+  },
+
+  toJSON(message: WriteImageParams): unknown {
+    const obj: any = {};
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.checksum !== "") {
+      obj.checksum = message.checksum;
+    }
+    if (message.checksumAlgo !== "") {
+      obj.checksumAlgo = message.checksumAlgo;
+    }
+    if (message.diskFormat !== "") {
+      obj.diskFormat = message.diskFormat;
+    }
+    if (message.target !== "") {
+      obj.target = message.target;
+    }
+    if (message.rootDeviceHintsJson !== "") {
+      obj.rootDeviceHintsJson = message.rootDeviceHintsJson;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WriteImageParams>): WriteImageParams {
+    return WriteImageParams.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WriteImageParams>): WriteImageParams {
+    const message = createBaseWriteImageParams();
+    message.url = object.url ?? "";
+    message.checksum = object.checksum ?? "";
+    message.checksumAlgo = object.checksumAlgo ?? "";
+    message.diskFormat = object.diskFormat ?? "";
+    message.target = object.target ?? "";
+    message.rootDeviceHintsJson = object.rootDeviceHintsJson ?? "";
     return message;
   },
 };

@@ -1,0 +1,82 @@
+/**
+ * deploy.write_image end to end: the conductor sends the command over the stream, a real agent
+ * process downloads from a loopback HTTP server and writes a real target, progress and result come
+ * back; a wrong checksum fails with CHECKSUM_MISMATCH on the node's last_error.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { ApiClient } from '../../cli/api-client.js';
+import { hostMacs } from '../../agent/hardware.js';
+import { startAgentProcess, startConductorProcess, tmpDir, waitFor, type ConductorProc, type Proc } from '../helpers.js';
+
+type Cmd = { id: string; command_status: string; command_result: Record<string, unknown> | null; command_error: { code: string } | null };
+
+describe('deploy.write_image through conductor and agent processes', () => {
+  const dir = tmpDir('ironfleet-wi-');
+  const img = randomBytes(6 * 1024 * 1024);
+  const digest = createHash('sha256').update(img).digest('hex');
+  let server: http.Server;
+  let url = '';
+  let conductor: ConductorProc;
+  let agent: Proc;
+  let api: ApiClient;
+  let node = '';
+
+  beforeAll(async () => {
+    server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': img.length });
+      res.end(img);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.raw`;
+    conductor = await startConductorProcess({ dir });
+    api = new ApiClient({ url: conductor.apiUrl });
+    node = (await api.post<{ uuid: string }>('/v1/nodes', { driver: 'fake-hardware', name: 'wi-node' })).uuid;
+    for (const mac of hostMacs()) await api.post('/v1/ports', { address: mac, node_uuid: node });
+    agent = startAgentProcess({ dir, conductor: conductor.agentAddr, stateDir: path.join(dir, 'state') });
+    await waitFor(async () => (await api.get<{ connected: boolean }>(`/v1/nodes/${node}/agent`)).connected, 30_000, 'agent');
+  });
+  afterAll(async () => {
+    await agent?.kill('SIGTERM');
+    await conductor?.kill('SIGTERM');
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  const run = async (params: Record<string, unknown>) => {
+    const c = await api.post<Cmd>(`/v1/nodes/${node}/agent/commands`, { name: 'deploy.write_image', params });
+    return waitFor(async () => {
+      const x = await api.get<Cmd>(`/v1/nodes/${node}/agent/commands/${c.id}`);
+      return x.command_status === 'RUNNING' || x.command_status === 'PENDING' ? undefined : x;
+    }, 60_000, 'write_image result');
+  };
+
+  it('writes the image and reports bytes and checksum', async () => {
+    const target = path.join(dir, 'target.img');
+    execFileSync('truncate', ['-s', String(8 * 1024 * 1024), target]);
+    const r = await run({ url, checksum: digest, target });
+    expect(r.command_status).toBe('SUCCEEDED');
+    expect(r.command_result).toMatchObject({ bytes_written: img.length, checksum: digest, target });
+    expect(readFileSync(target).subarray(0, img.length).equals(img)).toBe(true);
+  });
+
+  it('a wrong checksum fails with CHECKSUM_MISMATCH and lands on the node', async () => {
+    const target = path.join(dir, 'target2.img');
+    execFileSync('truncate', ['-s', String(8 * 1024 * 1024), target]);
+    const r = await run({ url, checksum: 'a'.repeat(64), target });
+    expect(r.command_status).toBe('FAILED');
+    expect(r.command_error?.code).toBe('CHECKSUM_MISMATCH');
+    const n = await api.get<{ last_error: string }>(`/v1/nodes/${node}`);
+    expect(n.last_error).toMatch(/checksum mismatch/);
+    expect(readFileSync(target).subarray(0, 1024 * 1024).every((b) => b === 0)).toBe(true);
+  });
+
+  it('bad parameters are refused by the API naming the field', async () => {
+    await expect(api.post(`/v1/nodes/${node}/agent/commands`, { name: 'deploy.write_image', params: { url: 'ftp://x', checksum: digest } })).rejects.toMatchObject({ status: 400, message: /params\.url/ });
+    await expect(api.post(`/v1/nodes/${node}/agent/commands`, { name: 'deploy.write_image', params: { url, checksum: digest, target: 'relative' } })).rejects.toMatchObject({ status: 400, message: /params\.target/ });
+  });
+});
