@@ -89,13 +89,15 @@ describe('power sync with one shared session per BMC', () => {
 
   it('black-holed BMCs: the sweep ends within its deadline, the others are unaffected, and the node is flagged', async () => {
     const s = await sim(8);
-    const { c, nodes } = await conductorFor(s.manifest, { power_sync: { sweep_deadline_ms: 1500, max_retries: 2 }, redfish: { timeout_ms: 1000, breaker_open_ms: 60_000 } });
+    // The client's own 1 s timeout must fire before the 3 s sweep deadline even on a loaded machine,
+    // so each black hole is seen (and counted by its breaker) inside the sweep.
+    const { c, nodes } = await conductorFor(s.manifest, { power_sync: { sweep_deadline_ms: 3000, max_retries: 2 }, redfish: { timeout_ms: 1000, breaker_open_ms: 60_000 } });
     conductors.push(c);
     await c.powerSync.sweep();
     await admin(s, 'POST', '/bmcs/2/faults', { black_hole: true });
     await admin(s, 'POST', '/bmcs/5/faults', { black_hole: true });
     const r1 = await c.powerSync.sweep();
-    expect(r1.duration_ms).toBeLessThan(2500);
+    expect(r1.duration_ms).toBeLessThan(3500);
     expect(r1.ok).toBe(6);
     expect(r1.failed).toBe(2);
     expect(r1.errors_by_code.RF_TIMEOUT).toBe(2);
@@ -106,7 +108,7 @@ describe('power sync with one shared session per BMC', () => {
     expect(flagged).toMatchObject({ maintenance: true, fault: 'power failure' });
     const r3 = await c.powerSync.sweep();
     expect(r3.errors_by_code.RF_CIRCUIT_OPEN).toBe(2);
-    expect(r3.duration_ms).toBeLessThan(1000);
+    expect(r3.duration_ms).toBeLessThan(1500);
     expect((await admin(s, 'GET', '/bmcs/2')).json.counters.black_holed).toBe(2);
   });
 
