@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { InventoryDisk } from '../shared/inventory.js';
-import { compileHints } from './root-device.js';
+import { compileHints, matchesHints } from './root-device.js';
 
 const GIB = 2 ** 30;
 /** UEFI: room for a 550 MiB ESP at the start of every holder (IPA leaves 551 MiB). */
@@ -100,7 +100,7 @@ export function planSoftwareRaid(rawConfig: unknown, disks: InventoryDisk[], boo
       } catch (err) {
         throw new RaidConfigError(`${f}.physical_disks.${j}`, (err as Error).message);
       }
-      const hit = disks.find((d) => !used.has(d.name) && compiled.every(([h, m]) => m(h === 'size' ? Math.floor(d.size / GIB) : (d as Record<string, unknown>)[h])));
+      const hit = disks.find((d) => !used.has(d.name) && matchesHints(d, compiled));
       if (!hit) throw new RaidConfigError(`${f}.physical_disks.${j}`, `no unused disk matches ${JSON.stringify(hints)}`);
       used.add(hit.name);
       return hit.name;

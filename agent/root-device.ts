@@ -126,11 +126,16 @@ export function compileHints(hints: Record<string, unknown>): Array<[RootDeviceH
   return Object.entries(hints).map(([k, v]) => [k as RootDeviceHint, compileHint(k, v)]);
 }
 
+/** Does this disk satisfy every compiled hint? */
+export function matchesHints(disk: InventoryDisk, compiled: Array<[RootDeviceHint, Matcher]>): boolean {
+  return compiled.every(([hint, match]) => match(attribute(disk, hint)));
+}
+
 /** IPA's choice: with hints, the first disk matching all of them; without, the smallest >= 4 GiB. */
 export function selectRootDevice(disks: InventoryDisk[], hints: Record<string, unknown> | null | undefined): InventoryDisk | undefined {
   if (!hints || Object.keys(hints).length === 0) {
     return [...disks].filter((d) => d.size >= MIN_ROOT_BYTES).sort((a, b) => a.size - b.size || a.name.localeCompare(b.name))[0];
   }
   const compiled = compileHints(hints);
-  return disks.find((d) => compiled.every(([hint, match]) => match(attribute(d, hint))));
+  return disks.find((d) => matchesHints(d, compiled));
 }

@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'undici';
 import { openDatabase } from '../conductor/db/database.js';
 import { simulatedMac } from '../agent/hardware.js';
-import { BIN, printTable, procSample, sleep, writeResults } from './lib.js';
+import { BIN, benchNodeRow, printTable, procSample, sleep, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const SIZES = quick ? [200, 1000] : [1000, 10_000];
@@ -31,7 +31,7 @@ async function seed(dbUrl: string, n: number): Promise<void> {
     await db.transaction().execute(async (tx) => {
       const rows = await tx
         .insertInto('nodes')
-        .values(batch.map((j) => ({ uuid: randomUUID(), name: `bench-${j}`, driver: 'fake-hardware', driver_info: '{}', properties: '{}', instance_info: '{}', driver_internal_info: '{}', extra: '{}', instance_uuid: null, resource_class: null, provision_state: 'manageable', target_provision_state: null, power_state: 'power on', target_power_state: null, maintenance: 0, maintenance_reason: null, fault: null, last_error: null, reservation: null, conductor_group: '', health: null, agent_token_hash: null, agent_boot_id: null, agent_last_seen: null, provision_updated_at: ts, created_at: ts, updated_at: null })))
+        .values(batch.map((j) => benchNodeRow({ uuid: randomUUID(), name: `bench-${j}`, driver: 'fake-hardware', provision_state: 'manageable', power_state: 'power on' })))
         .returning(['id', 'name'])
         .execute();
       await tx

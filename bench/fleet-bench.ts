@@ -15,7 +15,7 @@ import { startFleet, type RunningFleet } from '../sim/fleet.js';
 import { compileConfig } from '../conductor/config.js';
 import { Conductor } from '../conductor/manager.js';
 import { createLogger } from '../shared/logger.js';
-import { printTable, writeResults } from './lib.js';
+import { benchNodeRow, printTable, writeResults } from './lib.js';
 
 const run = promisify(execFile);
 const LOADGEN = fileURLToPath(new URL('./load-gen.js', import.meta.url));
@@ -76,14 +76,15 @@ function ceiling(manifest: string, bmcs: number, seconds: number): Promise<{ rps
 }
 
 async function seedNodes(c: Conductor, fleet: RunningFleet): Promise<void> {
-  const ts = new Date().toISOString();
-  const rows = fleet.manifest.bmcs.map((b) => ({
-    uuid: randomUUID(), name: b.name, driver: 'redfish',
-    driver_info: JSON.stringify({ redfish_address: b.address, redfish_username: b.username, redfish_password: b.password, redfish_system_id: b.system_id, redfish_verify_ca: false }),
-    properties: '{}', instance_info: '{}', driver_internal_info: '{}', extra: '{}', instance_uuid: null, resource_class: null, provision_state: 'available',
-    target_provision_state: null, power_state: null, target_power_state: null, maintenance: 0, maintenance_reason: null, fault: null, last_error: null,
-    reservation: null, conductor_group: '', health: null, agent_token_hash: null, agent_boot_id: null, agent_last_seen: null, provision_updated_at: ts, created_at: ts, updated_at: null,
-  }));
+  const rows = fleet.manifest.bmcs.map((b) =>
+    benchNodeRow({
+      uuid: randomUUID(),
+      name: b.name,
+      driver: 'redfish',
+      provision_state: 'available',
+      driver_info: { redfish_address: b.address, redfish_username: b.username, redfish_password: b.password, redfish_system_id: b.system_id, redfish_verify_ca: false },
+    }),
+  );
   for (let i = 0; i < rows.length; i += 500) await c.store.db.insertInto('nodes').values(rows.slice(i, i + 500)).execute();
 }
 

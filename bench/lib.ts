@@ -52,3 +52,14 @@ export function writeResults(name: string, doc: Record<string, unknown>): string
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A complete `nodes` row for seeding benchmark databases directly (setup, not what is measured). */
+export function benchNodeRow(o: { uuid: string; name: string; driver: string; driver_info?: Record<string, unknown>; provision_state: string; power_state?: string | null }) {
+  const ts = new Date().toISOString();
+  return {
+    uuid: o.uuid, name: o.name, driver: o.driver, driver_info: JSON.stringify(o.driver_info ?? {}), properties: '{}', instance_info: '{}', driver_internal_info: '{}', extra: '{}',
+    instance_uuid: null, resource_class: null, provision_state: o.provision_state, target_provision_state: null, power_state: o.power_state ?? null, target_power_state: null,
+    maintenance: 0, maintenance_reason: null, fault: null, last_error: null, reservation: null, conductor_group: '', health: null, agent_token_hash: null, agent_boot_id: null,
+    agent_last_seen: null, provision_updated_at: ts, created_at: ts, updated_at: null,
+  };
+}
