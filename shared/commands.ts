@@ -25,6 +25,8 @@ export const COMMANDS = {
   },
   'clean.get_clean_steps': { case: 'getCleanSteps', params: z.strictObject({}), long: false },
   'standby.power_off': { case: 'powerOff', params: z.strictObject({}), long: false },
+  'clean.erase_devices_metadata': { case: 'eraseDevicesMetadata', params: z.strictObject({ devices: z.array(z.string().regex(/^\//, 'must be an absolute device path')).max(256).optional() }), long: true },
+  'clean.erase_devices': { case: 'eraseDevices', params: z.strictObject({ devices: z.array(z.string().regex(/^\//, 'must be an absolute device path')).max(256).optional() }), long: true },
   'deploy.write_image': {
     case: 'writeImage',
     params: z.strictObject({
@@ -59,6 +61,10 @@ export function toProtoCommand(id: string, name: CommandName, params: Record<str
       return { commandId: id, timeoutS, params: { $case: 'getCleanSteps', value: {} } };
     case 'standby.power_off':
       return { commandId: id, timeoutS, params: { $case: 'powerOff', value: {} } };
+    case 'clean.erase_devices_metadata':
+      return { commandId: id, timeoutS, params: { $case: 'eraseDevicesMetadata', value: { devices: (params.devices as string[] | undefined) ?? [] } } };
+    case 'clean.erase_devices':
+      return { commandId: id, timeoutS, params: { $case: 'eraseDevices', value: { devices: (params.devices as string[] | undefined) ?? [] } } };
     case 'deploy.write_image':
       return {
         commandId: id,
@@ -93,6 +99,10 @@ export function fromProtoCommand(cmd: Command): { name: CommandName; params: Rec
       return { name: 'clean.get_clean_steps', params: {} };
     case 'powerOff':
       return { name: 'standby.power_off', params: {} };
+    case 'eraseDevicesMetadata':
+      return { name: 'clean.erase_devices_metadata', params: p.value.devices.length ? { devices: p.value.devices } : {} };
+    case 'eraseDevices':
+      return { name: 'clean.erase_devices', params: p.value.devices.length ? { devices: p.value.devices } : {} };
     case 'writeImage': {
       const v = p.value;
       let hints: unknown;

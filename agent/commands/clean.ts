@@ -1,12 +1,45 @@
 import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import { CommandFailure, type CommandContext } from './registry.js';
+import { eraseDevices, eraseMetadata, type EraseProgress } from '../erase.js';
+
+async function eraseTargets(ctx: CommandContext): Promise<string[]> {
+  const given = ctx.params.devices as string[] | undefined;
+  if (given?.length) return given;
+  return (await ctx.hardware.inventory()).disks.map((d) => d.name);
+}
+
+const eraseProgress = (ctx: CommandContext, stage: string) => (p: EraseProgress) =>
+  ctx.progress({ percent: p.bytesTotal ? (p.bytesDone / p.bytesTotal) * 100 : -1, stage, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal });
+
+/** clean.erase_devices_metadata (IPA priority 99). */
+export async function eraseDevicesMetadata(ctx: CommandContext): Promise<Record<string, unknown>> {
+  const devices = await eraseTargets(ctx);
+  try {
+    return { devices: await eraseMetadata(devices, eraseProgress(ctx, 'erase_devices_metadata')) };
+  } catch (err) {
+    throw new CommandFailure('IO_ERROR', `erase_devices_metadata failed: ${(err as Error).message}`);
+  }
+}
+
+/** clean.erase_devices (IPA priority 10): discard, else overwrite with zeros. */
+export async function eraseAllDevices(ctx: CommandContext): Promise<Record<string, unknown>> {
+  const devices = await eraseTargets(ctx);
+  try {
+    return { devices: await eraseDevices(devices, eraseProgress(ctx, 'erase_devices'), ctx.signal) };
+  } catch (err) {
+    if (ctx.signal.aborted) throw new CommandFailure('CANCELLED', 'erase_devices cancelled');
+    throw new CommandFailure('IO_ERROR', `erase_devices failed: ${(err as Error).message}`);
+  }
+}
 
 /** The clean steps this agent offers (IPA's step dict shape). */
 export async function getCleanSteps(): Promise<Record<string, unknown>> {
   return {
     clean_steps: {
       GenericHardwareManager: [
+        { step: 'erase_devices_metadata', priority: 99, interface: 'deploy', reboot_requested: false, abortable: true },
+        { step: 'erase_devices', priority: 10, interface: 'deploy', reboot_requested: false, abortable: true },
         { step: 'burnin_cpu', priority: 0, interface: 'deploy', reboot_requested: false, abortable: true, argsinfo: { duration_s: { description: 'seconds to load every CPU', required: true } } },
       ],
     },

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { CommandName } from '../../shared/commands.js';
 import type { HardwareProvider } from '../hardware.js';
 import { getInventory } from './system.js';
-import { burninCpu, getCleanSteps } from './clean.js';
+import { burninCpu, eraseAllDevices, eraseDevicesMetadata, getCleanSteps } from './clean.js';
 import { powerOff, syncDisks } from './standby.js';
 import { writeImageCommand } from './deploy.js';
 
@@ -52,4 +52,6 @@ export const HANDLERS: Record<CommandName, CommandHandler> = {
   'clean.burnin_cpu': burninCpu,
   'clean.get_clean_steps': getCleanSteps,
   'deploy.write_image': writeImageCommand,
+  'clean.erase_devices_metadata': eraseDevicesMetadata,
+  'clean.erase_devices': eraseAllDevices,
 };

@@ -75,6 +75,26 @@ describe('deploy.write_image through conductor and agent processes', () => {
     expect(readFileSync(target).subarray(0, 1024 * 1024).every((b) => b === 0)).toBe(true);
   });
 
+  it('clean.erase_devices_metadata and clean.erase_devices run over the stream on the given devices', async () => {
+    const target = path.join(dir, 'target.img'); // holds the image from the first test
+    const c1 = await api.post<Cmd>(`/v1/nodes/${node}/agent/commands`, { name: 'clean.erase_devices_metadata', params: { devices: [target] } });
+    const r1 = await waitFor(async () => {
+      const x = await api.get<Cmd>(`/v1/nodes/${node}/agent/commands/${c1.id}`);
+      return x.command_status === 'RUNNING' || x.command_status === 'PENDING' ? undefined : x;
+    }, 30_000, 'erase metadata');
+    expect(r1.command_status).toBe('SUCCEEDED');
+    const disk = readFileSync(target);
+    expect(disk.subarray(0, 1024 * 1024).every((b) => b === 0)).toBe(true);
+    expect(disk.subarray(2 * 1024 * 1024, 3 * 1024 * 1024).equals(img.subarray(2 * 1024 * 1024, 3 * 1024 * 1024))).toBe(true);
+    const c2 = await api.post<Cmd>(`/v1/nodes/${node}/agent/commands`, { name: 'clean.erase_devices', params: { devices: [target] } });
+    const r2 = await waitFor(async () => {
+      const x = await api.get<Cmd>(`/v1/nodes/${node}/agent/commands/${c2.id}`);
+      return x.command_status === 'RUNNING' || x.command_status === 'PENDING' ? undefined : x;
+    }, 30_000, 'erase devices');
+    expect(r2.command_status).toBe('SUCCEEDED');
+    expect(readFileSync(target).every((b) => b === 0)).toBe(true);
+  });
+
   it('bad parameters are refused by the API naming the field', async () => {
     await expect(api.post(`/v1/nodes/${node}/agent/commands`, { name: 'deploy.write_image', params: { url: 'ftp://x', checksum: digest } })).rejects.toMatchObject({ status: 400, message: /params\.url/ });
     await expect(api.post(`/v1/nodes/${node}/agent/commands`, { name: 'deploy.write_image', params: { url, checksum: digest, target: 'relative' } })).rejects.toMatchObject({ status: 400, message: /params\.target/ });

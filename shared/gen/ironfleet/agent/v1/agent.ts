@@ -243,6 +243,8 @@ export interface Command {
     | { $case: "getCleanSteps"; value: GetCleanStepsParams }
     | { $case: "powerOff"; value: PowerOffParams }
     | { $case: "writeImage"; value: WriteImageParams }
+    | { $case: "eraseDevicesMetadata"; value: EraseParams }
+    | { $case: "eraseDevices"; value: EraseParams }
     | undefined;
   /** Deadline for the command on the agent's side, 0 = none. */
   timeoutS: number;
@@ -272,6 +274,14 @@ export interface GetCleanStepsParams {
 
 /** standby.power_off: the agent powers the machine off (simulated agents just exit). */
 export interface PowerOffParams {
+}
+
+/**
+ * clean.erase_devices_metadata / clean.erase_devices: devices to erase; empty = every disk in the
+ * inventory. Result {"devices": [{device, method, bytes}]}.
+ */
+export interface EraseParams {
+  devices: string[];
 }
 
 /** deploy.write_image: stream an image onto the root device (IPA's write_image / prepare_image). */
@@ -2261,6 +2271,12 @@ export const Command: MessageFns<Command> = {
       case "writeImage":
         WriteImageParams.encode(message.params.value, writer.uint32(122).fork()).join();
         break;
+      case "eraseDevicesMetadata":
+        EraseParams.encode(message.params.value, writer.uint32(130).fork()).join();
+        break;
+      case "eraseDevices":
+        EraseParams.encode(message.params.value, writer.uint32(138).fork()).join();
+        break;
     }
     if (message.timeoutS !== 0) {
       writer.uint32(40).uint32(message.timeoutS);
@@ -2337,6 +2353,22 @@ export const Command: MessageFns<Command> = {
             message.params = { $case: "writeImage", value: WriteImageParams.decode(reader, reader.uint32()) };
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.params = { $case: "eraseDevicesMetadata", value: EraseParams.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.params = { $case: "eraseDevices", value: EraseParams.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 5: {
             if (tag !== 40) {
               break;
@@ -2386,6 +2418,14 @@ export const Command: MessageFns<Command> = {
         ? { $case: "writeImage", value: WriteImageParams.fromJSON(object.writeImage) }
         : isSet(object.write_image)
         ? { $case: "writeImage", value: WriteImageParams.fromJSON(object.write_image) }
+        : isSet(object.eraseDevicesMetadata)
+        ? { $case: "eraseDevicesMetadata", value: EraseParams.fromJSON(object.eraseDevicesMetadata) }
+        : isSet(object.erase_devices_metadata)
+        ? { $case: "eraseDevicesMetadata", value: EraseParams.fromJSON(object.erase_devices_metadata) }
+        : isSet(object.eraseDevices)
+        ? { $case: "eraseDevices", value: EraseParams.fromJSON(object.eraseDevices) }
+        : isSet(object.erase_devices)
+        ? { $case: "eraseDevices", value: EraseParams.fromJSON(object.erase_devices) }
         : undefined,
       timeoutS: isSet(object.timeoutS)
         ? globalThis.Number(object.timeoutS)
@@ -2412,6 +2452,10 @@ export const Command: MessageFns<Command> = {
       obj.powerOff = PowerOffParams.toJSON(message.params.value);
     } else if (message.params?.$case === "writeImage") {
       obj.writeImage = WriteImageParams.toJSON(message.params.value);
+    } else if (message.params?.$case === "eraseDevicesMetadata") {
+      obj.eraseDevicesMetadata = EraseParams.toJSON(message.params.value);
+    } else if (message.params?.$case === "eraseDevices") {
+      obj.eraseDevices = EraseParams.toJSON(message.params.value);
     }
     if (message.timeoutS !== 0) {
       obj.timeoutS = Math.round(message.timeoutS);
@@ -2459,6 +2503,18 @@ export const Command: MessageFns<Command> = {
       case "writeImage": {
         if (object.params?.value !== undefined && object.params?.value !== null) {
           message.params = { $case: "writeImage", value: WriteImageParams.fromPartial(object.params.value) };
+        }
+        break;
+      }
+      case "eraseDevicesMetadata": {
+        if (object.params?.value !== undefined && object.params?.value !== null) {
+          message.params = { $case: "eraseDevicesMetadata", value: EraseParams.fromPartial(object.params.value) };
+        }
+        break;
+      }
+      case "eraseDevices": {
+        if (object.params?.value !== undefined && object.params?.value !== null) {
+          message.params = { $case: "eraseDevices", value: EraseParams.fromPartial(object.params.value) };
         }
         break;
       }
@@ -2761,6 +2817,75 @@ export const PowerOffParams: MessageFns<PowerOffParams> = {
   },
   fromPartial(_: DeepPartial<PowerOffParams>): PowerOffParams {
     const message = createBasePowerOffParams();
+    return message;
+  },
+};
+
+function createBaseEraseParams(): EraseParams {
+  return { devices: [] };
+}
+
+export const EraseParams: MessageFns<EraseParams> = {
+  encode(message: EraseParams, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.devices) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseParams {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseParams();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.devices.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseParams {
+    return {
+      devices: globalThis.Array.isArray(object?.devices) ? object.devices.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: EraseParams): unknown {
+    const obj: any = {};
+    if (message.devices?.length) {
+      obj.devices = message.devices;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EraseParams>): EraseParams {
+    return EraseParams.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EraseParams>): EraseParams {
+    const message = createBaseEraseParams();
+    message.devices = object.devices?.map((e) => e) || [];
     return message;
   },
 };
