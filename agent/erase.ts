@@ -71,39 +71,49 @@ async function zeroRange(device: string, offset: number, len: number, onBytes: (
   }
 }
 
-/** erase_devices_metadata: wipefs, then zero the first and last MiB (MBR/GPT and its backup). */
-export async function eraseMetadata(devices: string[], progress?: (p: EraseProgress) => void): Promise<EraseResult[]> {
+/**
+ * Runs `erase` on every device in parallel with one shared byte counter; `work(size)` is how many
+ * bytes a device of that size will account for.
+ */
+async function eachDevice(
+  devices: string[],
+  work: (size: number) => number,
+  progress: ((p: EraseProgress) => void) | undefined,
+  erase: (dev: string, size: number, tick: (n: number) => void) => Promise<EraseResult>,
+): Promise<EraseResult[]> {
   const sizes = await Promise.all(devices.map(deviceSize));
-  const total = sizes.reduce((a, s) => a + Math.min(s, 2 * MiB), 0);
+  const total = sizes.reduce((a, s) => a + work(s), 0);
   let done = 0;
   const tick = (n: number) => {
     done += n;
     progress?.({ bytesDone: done, bytesTotal: total });
   };
-  return Promise.all(
-    devices.map(async (dev, i) => {
-      const size = sizes[i]!;
+  return Promise.all(devices.map((dev, i) => erase(dev, sizes[i]!, tick)));
+}
+
+/** erase_devices_metadata: wipefs, then zero the first and last MiB (MBR/GPT and its backup). */
+export async function eraseMetadata(devices: string[], progress?: (p: EraseProgress) => void): Promise<EraseResult[]> {
+  return eachDevice(
+    devices,
+    (s) => Math.min(s, 2 * MiB),
+    progress,
+    async (dev, size, tick) => {
       await run('wipefs', ['--all', '--force', dev]); // best effort: the zeroing below is the guarantee
       const head = Math.min(MiB, size);
       await zeroRange(dev, 0, head, tick);
       if (size > MiB) await zeroRange(dev, Math.max(head, size - MiB), Math.min(MiB, size - head), tick);
       return { device: dev, method: 'metadata' as const, bytes: Math.min(size, 2 * MiB) };
-    }),
+    },
   );
 }
 
 /** erase_devices: blkdiscard (whole device) when supported, else overwrite every byte with zeros. */
 export async function eraseDevices(devices: string[], progress?: (p: EraseProgress) => void, signal?: AbortSignal, allowDiscard = true): Promise<EraseResult[]> {
-  const sizes = await Promise.all(devices.map(deviceSize));
-  const total = sizes.reduce((a, s) => a + s, 0);
-  let done = 0;
-  const tick = (n: number) => {
-    done += n;
-    progress?.({ bytesDone: done, bytesTotal: total });
-  };
-  return Promise.all(
-    devices.map(async (dev, i) => {
-      const size = sizes[i]!;
+  return eachDevice(
+    devices,
+    (s) => s,
+    progress,
+    async (dev, size, tick) => {
       if (allowDiscard) {
         const r = await run('blkdiscard', ['--force', dev]);
         if (r.code === 0) {
@@ -113,6 +123,6 @@ export async function eraseDevices(devices: string[], progress?: (p: EraseProgre
       }
       await zeroRange(dev, 0, size, tick, signal);
       return { device: dev, method: 'zero' as const, bytes: size };
-    }),
+    },
   );
 }

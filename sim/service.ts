@@ -563,7 +563,7 @@ export class BmcService {
           Id: m.id,
           Name: `Chassis ${m.index}`,
           ChassisType: 'RackMount',
-          PowerState: m.power === 'On' || m.power === 'Off' ? m.power : m.power,
+          PowerState: m.power,
           Status: { State: 'Enabled', Health: m.health, HealthRollup: m.health },
           Thermal: { '@odata.id': `${base}/Thermal` },
           Power: { '@odata.id': `${base}/Power` },

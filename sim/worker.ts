@@ -82,6 +82,11 @@ async function init(m: Extract<ParentMessage, { type: 'init' }>): Promise<{ list
   return { listening: listeners.length };
 }
 
+/** The machine of BMC `index` (single-address mode: one service, many machines). */
+function machineOf(svc: BmcService, index: number): Machine | undefined {
+  return single ? single.machines.find((x) => x.index === index) : svc.machines[0];
+}
+
 function applyFault(f: FaultRequest): Record<string, unknown> {
   const svc = byIndex.get(f.index);
   if (!svc) throw new Error(`index: BMC ${f.index} is not served by this worker`);
@@ -94,21 +99,15 @@ function applyFault(f: FaultRequest): Record<string, unknown> {
     svc.faults.stormUntil = Date.now() + f.storm.duration_s * 1000;
   }
   if (f.expire_sessions) out.sessions_expired = svc.expireSessions();
-  if (f.health) {
-    const m = single ? single.machines.find((x) => x.index === f.index) : svc.machines[0];
-    m?.setHealth(f.health as Health);
-  }
-  if (f.power) {
-    const m = single ? single.machines.find((x) => x.index === f.index) : svc.machines[0];
-    out.power_refused = m?.reset(f.power === 'on' ? 'On' : 'ForceOff') ?? null;
-  }
+  if (f.health) machineOf(svc, f.index)?.setHealth(f.health as Health);
+  if (f.power) out.power_refused = machineOf(svc, f.index)?.reset(f.power === 'on' ? 'On' : 'ForceOff') ?? null;
   return { ...out, faults: svc.faults };
 }
 
 function bmcDetail(index: number): Record<string, unknown> {
   const svc = byIndex.get(index);
   if (!svc) throw new Error(`index: BMC ${index} is not served by this worker`);
-  const m = single ? single.machines.find((x) => x.index === index)! : svc.machines[0]!;
+  const m = machineOf(svc, index)!;
   return {
     index,
     counters: svc.counters,
