@@ -1,20 +1,30 @@
 /**
- * Streams an HTTP(S) image onto a block device (or file) in one pass: download → hash (in a
- * worker thread, overlapped with I/O) → decompress (raw, gzip, zstd) → large aligned writes →
- * fsync. A dropped connection resumes with an HTTP Range request instead of starting over. A
- * checksum mismatch fails the write and wipes the start and end of what was written, so nothing
- * half-written is ever left looking bootable.
+ * Streams an HTTP(S) image onto a block device (or file) in one pass: download (main thread) →
+ * decompress (raw, gzip, zstd) → hash + write in a sink worker thread that receives the
+ * downloaded buffers by transfer, not copy, so the network, the hash and the writes overlap on
+ * separate threads. A dropped connection resumes with an HTTP Range request instead of starting
+ * over. A checksum mismatch fails the write and wipes the start and end of what was written, so
+ * nothing half-written is ever left looking bootable.
+ *
+ * qcow2 is not streamable (its clusters are addressed through tables anywhere in the file), so a
+ * qcow2 image is downloaded and verified into a scratch file, inspected with `qemu-img info`
+ * (backing files and external data files are refused), then converted onto the target with
+ * `qemu-img convert -n`. That needs scratch space the size of the image, as in IPA; raw, gzip
+ * and zstd need none.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
-import { Duplex, PassThrough, type Transform } from 'node:stream';
+import { Duplex, type Transform } from 'node:stream';
 import { request } from 'undici';
 
 export class ImageWriteError extends Error {
   constructor(
-    readonly code: 'CHECKSUM_MISMATCH' | 'CHECKSUM_INVALID' | 'MD5_NOT_ALLOWED' | 'DOWNLOAD_FAILED' | 'HTTP_ERROR' | 'DECOMPRESS_FAILED' | 'IO_ERROR' | 'CANCELLED',
+    readonly code: 'CHECKSUM_MISMATCH' | 'CHECKSUM_INVALID' | 'UNSAFE_IMAGE' | 'CONVERT_FAILED' | 'MD5_NOT_ALLOWED' | 'DOWNLOAD_FAILED' | 'HTTP_ERROR' | 'DECOMPRESS_FAILED' | 'IO_ERROR' | 'CANCELLED',
     message: string,
   ) {
     super(message);
@@ -27,8 +37,10 @@ export interface ImageInfo {
   /** A hex digest, or a URL of a checksum file (IPA style). */
   checksum: string;
   checksum_algo?: 'sha256' | 'sha512' | 'md5';
-  disk_format?: 'raw' | 'gzip' | 'zstd';
+  disk_format?: DiskFormat;
 }
+
+export type DiskFormat = 'raw' | 'gzip' | 'zstd' | 'qcow2';
 
 export interface WriteProgress {
   bytesDownloaded: number;
@@ -48,6 +60,8 @@ export interface WriteOptions {
   progress?: (p: WriteProgress) => void;
   progressIntervalMs?: number;
   signal?: AbortSignal;
+  /** Where a qcow2 image is staged before conversion. @default os.tmpdir() */
+  scratchDir?: string;
 }
 
 export interface WriteResult {
@@ -60,16 +74,6 @@ export interface WriteResult {
   rate_bytes_per_s: number;
   disk_format: string;
 }
-
-const HASH_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-const h = createHash(workerData.algo);
-parentPort.on('message', (m) => {
-  if (m === 'digest') parentPort.postMessage(h.digest('hex'));
-  else h.update(new Uint8Array(m));
-});
-`;
 
 /** sha256 / sha512 / md5 from the digest length, as IPA infers it. */
 export function algoForDigest(hex: string): 'sha256' | 'sha512' | 'md5' | undefined {
@@ -102,40 +106,202 @@ interface Decoder {
   finished: Promise<void>;
 }
 
-function decompressor(format: string): Decoder {
+function decompressor(format: 'gzip' | 'zstd'): Decoder {
   if (format === 'gzip') return { stream: createGunzip(), finished: Promise.resolve() };
-  if (format === 'zstd') {
-    // Node 20 has no zstd in zlib: stream through the zstd tool (present in the ramdisk).
-    const p = spawn('zstd', ['-dc', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const d = Duplex.from({ writable: p.stdin, readable: p.stdout });
-    let err = '';
-    p.stderr.on('data', (x) => (err += x));
-    const finished = new Promise<void>((resolve, reject) => {
-      p.on('error', (e) => reject(new ImageWriteError('DECOMPRESS_FAILED', `zstd not available: ${e.message}`)));
-      p.on('close', (code) => (code === 0 ? resolve() : reject(new ImageWriteError('DECOMPRESS_FAILED', `zstd failed (exit ${code}): ${err.trim() || 'truncated or corrupt stream'}`))));
-    });
-    finished.catch((e) => d.destroy(e));
-    return { stream: d, finished };
+  // Node 20 has no zstd in zlib: stream through the zstd tool (present in the ramdisk).
+  const p = spawn('zstd', ['-dc', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const d = Duplex.from({ writable: p.stdin, readable: p.stdout });
+  let err = '';
+  p.stderr.on('data', (x) => (err += x));
+  const finished = new Promise<void>((resolve, reject) => {
+    p.on('error', (e) => reject(new ImageWriteError('DECOMPRESS_FAILED', `zstd not available: ${e.message}`)));
+    p.on('close', (code) => (code === 0 ? resolve() : reject(new ImageWriteError('DECOMPRESS_FAILED', `zstd failed (exit ${code}): ${err.trim() || 'truncated or corrupt stream'}`))));
+  });
+  finished.catch((e) => d.destroy(e));
+  return { stream: d, finished };
+}
+
+
+/**
+ * The sink worker: hashes what it is told to hash, writes what it is told to write (sequentially,
+ * with writev), acknowledges bytes so the main thread can bound what is in flight, and on request
+ * fsyncs + returns the digest, or wipes what it wrote. Plain CommonJS so the agent bundles into
+ * one file for the ramdisk.
+ */
+const SINK_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+const h = require('node:crypto').createHash(workerData.algo);
+let fd = -1, pos = 0, failed = null;
+try { fd = fs.openSync(workerData.target, 'r+'); } catch (e) { failed = 'cannot open target ' + workerData.target + ': ' + e.message; }
+function wipe() {
+  if (fd < 0 || pos === 0) return;
+  const mib = 1048576, z = Buffer.alloc(Math.min(mib, pos));
+  fs.writeSync(fd, z, 0, z.length, 0);
+  if (pos > mib) fs.writeSync(fd, z, 0, Math.min(mib, pos - mib), Math.max(mib, pos - mib));
+  fs.fsyncSync(fd);
+}
+parentPort.on('message', (m) => {
+  try {
+    if (m.op === 'finish') {
+      if (failed) return parentPort.postMessage({ error: failed });
+      fs.fsyncSync(fd);
+      return parentPort.postMessage({ digest: h.digest('hex'), written: pos });
+    }
+    if (m.op === 'wipe') { wipe(); return parentPort.postMessage({ wiped: pos }); }
+    const bufs = m.bufs.map((a) => new Uint8Array(a));
+    let n = 0;
+    for (const b of bufs) n += b.length;
+    if (m.op !== 'write') for (const b of bufs) h.update(b);
+    if (m.op !== 'hash' && !failed) {
+      let off = 0;
+      while (off < n) {
+        const w = fs.writevSync(fd, off === 0 ? bufs : rest(bufs, off), pos);
+        pos += w; off += w;
+      }
+    }
+    parentPort.postMessage({ ack: n });
+  } catch (e) {
+    failed = 'write to ' + workerData.target + ' at ' + pos + ' failed: ' + e.message;
+    parentPort.postMessage({ error: failed, ack: 0 });
   }
-  return { stream: new PassThrough(), finished: Promise.resolve() };
+});
+function rest(bufs, off) {
+  const out = [];
+  for (const b of bufs) { if (off >= b.length) { off -= b.length; continue; } out.push(off ? b.subarray(off) : b); off = 0; }
+  return out;
+}
+`;
+
+type SinkOp = 'hash' | 'write' | 'both';
+
+/** Main-thread side of the sink worker: batches buffers, transfers them, bounds bytes in flight. */
+class Sink {
+  private readonly worker: Worker;
+  private batches: Record<SinkOp, { bufs: ArrayBuffer[]; bytes: number }> = { hash: { bufs: [], bytes: 0 }, write: { bufs: [], bytes: 0 }, both: { bufs: [], bytes: 0 } };
+  private inflight = 0;
+  private waiters: Array<() => void> = [];
+  private replies: Array<(m: Record<string, unknown>) => void> = [];
+  error: string | undefined;
+
+  constructor(target: string, algo: string, private readonly batchBytes = 1 << 20, private readonly maxInflight = 64 << 20) {
+    this.worker = new Worker(SINK_WORKER, { eval: true, workerData: { target, algo } });
+    this.worker.on('message', (m: Record<string, unknown>) => {
+      if (typeof m.error === 'string') this.error ??= m.error;
+      if (typeof m.ack === 'number') {
+        this.inflight -= m.ack;
+        if (this.inflight <= this.maxInflight / 2 || this.error) for (const w of this.waiters.splice(0)) w();
+        if (m.error === undefined) return;
+      }
+      if (m.ack === undefined) this.replies.shift()?.(m);
+    });
+    this.worker.on('error', (err) => {
+      this.error ??= err.message;
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  /** Queue a buffer; transfers its memory when the buffer owns it, else copies once. */
+  async push(op: SinkOp, chunk: Buffer): Promise<void> {
+    if (this.error) throw new ImageWriteError('IO_ERROR', this.error);
+    let ab: ArrayBuffer;
+    if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength && chunk.buffer instanceof ArrayBuffer) ab = chunk.buffer;
+    else {
+      const u = new Uint8Array(chunk.length);
+      u.set(chunk);
+      ab = u.buffer;
+    }
+    const b = this.batches[op];
+    b.bufs.push(ab);
+    b.bytes += ab.byteLength;
+    if (b.bytes >= this.batchBytes) await this.flush(op);
+  }
+
+  private async flush(op: SinkOp): Promise<void> {
+    const b = this.batches[op];
+    if (!b.bytes) return;
+    this.batches[op] = { bufs: [], bytes: 0 };
+    this.inflight += b.bytes;
+    this.worker.postMessage({ op, bufs: b.bufs }, b.bufs);
+    while (this.inflight > this.maxInflight && !this.error) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.error) throw new ImageWriteError('IO_ERROR', this.error);
+  }
+
+  private call(msg: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return new Promise((resolve) => {
+      this.replies.push(resolve);
+      this.worker.postMessage(msg);
+    });
+  }
+
+  /** Everything queued is hashed and written, the target fsynced: the digest and bytes written. */
+  async finish(): Promise<{ digest: string; written: number }> {
+    // Hash batches first: for a compressed image the hash covers the download, written elsewhere.
+    await this.flush('hash');
+    await this.flush('both');
+    await this.flush('write');
+    const r = await this.call({ op: 'finish' });
+    if (typeof r.error === 'string') throw new ImageWriteError('IO_ERROR', r.error);
+    return { digest: String(r.digest), written: Number(r.written) };
+  }
+
+  async wipe(): Promise<void> {
+    await this.call({ op: 'wipe' });
+  }
+
+  close(): Promise<number> {
+    return this.worker.terminate();
+  }
+}
+
+const execFileP = promisify(execFile);
+
+/** Refuse qcow2 images that point outside themselves (backing file, external data file). */
+async function inspectQcow2(file: string): Promise<number> {
+  let out: string;
+  try {
+    out = (await execFileP('qemu-img', ['info', '--output=json', '-f', 'qcow2', file], { maxBuffer: 1 << 20 })).stdout;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    if (e.code === 'ENOENT') throw new ImageWriteError('CONVERT_FAILED', 'qcow2 images need qemu-img, which is not installed on this agent');
+    throw new ImageWriteError('CONVERT_FAILED', `qemu-img info failed: ${(e.stderr ?? e.message).trim()}`);
+  }
+  const info = JSON.parse(out) as { 'virtual-size'?: number; 'backing-filename'?: string; 'format-specific'?: { data?: { 'data-file'?: string } } };
+  if (info['backing-filename']) throw new ImageWriteError('UNSAFE_IMAGE', `qcow2 image has a backing file (${info['backing-filename']}); refused`);
+  if (info['format-specific']?.data?.['data-file']) throw new ImageWriteError('UNSAFE_IMAGE', 'qcow2 image has an external data file; refused');
+  return Number(info['virtual-size'] ?? 0);
+}
+
+function detectFormat(first: Buffer): DiskFormat {
+  if (first[0] === 0x1f && first[1] === 0x8b) return 'gzip';
+  if (first.length >= 4 && first.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
+  if (first.length >= 4 && first.readUInt32BE(0) === 0x514649fb) return 'qcow2';
+  return 'raw';
 }
 
 export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<WriteResult> {
   const t0 = Date.now();
   const { algo, digest } = await resolveChecksum(info);
   if (algo === 'md5' && !o.md5Allowed) throw new ImageWriteError('MD5_NOT_ALLOWED', 'md5 checksums are refused; use sha256/sha512 (or enable md5 explicitly)');
-  const bufSize = o.bufferBytes ?? 4 * 1024 * 1024;
   const maxRetries = o.retries ?? 5;
-  const fh: FileHandle = await open(o.target, 'r+').catch((err: Error) => {
+  // Opened here only to fail early and clearly; the sink worker writes.
+  await (await open(o.target, 'r+').catch((err: Error) => {
     throw new ImageWriteError('IO_ERROR', `cannot open target ${o.target}: ${err.message}`);
-  });
-  const hasher = new Worker(HASH_WORKER, { eval: true, workerData: { algo } });
-  let written = 0;
+  })).close();
+  let format: DiskFormat | undefined = info.disk_format;
+  let scratch: string | undefined;
+  let sinkTarget = o.target;
+  if (format === 'qcow2') {
+    scratch = await mkdtemp(path.join(o.scratchDir ?? os.tmpdir(), 'ironfleet-qcow2-'));
+    sinkTarget = path.join(scratch, 'image.qcow2');
+    await writeFile(sinkTarget, '');
+  }
+  let sink = new Sink(sinkTarget, algo, o.bufferBytes ?? 1 << 20);
   let downloaded = 0;
   let total = 0;
   let resumed = 0;
-  let format = info.disk_format;
   let lastProgress = 0;
+  let written = 0;
   const report = (force = false) => {
     const now = Date.now();
     if (!o.progress || (!force && now - lastProgress < (o.progressIntervalMs ?? 1000))) return;
@@ -143,48 +309,43 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
     const rate = downloaded / Math.max(0.001, (now - t0) / 1000);
     o.progress({ bytesDownloaded: downloaded, bytesTotal: total, bytesWritten: written, rateBytesPerS: rate, etaS: total ? Math.max(0, (total - downloaded) / rate) : 0 });
   };
-  // Writer: fill aligned buffers, write at increasing offsets.
-  let buf = Buffer.allocUnsafe(bufSize);
-  let fill = 0;
-  let pendingWrite: Promise<unknown> = Promise.resolve();
-  const flushBuf = async (final: boolean) => {
-    if (fill === 0) return;
-    const len = final ? fill : bufSize;
-    const chunk = buf;
-    const pos = written;
-    written += len;
-    buf = Buffer.allocUnsafe(bufSize);
-    fill = 0;
-    await pendingWrite;
-    pendingWrite = fh.write(chunk, 0, len, pos).catch((err: Error) => {
-      throw new ImageWriteError('IO_ERROR', `write to ${o.target} at ${pos} failed: ${err.message}`);
-    });
-  };
-  const sink = async (data: Buffer) => {
-    let off = 0;
-    while (off < data.length) {
-      const n = Math.min(bufSize - fill, data.length - off);
-      data.copy(buf, fill, off, off + n);
-      fill += n;
-      off += n;
-      if (fill === bufSize) await flushBuf(false);
-    }
-  };
+  let wroteTarget = false;
   try {
     let dec: Duplex | Transform | undefined;
-    let decDone: Promise<void> | undefined;
-    const startDecoder = (first: Buffer) => {
-      if (!format) format = first[0] === 0x1f && first[1] === 0x8b ? 'gzip' : first.readUInt32LE(0) === 0xfd2fb528 ? 'zstd' : 'raw';
+    let decDone: Promise<void> = Promise.resolve();
+    /** raw and qcow2: the downloaded bytes are written as they are; one buffer is hashed and written. */
+    let passthrough = false;
+    const start = async (first: Buffer) => {
+      if (!format) {
+        format = detectFormat(first);
+        if (format === 'qcow2') {
+          // Detected late: nothing has been sent to the sink yet, so switch it to a scratch file.
+          await sink.close();
+          scratch = await mkdtemp(path.join(o.scratchDir ?? os.tmpdir(), 'ironfleet-qcow2-'));
+          sinkTarget = path.join(scratch, 'image.qcow2');
+          await writeFile(sinkTarget, '');
+          sink = new Sink(sinkTarget, algo, o.bufferBytes ?? 1 << 20);
+        }
+      }
+      wroteTarget = sinkTarget === o.target;
+      if (format === 'raw' || format === 'qcow2') {
+        passthrough = true;
+        return;
+      }
       const d = decompressor(format);
       dec = d.stream;
       decDone = (async () => {
-        for await (const out of dec as AsyncIterable<Buffer>) await sink(out);
+        for await (const out of dec as AsyncIterable<Buffer>) {
+          written += out.length;
+          await sink.push('write', out);
+        }
         await d.finished;
       })().catch((err) => {
         throw err instanceof ImageWriteError ? err : new ImageWriteError('DECOMPRESS_FAILED', `${format} stream is corrupt or truncated: ${(err as Error).message}`);
       });
       decDone.catch(() => {});
     };
+    let started = false;
     for (let attempt = 0; ; attempt++) {
       if (o.signal?.aborted) throw new ImageWriteError('CANCELLED', 'image write cancelled');
       const headers: Record<string, string> = downloaded > 0 ? { range: `bytes=${downloaded}-` } : {};
@@ -214,12 +375,19 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
       try {
         for await (const chunk of res.body as AsyncIterable<Buffer>) {
           if (o.signal?.aborted) throw new ImageWriteError('CANCELLED', 'image write cancelled');
-          if (!dec) startDecoder(chunk);
+          if (!started) {
+            started = true;
+            await start(chunk);
+          }
           downloaded += chunk.length;
-          const copy = new Uint8Array(chunk.length);
-          copy.set(chunk);
-          hasher.postMessage(copy.buffer, [copy.buffer]);
-          if (!dec!.write(chunk)) await new Promise((r) => dec!.once('drain', r));
+          if (passthrough) {
+            written += chunk.length;
+            await sink.push('both', chunk);
+          } else {
+            // The decoder reads the chunk; the sink takes a copy to hash (the chunk is shared).
+            await sink.push('hash', Buffer.from(chunk));
+            if (!dec!.write(chunk)) await new Promise((r) => dec!.once('drain', r));
+          }
           report();
         }
         if (total && downloaded < total) throw new Error(`connection closed at ${downloaded} of ${total} bytes`);
@@ -230,37 +398,55 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
         // Resume from `downloaded` with a Range request on the next attempt.
       }
     }
-    dec!.end();
+    if (!started) throw new ImageWriteError('DOWNLOAD_FAILED', `${info.url} is empty`);
+    dec?.end();
     await decDone;
-    await flushBuf(true);
-    await pendingWrite;
-    await fh.sync();
-    const got = await new Promise<string>((resolve) => {
-      hasher.once('message', resolve);
-      hasher.postMessage('digest');
-    });
-    if (got !== digest) {
-      await wipe(fh, written);
-      throw new ImageWriteError('CHECKSUM_MISMATCH', `checksum mismatch for ${info.url}: expected ${algo} ${digest}, got ${got}; the target was wiped`);
+    const fin = await sink.finish();
+    if (fin.digest !== digest) {
+      await sink.wipe();
+      throw new ImageWriteError('CHECKSUM_MISMATCH', `checksum mismatch for ${info.url}: expected ${algo} ${digest}, got ${fin.digest}; ${wroteTarget ? 'the target was wiped' : 'nothing was written to the target'}`);
     }
+    if (format === 'qcow2') written = await convertQcow2(sinkTarget, o.target);
     report(true);
     const ms = Date.now() - t0;
-    return { bytes_written: written, bytes_downloaded: downloaded, checksum_algo: algo, checksum: got, resumed, duration_ms: ms, rate_bytes_per_s: Math.round(downloaded / Math.max(0.001, ms / 1000)), disk_format: format ?? 'raw' };
+    return { bytes_written: written, bytes_downloaded: downloaded, checksum_algo: algo, checksum: fin.digest, resumed, duration_ms: ms, rate_bytes_per_s: Math.round(downloaded / Math.max(0.001, ms / 1000)), disk_format: format ?? 'raw' };
   } catch (err) {
-    if (!(err instanceof ImageWriteError) || err.code !== 'CHECKSUM_MISMATCH') await wipe(fh, written).catch(() => {});
+    if (!(err instanceof ImageWriteError) || err.code !== 'CHECKSUM_MISMATCH') {
+      await sink.wipe().catch(() => {});
+    }
     throw err instanceof ImageWriteError ? err : new ImageWriteError('IO_ERROR', (err as Error).message);
   } finally {
-    await hasher.terminate();
-    await fh.close();
+    await sink.close();
+    if (scratch) await rm(scratch, { recursive: true, force: true });
   }
 }
 
-/** Zero the first and last MiB of what was written: partition tables and boot sectors are gone. */
-async function wipe(fh: FileHandle, written: number): Promise<void> {
-  if (written === 0) return;
-  const mib = 1024 * 1024;
-  const zeros = Buffer.alloc(Math.min(mib, written));
-  await fh.write(zeros, 0, zeros.length, 0);
-  if (written > mib) await fh.write(zeros, 0, Math.min(mib, written - mib), Math.max(mib, written - mib));
-  await fh.sync();
+/** Verified qcow2 → raw onto the target; returns the virtual size written. */
+async function convertQcow2(file: string, target: string): Promise<number> {
+  const size = await inspectQcow2(file);
+  try {
+    await execFileP('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', '-n', file, target], { maxBuffer: 1 << 20 });
+  } catch (err) {
+    const e = err as Error & { stderr?: string };
+    await wipeFile(target).catch(() => {});
+    throw new ImageWriteError('CONVERT_FAILED', `qemu-img convert onto ${target} failed: ${(e.stderr ?? e.message).trim()}`);
+  }
+  const fh = await open(target, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return size;
+}
+
+/** Zero the first MiB of a target (partition table and boot sector gone). */
+async function wipeFile(target: string): Promise<void> {
+  const fh = await open(target, 'r+');
+  try {
+    await fh.write(Buffer.alloc(1 << 20), 0, 1 << 20, 0);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }

@@ -33,7 +33,7 @@ export const COMMANDS = {
       url: z.url({ protocol: /^https?$/ }),
       checksum: z.string().min(1).max(2048),
       checksum_algo: z.enum(['sha256', 'sha512', 'md5']).optional(),
-      disk_format: z.enum(['raw', 'gzip', 'zstd']).optional(),
+      disk_format: z.enum(['raw', 'gzip', 'zstd', 'qcow2']).optional(),
       target: z.string().regex(/^\//, 'must be an absolute device path').optional(),
       root_device: z.record(z.string(), z.unknown()).optional(),
     }),

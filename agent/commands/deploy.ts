@@ -1,10 +1,10 @@
 import { CommandFailure, type CommandContext } from './registry.js';
-import { writeImage, ImageWriteError } from '../image-writer.js';
+import { writeImage, ImageWriteError, type DiskFormat } from '../image-writer.js';
 import { selectRootDevice, RootDeviceHintError } from '../root-device.js';
 
 /** deploy.write_image: choose the root device (IPA hints) and stream the image onto it. */
 export async function writeImageCommand(ctx: CommandContext): Promise<Record<string, unknown>> {
-  const p = ctx.params as { url: string; checksum: string; checksum_algo?: 'sha256' | 'sha512' | 'md5'; disk_format?: 'raw' | 'gzip' | 'zstd'; target?: string; root_device?: Record<string, unknown> };
+  const p = ctx.params as { url: string; checksum: string; checksum_algo?: 'sha256' | 'sha512' | 'md5'; disk_format?: DiskFormat; target?: string; root_device?: Record<string, unknown> };
   let target = p.target;
   if (!target) {
     const inv = await ctx.hardware.inventory();

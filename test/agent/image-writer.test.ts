@@ -8,7 +8,7 @@ import http from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { gzipSync } from 'node:zlib';
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { ImageWriteError, writeImage } from '../../agent/image-writer.js';
@@ -17,6 +17,7 @@ import { tmpDir } from '../helpers.js';
 const MiB = 1024 * 1024;
 const files = new Map<string, Buffer>();
 const dropOnce = new Set<string>();
+const slow = new Set<string>();
 let server: http.Server;
 let base = '';
 const hits: Array<{ name: string; range?: string }> = [];
@@ -37,6 +38,18 @@ beforeAll(async () => {
     if (m) start = Number(m[1]);
     const slice = body.subarray(start);
     res.writeHead(m ? 206 : 200, { 'content-length': slice.length, 'accept-ranges': 'bytes', ...(m ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}) });
+    if (slow.has(name)) {
+      // 1 MiB every 50 ms: long enough to cancel in the middle.
+      let o = 0;
+      const tick = () => {
+        if (res.destroyed) return;
+        if (o >= slice.length) return void res.end();
+        res.write(slice.subarray(o, o + MiB));
+        o += MiB;
+        setTimeout(tick, 50);
+      };
+      return tick();
+    }
     if (dropOnce.has(name) && !m) {
       dropOnce.delete(name);
       res.write(slice.subarray(0, Math.floor(slice.length / 3)), () => req.socket.destroy());
@@ -155,6 +168,60 @@ describe('writeImage', () => {
       expect(err.code, name).toBe('DECOMPRESS_FAILED');
       expect(readFileSync(t).subarray(0, MiB).every((b) => b === 0), name).toBe(true);
     }
+  });
+
+  it('qcow2: staged, verified, inspected and converted with qemu-img onto the target', async () => {
+    const dir = tmpDir('ironfleet-qcow2-');
+    writeFileSync(path.join(dir, 'src.raw'), img);
+    execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', path.join(dir, 'src.raw'), path.join(dir, 'img.qcow2')]);
+    const q = readFileSync(path.join(dir, 'img.qcow2'));
+    files.set('img.qcow2', q);
+    const scratch = tmpDir('ironfleet-scratch-');
+    const t = target(32 * MiB);
+    const r = await writeImage({ url: `${base}/img.qcow2`, checksum: sha('sha256', q) }, { target: t, scratchDir: scratch });
+    expect(r).toMatchObject({ disk_format: 'qcow2', bytes_written: img.length, bytes_downloaded: q.length });
+    expect(readFileSync(t).subarray(0, img.length).equals(img)).toBe(true);
+    expect(readdirSync(scratch)).toEqual([]);
+    // A wrong checksum never reaches the target: the scratch copy fails verification first.
+    const t2 = target(8 * MiB);
+    writeFileSync(t2, Buffer.alloc(MiB, 0x5a), { flag: 'r+' });
+    await expect(writeImage({ url: `${base}/img.qcow2`, checksum: sha('sha256', img) }, { target: t2, scratchDir: scratch })).rejects.toMatchObject({ code: 'CHECKSUM_MISMATCH', message: /nothing was written to the target/ });
+    expect(readFileSync(t2).subarray(0, MiB).every((b) => b === 0x5a)).toBe(true);
+    expect(readdirSync(scratch)).toEqual([]);
+  });
+
+  it('qcow2 with a backing file (a host path) is refused and the target untouched', async () => {
+    const dir = tmpDir('ironfleet-qcow2-');
+    writeFileSync(path.join(dir, 'secret'), 'not for the image');
+    execFileSync('qemu-img', ['create', '-f', 'qcow2', '-F', 'raw', '-b', path.join(dir, 'secret'), path.join(dir, 'evil.qcow2')]);
+    const q = readFileSync(path.join(dir, 'evil.qcow2'));
+    files.set('evil.qcow2', q);
+    const t = target(8 * MiB);
+    await expect(writeImage({ url: `${base}/evil.qcow2`, checksum: sha('sha256', q), disk_format: 'qcow2' }, { target: t })).rejects.toMatchObject({ code: 'UNSAFE_IMAGE', message: /backing file/ });
+    expect(readFileSync(t).every((b) => b === 0)).toBe(true);
+  });
+
+  it('cancellation mid-transfer stops the download, reports CANCELLED and wipes the target', async () => {
+    const big = image(64);
+    files.set('slow.img', big);
+    slow.add('slow.img');
+    const t = target(80 * MiB);
+    const ac = new AbortController();
+    let seen = 0;
+    const p = writeImage({ url: `${base}/slow.img`, checksum: sha('sha256', big) }, {
+      target: t,
+      signal: ac.signal,
+      progressIntervalMs: 0,
+      progress: (x) => {
+        seen = x.bytesDownloaded;
+        if (seen > 4 * MiB) ac.abort();
+      },
+    });
+    const err = await p.catch((e) => e);
+    slow.delete('slow.img');
+    expect(err).toMatchObject({ code: 'CANCELLED' });
+    expect(seen).toBeLessThan(big.length);
+    expect(readFileSync(t).subarray(0, MiB).every((b) => b === 0)).toBe(true);
   });
 
   it('writes a real block device (loop device)', async () => {

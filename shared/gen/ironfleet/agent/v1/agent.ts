@@ -291,7 +291,7 @@ export interface WriteImageParams {
   checksum: string;
   /** sha256 | sha512 | md5 (md5 only when the conductor allows it); empty = from digest length. */
   checksumAlgo: string;
-  /** raw | gzip | zstd; empty = detected from the first bytes. */
+  /** raw | gzip | zstd | qcow2 (staged + qemu-img); empty = detected from the first bytes. */
   diskFormat: string;
   /** Explicit target device; empty = chosen with root_device_hints_json (IPA semantics). */
   target: string;
