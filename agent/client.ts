@@ -21,6 +21,7 @@ import { Backoff, sleep } from '../shared/backoff.js';
 import { errorMessage } from '../shared/errors.js';
 import type { HardwareProvider } from './hardware.js';
 import { Journal, type JournalEntry } from './journal.js';
+import type { FirmwareManager } from './firmware.js';
 import { CommandFailure, HANDLERS, type CommandHandler, type Progress } from './commands/registry.js';
 
 export interface AgentClientOptions {
@@ -37,6 +38,8 @@ export interface AgentClientOptions {
   backoff?: { initialMs?: number; maxMs?: number };
   /** Share one channel among many simulated agents (benchmarks); default: own channel. */
   channel?: grpc.Channel;
+  /** In-band firmware plugins (vendor tools, the generic command runner). */
+  firmwareManagers?: FirmwareManager[];
   /** Inventory sent after Welcome; default true. */
   sendInventory?: boolean;
 }
@@ -342,6 +345,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
           signal: ac.signal,
           hardware: this.opts.hardware,
           md5Allowed: this.settings.md5Allowed,
+          firmware: this.opts.firmwareManagers ?? [],
           log,
           progress: (p) => this.progress(cmd.commandId, p),
           sendInventory: () => this.sendInventory(),

@@ -1,6 +1,6 @@
 /**
  * Agent entry point: settings come from flags, else from the kernel command line
- * (`ironfleet.conductor=host:port`, `ironfleet.ca=/path`), as IPA reads `ipa-api-url`.
+ * (`ironfleet.conductor=host:port`, `ironfleet.ca=/path`, `ironfleet.firmware_config=/path`), as IPA reads `ipa-api-url`.
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
@@ -9,12 +9,14 @@ import { ConfigError } from '../shared/errors.js';
 import { describeZodError } from '../shared/inventory.js';
 import { AgentClient } from './client.js';
 import { HostHardware } from './hardware.js';
+import { GenericCommandFirmware, loadGenericFirmwareConfig } from './firmware.js';
 
 export const agentOptionsSchema = z.strictObject({
   conductor: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$/i, 'must be host:port'),
   state_dir: z.string().min(1).default('/run/ironfleet-agent'),
   ca_file: z.string().min(1).optional(),
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  firmware_config: z.string().min(1).optional(),
   extra_macs: z.array(z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'must be a MAC address')).default([]),
 });
 export type AgentOptions = z.output<typeof agentOptionsSchema>;
@@ -42,7 +44,11 @@ export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown
     /* not Linux */
   }
   const k = kernelCmdlineOptions(cmdline);
-  const raw: Record<string, unknown> = { ...(k.conductor ? { conductor: k.conductor } : {}), ...(k.ca ? { ca_file: k.ca } : {}) };
+  const raw: Record<string, unknown> = {
+    ...(k.conductor ? { conductor: k.conductor } : {}),
+    ...(k.ca ? { ca_file: k.ca } : {}),
+    ...(k.firmware_config ? { firmware_config: k.firmware_config } : {}),
+  };
   for (const [key, v] of Object.entries(flags)) if (v !== undefined) raw[key] = v;
   const opts = compileAgentOptions(raw);
   const log = createLogger({ name: 'ironfleet-agent', level: opts.log_level });
@@ -52,6 +58,7 @@ export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown
     log,
     stateDir: opts.state_dir,
     caPem: opts.ca_file ? readFileSync(opts.ca_file) : undefined,
+    firmwareManagers: opts.firmware_config ? [new GenericCommandFirmware(loadGenericFirmwareConfig(opts.firmware_config))] : [],
   });
   await client.start();
   const stop = async (sig: string) => {

@@ -91,7 +91,8 @@ export function planSoftwareRaid(rawConfig: unknown, disks: InventoryDisk[], boo
   // Members: hints (each takes its first unused match), else every block device.
   const memberSets = lds.map((ld, i) => {
     const f = `target_raid_config.logical_disks.${i}`;
-    if (!ld.physical_disks) return disks.map((d) => d.name);
+    // md devices are results of RAID, never members of a new one.
+    if (!ld.physical_disks) return disks.filter((d) => !/^\/dev\/md/.test(d.name)).map((d) => d.name);
     const used = new Set<string>();
     return ld.physical_disks.map((hints, j) => {
       let compiled;
@@ -100,7 +101,7 @@ export function planSoftwareRaid(rawConfig: unknown, disks: InventoryDisk[], boo
       } catch (err) {
         throw new RaidConfigError(`${f}.physical_disks.${j}`, (err as Error).message);
       }
-      const hit = disks.find((d) => !used.has(d.name) && matchesHints(d, compiled));
+      const hit = disks.find((d) => !used.has(d.name) && !/^\/dev\/md/.test(d.name) && matchesHints(d, compiled));
       if (!hit) throw new RaidConfigError(`${f}.physical_disks.${j}`, `no unused disk matches ${JSON.stringify(hints)}`);
       used.add(hit.name);
       return hit.name;
@@ -128,7 +129,8 @@ export function planSoftwareRaid(rawConfig: unknown, disks: InventoryDisk[], boo
   const commands: string[][] = [];
   for (const h of holders) commands.push(['parted', '-s', h, '--', 'mklabel', label]);
   const partCount = new Map<string, number>(holders.map((h) => [h, 0]));
-  const cursorGiB = new Map<string, number>(holders.map((h) => [h, startMiB / 1024]));
+  // Positions in whole MiB: parted refuses fractional GiB values below 1 and rounds others.
+  const cursorMiB = new Map<string, number>(holders.map((h) => [h, startMiB]));
   const addPart = (disk: string, start: string, end: string): string => {
     const n = partCount.get(disk)! + 1;
     partCount.set(disk, n);
@@ -154,11 +156,11 @@ export function planSoftwareRaid(rawConfig: unknown, disks: InventoryDisk[], boo
   const arrays: PlannedArray[] = [];
   for (const [k, { ld, i }] of order.entries()) {
     const parts = memberSets[i]!.map((disk) => {
-      const start = cursorGiB.get(disk)!;
-      if (ld.size_gb === 'MAX') return addPart(disk, `${start}GiB`, '-1');
-      const end = start + ld.size_gb;
-      cursorGiB.set(disk, end);
-      return addPart(disk, `${start}GiB`, `${end}GiB`);
+      const start = cursorMiB.get(disk)!;
+      if (ld.size_gb === 'MAX') return addPart(disk, `${start}MiB`, '-1');
+      const end = start + ld.size_gb * 1024;
+      cursorMiB.set(disk, end);
+      return addPart(disk, `${start}MiB`, `${end}MiB`);
     });
     const device = `/dev/md${k}`;
     const name = ld.volume_name ?? `md${k}`;

@@ -86,8 +86,9 @@ export function buildCli(): Command {
     .option('--ca-file <file>', 'CA bundle to verify the conductor (enables TLS)')
     .option('--log-level <level>', 'log level', 'info')
     .option('--extra-mac <mac...>', 'additional MAC addresses to look up with')
+    .option('--firmware-config <file>', 'JSON: in-band firmware components and their version/update commands')
     .action(async (o) => {
-      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, log_level: o.logLevel, extra_macs: o.extraMac });
+      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, log_level: o.logLevel, extra_macs: o.extraMac, firmware_config: o.firmwareConfig });
     });
 
   program

@@ -15,6 +15,8 @@ interface CommandSpec {
   long: boolean;
 }
 
+const devicePath = z.string().regex(/^\//, 'must be an absolute device path');
+
 export const COMMANDS = {
   'system.get_inventory': { case: 'getInventory', params: z.strictObject({}), long: false },
   'standby.sync': { case: 'sync', params: z.strictObject({}), long: false },
@@ -25,8 +27,8 @@ export const COMMANDS = {
   },
   'clean.get_clean_steps': { case: 'getCleanSteps', params: z.strictObject({}), long: false },
   'standby.power_off': { case: 'powerOff', params: z.strictObject({}), long: false },
-  'clean.erase_devices_metadata': { case: 'eraseDevicesMetadata', params: z.strictObject({ devices: z.array(z.string().regex(/^\//, 'must be an absolute device path')).max(256).optional() }), long: true },
-  'clean.erase_devices': { case: 'eraseDevices', params: z.strictObject({ devices: z.array(z.string().regex(/^\//, 'must be an absolute device path')).max(256).optional() }), long: true },
+  'clean.erase_devices_metadata': { case: 'eraseDevicesMetadata', params: z.strictObject({ devices: z.array(devicePath).max(256).optional() }), long: true },
+  'clean.erase_devices': { case: 'eraseDevices', params: z.strictObject({ devices: z.array(devicePath).max(256).optional() }), long: true },
   'deploy.write_image': {
     case: 'writeImage',
     params: z.strictObject({
@@ -34,8 +36,24 @@ export const COMMANDS = {
       checksum: z.string().min(1).max(2048),
       checksum_algo: z.enum(['sha256', 'sha512', 'md5']).optional(),
       disk_format: z.enum(['raw', 'gzip', 'zstd', 'qcow2']).optional(),
-      target: z.string().regex(/^\//, 'must be an absolute device path').optional(),
+      target: devicePath.optional(),
       root_device: z.record(z.string(), z.unknown()).optional(),
+    }),
+    long: true,
+  },
+  'raid.create_configuration': {
+    case: 'createConfiguration',
+    params: z.strictObject({ target_raid_config: z.record(z.string(), z.unknown()), boot_mode: z.enum(['uefi', 'bios']).optional() }),
+    long: true,
+  },
+  'raid.delete_configuration': { case: 'deleteConfiguration', params: z.strictObject({ devices: z.array(devicePath).max(256).optional() }), long: true },
+  'firmware.update': {
+    case: 'updateFirmware',
+    params: z.strictObject({
+      component: z.string().min(1).max(64).regex(/^[a-z0-9_.-]+$/i, 'letters, digits, _ . -'),
+      url: z.url({ protocol: /^https?$/ }),
+      checksum: z.string().min(1).max(2048),
+      checksum_algo: z.enum(['sha256', 'sha512', 'md5']).optional(),
     }),
     long: true,
   },
@@ -81,6 +99,24 @@ export function toProtoCommand(id: string, name: CommandName, params: Record<str
           },
         },
       };
+    case 'raid.create_configuration':
+      return { commandId: id, timeoutS, params: { $case: 'createConfiguration', value: { targetRaidConfigJson: JSON.stringify(params.target_raid_config), bootMode: String(params.boot_mode ?? '') } } };
+    case 'raid.delete_configuration':
+      return { commandId: id, timeoutS, params: { $case: 'deleteConfiguration', value: { devices: (params.devices as string[] | undefined) ?? [] } } };
+    case 'firmware.update':
+      return {
+        commandId: id,
+        timeoutS,
+        params: { $case: 'updateFirmware', value: { component: String(params.component), url: String(params.url), checksum: String(params.checksum), checksumAlgo: String(params.checksum_algo ?? '') } },
+      };
+  }
+}
+
+function parseJsonParam(s: string): unknown {
+  try {
+    return s ? JSON.parse(s) : undefined;
+  } catch {
+    return 'invalid JSON';
   }
 }
 
@@ -105,12 +141,7 @@ export function fromProtoCommand(cmd: Command): { name: CommandName; params: Rec
       return { name: 'clean.erase_devices', params: p.value.devices.length ? { devices: p.value.devices } : {} };
     case 'writeImage': {
       const v = p.value;
-      let hints: unknown;
-      try {
-        hints = v.rootDeviceHintsJson ? JSON.parse(v.rootDeviceHintsJson) : undefined;
-      } catch {
-        hints = 'invalid JSON';
-      }
+      const hints = parseJsonParam(v.rootDeviceHintsJson);
       return {
         name: 'deploy.write_image',
         params: {
@@ -122,6 +153,17 @@ export function fromProtoCommand(cmd: Command): { name: CommandName; params: Rec
           ...(hints !== undefined ? { root_device: hints } : {}),
         },
       };
+    }
+    case 'createConfiguration':
+      return {
+        name: 'raid.create_configuration',
+        params: { target_raid_config: parseJsonParam(p.value.targetRaidConfigJson), ...(p.value.bootMode ? { boot_mode: p.value.bootMode } : {}) },
+      };
+    case 'deleteConfiguration':
+      return { name: 'raid.delete_configuration', params: p.value.devices.length ? { devices: p.value.devices } : {} };
+    case 'updateFirmware': {
+      const v = p.value;
+      return { name: 'firmware.update', params: { component: v.component, url: v.url, checksum: v.checksum, ...(v.checksumAlgo ? { checksum_algo: v.checksumAlgo } : {}) } };
     }
     default:
       return undefined;

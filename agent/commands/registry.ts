@@ -6,6 +6,9 @@ import { getInventory } from './system.js';
 import { burninCpu, eraseAllDevices, eraseDevicesMetadata, getCleanSteps } from './clean.js';
 import { powerOff, syncDisks } from './standby.js';
 import { writeImageCommand } from './deploy.js';
+import { createConfiguration, deleteConfiguration } from './raid.js';
+import { updateFirmwareCommand } from './firmware.js';
+import type { FirmwareManager } from '../firmware.js';
 
 export interface Progress {
   percent: number;
@@ -27,6 +30,8 @@ export interface CommandContext {
   sendInventory(): Promise<void>;
   /** Whether the conductor allows md5 image checksums (Welcome settings). */
   md5Allowed: boolean;
+  /** In-band firmware plugins configured on this agent. */
+  firmware: FirmwareManager[];
   /** Streamed to the conductor's log, tagged with the command id. */
   remoteLog(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
 }
@@ -54,4 +59,7 @@ export const HANDLERS: Record<CommandName, CommandHandler> = {
   'deploy.write_image': writeImageCommand,
   'clean.erase_devices_metadata': eraseDevicesMetadata,
   'clean.erase_devices': eraseAllDevices,
+  'raid.create_configuration': createConfiguration,
+  'raid.delete_configuration': deleteConfiguration,
+  'firmware.update': updateFirmwareCommand,
 };

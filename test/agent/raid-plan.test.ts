@@ -34,13 +34,13 @@ describe('planSoftwareRaid', () => {
     expect(cmds[0]).toBe('parted -s /dev/sda -- mklabel gpt');
     expect(cmds).toContain('parted -s -a optimal /dev/sda -- mkpart primary 1MiB 551MiB');
     expect(cmds).toContain('sgdisk -t 1:ef00 /dev/sda');
-    expect(cmds).toContain(`parted -s -a optimal /dev/sdb -- mkpart primary ${551 / 1024}GiB ${551 / 1024 + 20}GiB`);
-    expect(cmds).toContain(`parted -s -a optimal /dev/sdb -- mkpart primary ${551 / 1024 + 20}GiB -1`);
+    expect(cmds).toContain(`parted -s -a optimal /dev/sdb -- mkpart primary 551MiB ${551 + 20 * 1024}MiB`);
+    expect(cmds).toContain(`parted -s -a optimal /dev/sdb -- mkpart primary ${551 + 20 * 1024}MiB -1`);
     expect(cmds).toContain('mdadm --create /dev/md0 --force --run --metadata=1 --level=1 --name=root --raid-devices=2 /dev/sda2 /dev/sdb2');
     expect(cmds).toContain('mdadm --create /dev/md2 --force --run --metadata=1.0 --level=1 --name=esp --raid-devices=2 /dev/sda1 /dev/sdb1');
     expect(cmds.at(-1)).toBe('mkfs.vfat -F 32 -n EFI /dev/md2');
     // mdadm for data comes after its partitions
-    expect(cmds.indexOf('mdadm --create /dev/md1 --force --run --metadata=1 --level=0 --name=data --raid-devices=2 /dev/sda3 /dev/sdb3')).toBeGreaterThan(cmds.indexOf(`parted -s -a optimal /dev/sdb -- mkpart primary ${551 / 1024 + 20}GiB -1`));
+    expect(cmds.indexOf('mdadm --create /dev/md1 --force --run --metadata=1 --level=0 --name=data --raid-devices=2 /dev/sda3 /dev/sdb3')).toBeGreaterThan(cmds.indexOf(`parted -s -a optimal /dev/sdb -- mkpart primary ${551 + 20 * 1024}MiB -1`));
   });
 
   it('MAX listed first is still created last', () => {

@@ -245,6 +245,9 @@ export interface Command {
     | { $case: "writeImage"; value: WriteImageParams }
     | { $case: "eraseDevicesMetadata"; value: EraseParams }
     | { $case: "eraseDevices"; value: EraseParams }
+    | { $case: "createConfiguration"; value: CreateConfigurationParams }
+    | { $case: "deleteConfiguration"; value: DeleteConfigurationParams }
+    | { $case: "updateFirmware"; value: UpdateFirmwareParams }
     | undefined;
   /** Deadline for the command on the agent's side, 0 = none. */
   timeoutS: number;
@@ -284,7 +287,30 @@ export interface EraseParams {
   devices: string[];
 }
 
-/** deploy.write_image: stream an image onto the root device (IPA's write_image / prepare_image). */
+/**
+ * deploy.write_image: stream an image onto the root device (IPA's write_image / prepare_image).
+ * Software RAID from IPA's target_raid_config (controller "software").
+ */
+export interface CreateConfigurationParams {
+  /** JSON object {"logical_disks": [...]}, validated on the agent against the disks it sees. */
+  targetRaidConfigJson: string;
+  /** uefi | bios; empty = the agent's own boot mode. */
+  bootMode: string;
+}
+
+export interface DeleteConfigurationParams {
+  /** Holder disks to clean; empty = every md array found. */
+  devices: string[];
+}
+
+/** In-band firmware: a verified payload handed to the firmware manager owning the component. */
+export interface UpdateFirmwareParams {
+  component: string;
+  url: string;
+  checksum: string;
+  checksumAlgo: string;
+}
+
 export interface WriteImageParams {
   url: string;
   /** Hex digest or URL of a checksum file. */
@@ -2277,6 +2303,15 @@ export const Command: MessageFns<Command> = {
       case "eraseDevices":
         EraseParams.encode(message.params.value, writer.uint32(138).fork()).join();
         break;
+      case "createConfiguration":
+        CreateConfigurationParams.encode(message.params.value, writer.uint32(146).fork()).join();
+        break;
+      case "deleteConfiguration":
+        DeleteConfigurationParams.encode(message.params.value, writer.uint32(154).fork()).join();
+        break;
+      case "updateFirmware":
+        UpdateFirmwareParams.encode(message.params.value, writer.uint32(162).fork()).join();
+        break;
     }
     if (message.timeoutS !== 0) {
       writer.uint32(40).uint32(message.timeoutS);
@@ -2369,6 +2404,36 @@ export const Command: MessageFns<Command> = {
             message.params = { $case: "eraseDevices", value: EraseParams.decode(reader, reader.uint32()) };
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.params = {
+              $case: "createConfiguration",
+              value: CreateConfigurationParams.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.params = {
+              $case: "deleteConfiguration",
+              value: DeleteConfigurationParams.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.params = { $case: "updateFirmware", value: UpdateFirmwareParams.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 5: {
             if (tag !== 40) {
               break;
@@ -2426,6 +2491,18 @@ export const Command: MessageFns<Command> = {
         ? { $case: "eraseDevices", value: EraseParams.fromJSON(object.eraseDevices) }
         : isSet(object.erase_devices)
         ? { $case: "eraseDevices", value: EraseParams.fromJSON(object.erase_devices) }
+        : isSet(object.createConfiguration)
+        ? { $case: "createConfiguration", value: CreateConfigurationParams.fromJSON(object.createConfiguration) }
+        : isSet(object.create_configuration)
+        ? { $case: "createConfiguration", value: CreateConfigurationParams.fromJSON(object.create_configuration) }
+        : isSet(object.deleteConfiguration)
+        ? { $case: "deleteConfiguration", value: DeleteConfigurationParams.fromJSON(object.deleteConfiguration) }
+        : isSet(object.delete_configuration)
+        ? { $case: "deleteConfiguration", value: DeleteConfigurationParams.fromJSON(object.delete_configuration) }
+        : isSet(object.updateFirmware)
+        ? { $case: "updateFirmware", value: UpdateFirmwareParams.fromJSON(object.updateFirmware) }
+        : isSet(object.update_firmware)
+        ? { $case: "updateFirmware", value: UpdateFirmwareParams.fromJSON(object.update_firmware) }
         : undefined,
       timeoutS: isSet(object.timeoutS)
         ? globalThis.Number(object.timeoutS)
@@ -2456,6 +2533,12 @@ export const Command: MessageFns<Command> = {
       obj.eraseDevicesMetadata = EraseParams.toJSON(message.params.value);
     } else if (message.params?.$case === "eraseDevices") {
       obj.eraseDevices = EraseParams.toJSON(message.params.value);
+    } else if (message.params?.$case === "createConfiguration") {
+      obj.createConfiguration = CreateConfigurationParams.toJSON(message.params.value);
+    } else if (message.params?.$case === "deleteConfiguration") {
+      obj.deleteConfiguration = DeleteConfigurationParams.toJSON(message.params.value);
+    } else if (message.params?.$case === "updateFirmware") {
+      obj.updateFirmware = UpdateFirmwareParams.toJSON(message.params.value);
     }
     if (message.timeoutS !== 0) {
       obj.timeoutS = Math.round(message.timeoutS);
@@ -2515,6 +2598,30 @@ export const Command: MessageFns<Command> = {
       case "eraseDevices": {
         if (object.params?.value !== undefined && object.params?.value !== null) {
           message.params = { $case: "eraseDevices", value: EraseParams.fromPartial(object.params.value) };
+        }
+        break;
+      }
+      case "createConfiguration": {
+        if (object.params?.value !== undefined && object.params?.value !== null) {
+          message.params = {
+            $case: "createConfiguration",
+            value: CreateConfigurationParams.fromPartial(object.params.value),
+          };
+        }
+        break;
+      }
+      case "deleteConfiguration": {
+        if (object.params?.value !== undefined && object.params?.value !== null) {
+          message.params = {
+            $case: "deleteConfiguration",
+            value: DeleteConfigurationParams.fromPartial(object.params.value),
+          };
+        }
+        break;
+      }
+      case "updateFirmware": {
+        if (object.params?.value !== undefined && object.params?.value !== null) {
+          message.params = { $case: "updateFirmware", value: UpdateFirmwareParams.fromPartial(object.params.value) };
         }
         break;
       }
@@ -2886,6 +2993,289 @@ export const EraseParams: MessageFns<EraseParams> = {
   fromPartial(object: DeepPartial<EraseParams>): EraseParams {
     const message = createBaseEraseParams();
     message.devices = object.devices?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseCreateConfigurationParams(): CreateConfigurationParams {
+  return { targetRaidConfigJson: "", bootMode: "" };
+}
+
+export const CreateConfigurationParams: MessageFns<CreateConfigurationParams> = {
+  encode(message: CreateConfigurationParams, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.targetRaidConfigJson !== "") {
+      writer.uint32(10).string(message.targetRaidConfigJson);
+    }
+    if (message.bootMode !== "") {
+      writer.uint32(18).string(message.bootMode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateConfigurationParams {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateConfigurationParams();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.targetRaidConfigJson = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.bootMode = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateConfigurationParams {
+    return {
+      targetRaidConfigJson: isSet(object.targetRaidConfigJson)
+        ? globalThis.String(object.targetRaidConfigJson)
+        : isSet(object.target_raid_config_json)
+        ? globalThis.String(object.target_raid_config_json)
+        : "",
+      bootMode: isSet(object.bootMode)
+        ? globalThis.String(object.bootMode)
+        : isSet(object.boot_mode)
+        ? globalThis.String(object.boot_mode)
+        : "",
+    };
+  },
+
+  toJSON(message: CreateConfigurationParams): unknown {
+    const obj: any = {};
+    if (message.targetRaidConfigJson !== "") {
+      obj.targetRaidConfigJson = message.targetRaidConfigJson;
+    }
+    if (message.bootMode !== "") {
+      obj.bootMode = message.bootMode;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateConfigurationParams>): CreateConfigurationParams {
+    return CreateConfigurationParams.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateConfigurationParams>): CreateConfigurationParams {
+    const message = createBaseCreateConfigurationParams();
+    message.targetRaidConfigJson = object.targetRaidConfigJson ?? "";
+    message.bootMode = object.bootMode ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteConfigurationParams(): DeleteConfigurationParams {
+  return { devices: [] };
+}
+
+export const DeleteConfigurationParams: MessageFns<DeleteConfigurationParams> = {
+  encode(message: DeleteConfigurationParams, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.devices) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteConfigurationParams {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteConfigurationParams();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.devices.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteConfigurationParams {
+    return {
+      devices: globalThis.Array.isArray(object?.devices) ? object.devices.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: DeleteConfigurationParams): unknown {
+    const obj: any = {};
+    if (message.devices?.length) {
+      obj.devices = message.devices;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteConfigurationParams>): DeleteConfigurationParams {
+    return DeleteConfigurationParams.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteConfigurationParams>): DeleteConfigurationParams {
+    const message = createBaseDeleteConfigurationParams();
+    message.devices = object.devices?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseUpdateFirmwareParams(): UpdateFirmwareParams {
+  return { component: "", url: "", checksum: "", checksumAlgo: "" };
+}
+
+export const UpdateFirmwareParams: MessageFns<UpdateFirmwareParams> = {
+  encode(message: UpdateFirmwareParams, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.component !== "") {
+      writer.uint32(10).string(message.component);
+    }
+    if (message.url !== "") {
+      writer.uint32(18).string(message.url);
+    }
+    if (message.checksum !== "") {
+      writer.uint32(26).string(message.checksum);
+    }
+    if (message.checksumAlgo !== "") {
+      writer.uint32(34).string(message.checksumAlgo);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateFirmwareParams {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateFirmwareParams();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.component = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.checksum = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.checksumAlgo = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateFirmwareParams {
+    return {
+      component: isSet(object.component) ? globalThis.String(object.component) : "",
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      checksum: isSet(object.checksum) ? globalThis.String(object.checksum) : "",
+      checksumAlgo: isSet(object.checksumAlgo)
+        ? globalThis.String(object.checksumAlgo)
+        : isSet(object.checksum_algo)
+        ? globalThis.String(object.checksum_algo)
+        : "",
+    };
+  },
+
+  toJSON(message: UpdateFirmwareParams): unknown {
+    const obj: any = {};
+    if (message.component !== "") {
+      obj.component = message.component;
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.checksum !== "") {
+      obj.checksum = message.checksum;
+    }
+    if (message.checksumAlgo !== "") {
+      obj.checksumAlgo = message.checksumAlgo;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpdateFirmwareParams>): UpdateFirmwareParams {
+    return UpdateFirmwareParams.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateFirmwareParams>): UpdateFirmwareParams {
+    const message = createBaseUpdateFirmwareParams();
+    message.component = object.component ?? "";
+    message.url = object.url ?? "";
+    message.checksum = object.checksum ?? "";
+    message.checksumAlgo = object.checksumAlgo ?? "";
     return message;
   },
 };
