@@ -72,8 +72,26 @@ export const configSchema = z.strictObject({
       node_locked_retry_interval_ms: z.number().int().min(10).max(60_000).default(1000),
       /** Node history entries kept per node. @default 300 */
       node_history_max_entries: z.number().int().min(1).max(100_000).default(300),
-      /** Run automated cleaning on provide (needs an agent). @default false */
-      automated_clean: z.boolean().default(false),
+      /** Run automated cleaning (the agent's steps with priority > 0) on provide and undeploy. @default true */
+      automated_clean: z.boolean().default(true),
+      /** Reuse a connected agent instead of rebooting into the ramdisk; keep it under a lease. @default true */
+      fast_track: z.boolean().default(true),
+      /** Lease of an idle fast-track agent; then power off (active: reboot into the instance). @default 300 */
+      fast_track_timeout_s: z.number().int().min(1).max(86_400).default(300),
+      /** Wait for the agent to call back / answer a command. @default 1800 */
+      deploy_callback_timeout_s: z.number().int().min(1).max(86_400).default(1800),
+      /** Wait for a BMC power transition. @default 60 */
+      power_state_change_timeout_s: z.number().int().min(1).max(3600).default(60),
+      /** Override the agent's erase_devices priority (0 disables it in automated cleaning); null = agent's. @default null */
+      erase_devices_priority: z.number().int().min(0).max(1000).nullable().default(null),
+      /** Override erase_devices_metadata's priority; null = agent's. @default null */
+      erase_devices_metadata_priority: z.number().int().min(0).max(1000).nullable().default(null),
+      /** Deferred actions run at once. @default 64 */
+      deferred_concurrency: z.number().int().min(1).max(4096).default(64),
+      /** SIGTERM: how long in-flight work may take before the process exits. @default 60 */
+      graceful_shutdown_timeout_s: z.number().int().min(0).max(86_400).default(60),
+      /** SIGUSR2 drain: how long to wait for node locks to be released. @default 1800 */
+      drain_shutdown_timeout_s: z.number().int().min(0).max(86_400).default(1800),
     })
     .prefault({}),
   redfish: z

@@ -30,6 +30,8 @@ import { parseRedfishDriverInfo, type RedfishTarget } from './redfish/driver-inf
 import { nodeRef, redfishHardware } from './drivers/redfish.js';
 import { PowerSync } from './power-sync.js';
 import { SensorCollector } from './sensors.js';
+import { DeferredScheduler } from './deferred.js';
+import { FlowEngine, userStepSchemaError, type FlowKind } from './flows.js';
 
 export type Severity = 'INFO' | 'WARNING' | 'ERROR';
 
@@ -41,6 +43,8 @@ export class Conductor {
   pool: BmcPool | undefined;
   readonly powerSync: PowerSync;
   readonly sensors: SensorCollector;
+  readonly deferred: DeferredScheduler;
+  readonly flows: FlowEngine;
   /** In-flight background actions, awaited on shutdown. */
   private readonly inflight = new Set<Promise<unknown>>();
   private stopping = false;
@@ -61,6 +65,29 @@ export class Conductor {
     this.drivers.register(redfishHardware(() => this.bmcPool()));
     this.powerSync = new PowerSync(this, () => this.bmcPool(), log.child({ component: 'power-sync' }));
     this.sensors = new SensorCollector(this, () => this.bmcPool(), log.child({ component: 'sensors' }));
+    this.deferred = new DeferredScheduler(store, this.tasks, cfg.host, log.child({ component: 'deferred' }), {
+      concurrency: cfg.conductor.deferred_concurrency,
+      onFailed: async (a, err, task) => {
+        if (!a.call.startsWith('flow.')) return;
+        const msg = `${a.call} failed after retries: ${errorMessage(err)}`;
+        const st = task.node.provision_state;
+        if (['deploying', 'wait call-back', 'cleaning', 'clean wait', 'servicing', 'service wait'].includes(st)) await this.failNode(task, 'fail', msg);
+      },
+    });
+    const c = cfg.conductor;
+    this.flows = new FlowEngine(
+      this,
+      {
+        fastTrack: c.fast_track,
+        fastTrackTimeoutS: c.fast_track_timeout_s,
+        callbackTimeoutS: c.deploy_callback_timeout_s,
+        powerTimeoutS: c.power_state_change_timeout_s,
+        automatedClean: c.automated_clean,
+        eraseDevicesPriority: c.erase_devices_priority,
+        eraseDevicesMetadataPriority: c.erase_devices_metadata_priority,
+      },
+      log.child({ component: 'flows' }),
+    );
   }
 
   static async open(cfg: ConductorConfig, log: Logger): Promise<Conductor> {
@@ -135,6 +162,7 @@ export class Conductor {
 
   /** Periodic work: power sync, sensors. */
   startBackground(): void {
+    void this.deferred.start().catch((err) => this.log.error({ err }, 'deferred scheduler failed to start'));
     this.powerSync.start();
     this.sensors.start();
     const poll = () => {
@@ -175,12 +203,42 @@ export class Conductor {
     }
   }
 
-  async stop(): Promise<void> {
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /**
+   * Graceful stop: take no new work, let running deferred actions and background actions finish
+   * (bounded), then close agent streams and BMC sessions. Flows parked in wait states stay in the
+   * database and resume on the next start. Returns whether everything finished in time.
+   */
+  async stop(timeoutMs = this.cfg.conductor.graceful_shutdown_timeout_s * 1000): Promise<boolean> {
     this.stopping = true;
     if (this.firmwareTimer) clearTimeout(this.firmwareTimer);
+    const t0 = Date.now();
+    const deferredDone = await this.deferred.stop(timeoutMs);
+    const rest = Math.max(0, timeoutMs - (Date.now() - t0));
+    const inflightDone = await Promise.race([Promise.allSettled([...this.inflight]).then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), rest).unref())]);
+    if (!deferredDone || !inflightDone) this.log.warn({ timeout_ms: timeoutMs }, 'graceful shutdown timed out; in-flight work is left to crash recovery');
+    await this.stopRest();
+    return deferredDone && inflightDone;
+  }
+
+  /** Drain: stop taking work and wait until this conductor holds no node locks (bounded). */
+  async drain(timeoutMs = this.cfg.conductor.drain_shutdown_timeout_s * 1000): Promise<boolean> {
+    this.stopping = true;
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      const held = (await this.store.listNodes({})).filter((n) => n.reservation === this.cfg.host).length;
+      if (held === 0 && this.deferred.inFlight === 0) return true;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    return false;
+  }
+
+  private async stopRest(): Promise<void> {
     await this.powerSync.stop();
     await this.sensors.stop();
-    await Promise.allSettled([...this.inflight]);
     await this.pool?.close();
     await this.hub.stop();
     await this.store.clearReservations(this.cfg.host);
@@ -201,7 +259,7 @@ export class Conductor {
     );
   }
 
-  private driverContext(task: Task, signal?: AbortSignal): DriverContext {
+  driverContextFor(task: Task, signal?: AbortSignal): DriverContext {
     return {
       signal,
       setInternalInfo: async (patch) => {
@@ -267,7 +325,7 @@ export class Conductor {
   /** Power action inside a held lock; a power-off or reboot wipes the agent token (Ironic). */
   private async powerInTask(task: Task, target: PowerTarget, timeoutS?: number): Promise<PowerState> {
     const hw = this.drivers.get(task.node.driver);
-    const state = await hw.power.setPowerState(task.node, target, this.driverContext(task), timeoutS);
+    const state = await hw.power.setPowerState(task.node, target, this.driverContextFor(task), timeoutS);
     await this.store.updateNode(task.node.id, { power_state: state, target_power_state: null });
     if (target !== 'power on') await this.store.clearAgentToken(task.node.id);
     return state;
@@ -286,13 +344,33 @@ export class Conductor {
     return updated;
   }
 
+  moveNode(task: Task, event: ProvisionEvent, extra: Partial<Node> = {}): Promise<Node> {
+    return this.move(task, event, extra);
+  }
+
+  failNode(task: Task, event: ProvisionEvent, message: string): Promise<void> {
+    return this.fail(task, event, message);
+  }
+
+  /** Merge into driver_internal_info (null deletes a key) under the held lock. */
+  async patchInternal(task: Task, patch: Record<string, unknown>): Promise<void> {
+    const n = await task.refresh();
+    const next: Record<string, unknown> = { ...n.driver_internal_info };
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === null) delete next[k];
+      else next[k] = v;
+    }
+    await this.store.updateNode(n.id, { driver_internal_info: next });
+    await task.refresh();
+  }
+
   private async fail(task: Task, event: ProvisionEvent, message: string): Promise<void> {
     await this.move(task, event, { last_error: message });
     await this.history(task.node, message, 'provisioning', 'ERROR');
     this.log.warn({ node: task.node.uuid, error: message }, 'provisioning step failed');
   }
 
-  async doProvisionAction(node: Node, verb: string, _args: Record<string, unknown> = {}): Promise<void> {
+  async doProvisionAction(node: Node, verb: string, args: { clean_steps?: Array<Record<string, unknown>>; deploy_steps?: Array<Record<string, unknown>>; service_steps?: Array<Record<string, unknown>> } = {}): Promise<void> {
     const event = eventForVerb(verb);
     const state = node.provision_state;
     if (!isProvisionState(state)) throw new InvalidStateError(`Node ${node.uuid} is in unknown state ${state}.`, node.uuid, state);
@@ -305,6 +383,14 @@ export class Conductor {
     }
     const hw = this.drivers.get(node.driver);
     hw.power.validate(node);
+    for (const kind of ['clean', 'deploy', 'service'] as const) {
+      const steps = args[`${kind}_steps`];
+      if (!steps) continue;
+      const bad = userStepSchemaError(kind, steps);
+      if (bad) throw new InvalidInputError(bad, `${kind}_steps`);
+    }
+    if (effective === 'clean' && !args.clean_steps) throw new InvalidInputError('clean_steps: required for manual cleaning', 'clean_steps');
+    if (effective === 'service' && !args.service_steps) throw new InvalidInputError('service_steps: required for servicing', 'service_steps');
     await this.startAction(
       node,
       `provision ${verb}`,
@@ -312,27 +398,27 @@ export class Conductor {
         await this.move(task, effective, { last_error: null });
         await this.history(task.node, `Provision action "${verb}" started: ${state} -> ${task.node.provision_state}`, 'provisioning', 'INFO');
       },
-      async (task) => this.runProvisionWork(task, effective),
+      async (task) => this.runProvisionWork(task, effective, args),
     );
   }
 
-  private async runProvisionWork(task: Task, event: ProvisionEvent): Promise<void> {
+  private async runProvisionWork(task: Task, event: ProvisionEvent, args: { clean_steps?: Array<Record<string, unknown>>; deploy_steps?: Array<Record<string, unknown>>; service_steps?: Array<Record<string, unknown>> } = {}): Promise<void> {
     const node = task.node;
     const hw = this.drivers.get(node.driver);
     try {
       switch (node.provision_state as ProvisionState) {
         case 'verifying': {
-          const ps = await hw.power.getPowerState(node, this.driverContext(task));
+          const ps = await hw.power.getPowerState(node, this.driverContextFor(task));
           await this.store.updateNode(node.id, { power_state: ps });
           await this.move(task, 'done');
           break;
         }
-        case 'cleaning': {
-          // Automated cleaning with in-band steps lands with the steps engine; without it, Ironic's
-          // automated_clean=false behaviour: straight through.
-          await this.move(task, node.target_provision_state === 'manageable' ? 'manage' : 'done');
+        case 'cleaning':
+          await this.flows.start(task, 'clean', args.clean_steps);
           break;
-        }
+        case 'servicing':
+          await this.flows.start(task, 'service', args.service_steps);
+          break;
         case 'inspecting': {
           if (this.hub.isConnected(node.id)) {
             await this.move(task, 'wait');
@@ -344,29 +430,39 @@ export class Conductor {
           break;
         }
         case 'deploying': {
-          if (hw.deploy.needsAgent && !this.hub.isConnected(node.id)) {
-            await this.powerInTask(task, 'rebooting');
-            await this.move(task, 'wait');
-          } else {
+          if (!hw.deploy.needsAgent) {
             await this.powerInTask(task, 'power on');
             await this.move(task, 'done');
-          }
+          } else await this.flows.start(task, 'deploy', args.deploy_steps);
           break;
         }
         case 'deleting': {
-          await this.powerInTask(task, 'power off');
+          // Tear down: without fast-track the instance is powered off; with it, a connected agent
+          // is kept for the cleaning that follows.
+          const keep = this.cfg.conductor.fast_track && this.hub.isConnected(node.id);
+          if (!keep) {
+            this.hub.disconnect(node.id, 'node tear down');
+            await this.powerInTask(task, 'power off');
+          }
+          await this.store.updateNode(node.id, { instance_uuid: null, instance_info: {} });
           await this.move(task, 'clean');
-          await this.move(task, 'done', { instance_uuid: null, instance_info: {} });
+          await this.flows.start(task, 'clean');
           break;
         }
         case 'adopting':
         case 'rescuing':
         case 'unrescuing':
-        case 'servicing':
           await this.move(task, 'done');
           break;
         default:
-          // Events that only move the state (abort, hold, unhold, resume) need no work.
+          if (event === 'unhold') await this.flows.unhold(task);
+          if (event === 'abort') {
+            // The flow stops here: no more steps, nothing waiting on its behalf.
+            const flow = task.node.driver_internal_info.flow as { wait?: { type: string; command_id?: string } } | undefined;
+            if (flow?.wait?.type === 'command' && flow.wait.command_id) this.hub.cancelCommand(node.id, flow.wait.command_id, 'aborted');
+            await this.store.cancelDeferred(node.id, 'aborted');
+            await this.patchInternal(task, { flow: null });
+          }
           break;
       }
       await this.history(task.node, `Provision action "${event}" reached ${task.node.provision_state}`, 'provisioning', 'INFO');
@@ -390,6 +486,7 @@ export class Conductor {
         await this.move(task, 'resume');
         await this.move(task, 'done');
         await this.history(task.node, 'Inspection finished', 'inspection', 'INFO');
+        await this.startLease(task);
       });
     } catch (err) {
       this.log.warn({ err, node: node.uuid }, 'could not complete inspection');
@@ -403,6 +500,16 @@ export class Conductor {
     const err = cmd.error ? `: ${cmd.error.code}: ${cmd.error.message}` : '';
     await this.history(node, `Agent command ${cmd.name} (${cmd.id}) ${cmd.status.toLowerCase()}${err}`, 'agent', sev);
     if (cmd.status !== 'SUCCEEDED' && cmd.error) await this.store.updateNode(node.id, { last_error: `agent command ${cmd.name} failed: ${cmd.error.message}` });
+    await this.flows.onAgentEvent(node.id, 'command', cmd.id);
+  }
+
+  /** Fast-track: keep a connected agent under a lease (expiry powers the node off). */
+  async startLease(task: Task): Promise<void> {
+    if (!this.cfg.conductor.fast_track || !this.hub.isConnected(task.node.id)) return;
+    const until = new Date(Date.now() + this.cfg.conductor.fast_track_timeout_s * 1000);
+    await this.store.cancelDeferred(task.node.id, 'lease renewed', 'fasttrack.expire');
+    await this.patchInternal(task, { fast_track_lease_until: until.toISOString() });
+    await this.deferred.schedule(task.node.id, 'fasttrack.expire', { until: until.toISOString() }, until);
   }
 
   // ------------------------------------------------------------------ out-of-band firmware

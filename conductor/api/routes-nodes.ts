@@ -1,4 +1,5 @@
 /** /v1/nodes and its sub-resources. */
+import { validateTargetRaidConfig } from '../flows.js';
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { parseInput, type ApiContext } from './server.js';
@@ -206,9 +207,36 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
       provision_updated_at: n.provision_updated_at,
       last_error: n.last_error,
       console_enabled: false,
-      raid_config: {},
-      target_raid_config: {},
+      raid_config: n.driver_internal_info.raid_config ?? {},
+      target_raid_config: n.driver_internal_info.target_raid_config ?? {},
       links: [],
+    };
+  });
+
+  // Ironic: PUT /v1/nodes/{node}/states/raid sets target_raid_config (software RAID here).
+  app.put<IdParams>('/v1/nodes/:ident/states/raid', async (req, reply) => {
+    const node = await getNode(req.params.ident);
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    if (Object.keys(body).length > 0) validateTargetRaidConfig(body);
+    await conductor.tasks.withLock(node.id, 'set target_raid_config', async (task) => {
+      await conductor.patchInternal(task, { target_raid_config: Object.keys(body).length ? body : null });
+    });
+    return reply.status(204).send();
+  });
+
+  // Extension: the steps a node would run (GET /v1/nodes/{node}/steps?kind=deploy|clean).
+  app.get<IdParams & { Querystring: { kind?: string } }>('/v1/nodes/:ident/steps', async (req) => {
+    const node = await getNode(req.params.ident);
+    const kind = req.query.kind ?? 'deploy';
+    if (kind !== 'deploy' && kind !== 'clean') throw new InvalidInputError(`kind: must be "deploy" or "clean", got "${kind}"`, 'kind');
+    const p = await conductor.flows.previewSteps(node, kind);
+    const flow = node.driver_internal_info.flow as { kind: string; steps: unknown[]; index: number } | undefined;
+    return {
+      kind,
+      steps: p.steps.map(({ runner: _r, ...s }) => s),
+      complete: p.complete,
+      ...(p.complete ? {} : { note: 'automated clean steps come from the agent: they are known after its first get_clean_steps' }),
+      running: flow ? { kind: flow.kind, index: flow.index, steps: flow.steps } : null,
     };
   });
 
@@ -223,15 +251,10 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
   app.put<IdParams>('/v1/nodes/:ident/states/provision', async (req, reply) => {
     const body = parseInput(provisionBodySchema, req.body, 'provision');
     const node = await getNode(req.params.ident);
-    for (const key of ['clean_steps', 'deploy_steps', 'service_steps'] as const) {
-      if (body[key] && body[key]!.length > 0) {
-        throw new InvalidInputError(`${key}: user-supplied steps are not supported by this conductor yet`, key);
-      }
-    }
     if (body.target === 'clean' && body.clean_steps === undefined) {
       throw new InvalidInputError('clean_steps: required when target is "clean"', 'clean_steps');
     }
-    await conductor.doProvisionAction(node, body.target);
+    await conductor.doProvisionAction(node, body.target, { clean_steps: body.clean_steps, deploy_steps: body.deploy_steps, service_steps: body.service_steps });
     reply.status(202).header('Location', `${ctx.baseUrl(req)}/v1/nodes/${node.uuid}/states`);
     return reply.send();
   });

@@ -112,6 +112,29 @@ function buildMigrations(dialect: SqlDialect): Record<string, Migration> {
         .execute();
     },
   },
+  '0003_deferred_actions': {
+    async up(db: Kysely<any>) {
+      // Anything that waits (power transitions, the agent calling back, pause timers, fast-track
+      // leases) is a row here with a due time, run by the scheduler; a restart resumes them.
+      await db.schema
+        .createTable('deferred_actions')
+        .addColumn('uuid', 'varchar(36)', (c) => c.primaryKey())
+        .addColumn('node_id', 'integer', (c) => c.notNull().references('nodes.id').onDelete('cascade'))
+        .addColumn('state', 'varchar(16)', (c) => c.notNull())
+        .addColumn('call', 'varchar(64)', (c) => c.notNull())
+        .addColumn('arguments', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addColumn('start_after', 'varchar(32)', (c) => c.notNull())
+        .addColumn('retry_remaining', 'integer', (c) => c.notNull().defaultTo(3))
+        .addColumn('conductor', 'varchar(255)')
+        .addColumn('created_by', 'varchar(255)')
+        .addColumn('result', 'text')
+        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+        .addColumn('updated_at', 'varchar(32)')
+        .execute();
+      await db.schema.createIndex('deferred_actions_due').on('deferred_actions').columns(['state', 'start_after']).execute();
+      await db.schema.createIndex('deferred_actions_node').on('deferred_actions').column('node_id').execute();
+    },
+  },
   };
 }
 

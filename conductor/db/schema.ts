@@ -90,7 +90,23 @@ export interface BmcSessionsTable {
   created_at: string;
 }
 
+export interface DeferredActionsTable {
+  uuid: string;
+  node_id: number;
+  state: string;
+  call: string;
+  arguments: string;
+  start_after: string;
+  retry_remaining: number;
+  conductor: string | null;
+  created_by: string | null;
+  result: string | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
 export interface Database {
+  deferred_actions: DeferredActionsTable;
   bmc_sessions: BmcSessionsTable;
   nodes: NodesTable;
   ports: PortsTable;

@@ -11,6 +11,26 @@ import { ConflictError } from '../../shared/errors.js';
 
 export type Json = Record<string, unknown>;
 
+export type DeferredState = 'CREATED' | 'RUNNING' | 'COMPLETED' | 'PENDING_RETRY' | 'FAILED';
+export interface DeferredAction {
+  uuid: string;
+  node_id: number;
+  state: DeferredState;
+  call: string;
+  arguments: Json;
+  start_after: string;
+  retry_remaining: number;
+  conductor: string | null;
+  created_by: string | null;
+  result: string | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
+function toDeferred(r: { uuid: string; node_id: number; state: string; call: string; arguments: string; start_after: string; retry_remaining: number; conductor: string | null; created_by: string | null; result: string | null; created_at: string; updated_at: string | null }): DeferredAction {
+  return { ...r, state: r.state as DeferredState, arguments: JSON.parse(r.arguments) as Json };
+}
+
 export interface Node {
   id: number;
   uuid: string;
@@ -288,6 +308,7 @@ export class Store {
       await tx.deleteFrom('node_history').where('node_id', '=', id).execute();
       await tx.deleteFrom('node_inventory').where('node_id', '=', id).execute();
       await tx.deleteFrom('agent_commands').where('node_id', '=', id).execute();
+      await tx.deleteFrom('deferred_actions').where('node_id', '=', id).execute();
       await tx.deleteFrom('nodes').where('id', '=', id).execute();
     });
   }
@@ -535,6 +556,98 @@ export class Store {
 
   async listBmcSessions(conductor: string): Promise<Array<{ bmc_key: string; session_uri: string; token: string; created_at: string }>> {
     return this.db.selectFrom('bmc_sessions').select(['bmc_key', 'session_uri', 'token', 'created_at']).where('conductor', '=', conductor).execute();
+  }
+
+  // ---------------------------------------------------------------- deferred actions
+
+  async createDeferred(a: { node_id: number; call: string; arguments?: Json; start_after: Date; retry_remaining?: number; created_by?: string | null }): Promise<DeferredAction> {
+    const row = {
+      uuid: randomUUID(),
+      node_id: a.node_id,
+      state: 'CREATED',
+      call: a.call,
+      arguments: JSON.stringify(a.arguments ?? {}),
+      start_after: a.start_after.toISOString(),
+      retry_remaining: a.retry_remaining ?? 3,
+      conductor: null,
+      created_by: a.created_by ?? null,
+      result: null,
+      created_at: now(),
+      updated_at: null,
+    };
+    await this.db.insertInto('deferred_actions').values(row).execute();
+    return toDeferred(row);
+  }
+
+  /** Due actions (CREATED / PENDING_RETRY with start_after <= at), earliest first. */
+  async listDueDeferred(at: Date, limit: number): Promise<DeferredAction[]> {
+    const rows = await this.db
+      .selectFrom('deferred_actions')
+      .selectAll()
+      .where('state', 'in', ['CREATED', 'PENDING_RETRY'])
+      .where('start_after', '<=', at.toISOString())
+      .orderBy('start_after')
+      .limit(limit)
+      .execute();
+    return rows.map(toDeferred);
+  }
+
+  /** The earliest start_after among waiting actions, for the scheduler's next wake-up. */
+  async nextDeferredDue(): Promise<Date | undefined> {
+    const r = await this.db.selectFrom('deferred_actions').select((eb) => eb.fn.min('start_after').as('due')).where('state', 'in', ['CREATED', 'PENDING_RETRY']).executeTakeFirst();
+    return r?.due ? new Date(String(r.due)) : undefined;
+  }
+
+  /** Claim: CREATED/PENDING_RETRY → RUNNING by `conductor`, atomically; false if someone else did. */
+  async claimDeferred(uuid: string, conductor: string): Promise<boolean> {
+    const r = await this.db
+      .updateTable('deferred_actions')
+      .set({ state: 'RUNNING', conductor, updated_at: now() })
+      .where('uuid', '=', uuid)
+      .where('state', 'in', ['CREATED', 'PENDING_RETRY'])
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+
+  async updateDeferred(uuid: string, patch: { state?: DeferredState; start_after?: Date; retry_remaining?: number; result?: string | null; conductor?: string | null }): Promise<void> {
+    const { start_after, ...rest } = patch;
+    await this.db
+      .updateTable('deferred_actions')
+      .set({ ...rest, ...(start_after ? { start_after: start_after.toISOString() } : {}), updated_at: now() })
+      .where('uuid', '=', uuid)
+      .execute();
+  }
+
+  async listDeferred(o: { nodeId?: number; states?: DeferredState[]; call?: string } = {}): Promise<DeferredAction[]> {
+    let q = this.db.selectFrom('deferred_actions').selectAll();
+    if (o.nodeId !== undefined) q = q.where('node_id', '=', o.nodeId);
+    if (o.states) q = q.where('state', 'in', o.states);
+    if (o.call) q = q.where('call', '=', o.call);
+    return (await q.orderBy('start_after').execute()).map(toDeferred);
+  }
+
+  /** Cancel waiting actions of a node (optionally one call kind): they become COMPLETED with a note. */
+  async cancelDeferred(nodeId: number, reason: string, call?: string): Promise<number> {
+    let q = this.db.updateTable('deferred_actions').set({ state: 'COMPLETED', result: `cancelled: ${reason}`, updated_at: now() }).where('node_id', '=', nodeId).where('state', 'in', ['CREATED', 'PENDING_RETRY']);
+    if (call) q = q.where('call', '=', call);
+    return Number((await q.executeTakeFirst()).numUpdatedRows);
+  }
+
+  /** After a crash: our RUNNING actions go back to PENDING_RETRY (they run again). */
+  async requeueDeferred(conductor: string): Promise<number> {
+    const r = await this.db
+      .updateTable('deferred_actions')
+      .set({ state: 'PENDING_RETRY', conductor: null, updated_at: now() })
+      .where('state', '=', 'RUNNING')
+      .where((eb) => eb.or([eb('conductor', '=', conductor), eb('conductor', 'is', null)]))
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows);
+  }
+
+  /** Purge terminal actions older than `before`. */
+  async purgeDeferred(before: Date): Promise<number> {
+    const r = await this.db.deleteFrom('deferred_actions').where('state', 'in', ['COMPLETED', 'FAILED']).where('updated_at', '<', before.toISOString()).executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 
   /** Raw SQL escape hatch for health checks. */

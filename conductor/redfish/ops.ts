@@ -46,7 +46,7 @@ export type PowerTarget = 'power on' | 'power off' | 'rebooting' | 'soft power o
 
 /**
  * Sets the power state and waits (asynchronously: timers, no blocked thread) until the BMC reports
- * it, or the timeout passes.
+ * it, or the timeout passes. timeoutS = 0 returns once the BMC accepted the reset.
  */
 export async function setPower(c: RedfishClient, t: RedfishTarget, target: PowerTarget, timeoutS = 60): Promise<IronicPower> {
   const path = await systemPath(c, t);
@@ -95,6 +95,8 @@ export async function setPower(c: RedfishClient, t: RedfishTarget, target: Power
       throw err;
     }
   }
+  // timeoutS 0: the request is accepted, the caller polls (flows wait through deferred actions).
+  if (timeoutS === 0) return want;
   const deadline = Date.now() + timeoutS * 1000;
   let wait = 250;
   let sawOff = false;
