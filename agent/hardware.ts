@@ -3,7 +3,8 @@
  * (systeminformation + /sys + /proc) into IPA's inventory schema; SimulatedHardware describes a
  * seeded synthetic server, used by the lab and benchmarks to run thousands of agents in one process.
  */
-import { readFileSync, readdirSync, readlinkSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync, existsSync, mkdirSync, openSync, ftruncateSync, closeSync } from 'node:fs';
+import path from 'node:path';
 import os from 'node:os';
 import { createHash, randomUUID } from 'node:crypto';
 import si from 'systeminformation';
@@ -16,6 +17,8 @@ export interface HardwareProvider {
   /** Power the machine off (standby.power_off). */
   powerOff(): Promise<void>;
   readonly simulated: boolean;
+  /** Where a device name is really written (simulated machines back disks with files). */
+  devicePath?(name: string): string;
 }
 
 function readTrim(path: string): string | null {
@@ -208,6 +211,10 @@ export interface SimulatedMachineSpec {
   nics?: number;
   disks?: number;
   onPowerOff?: () => void;
+  /** Back the simulated disks with sparse files here (writes, erases really happen). */
+  diskDir?: string;
+  /** Size of each file-backed (sparse) disk. @default 8 GiB */
+  diskBytes?: number;
 }
 
 export class SimulatedHardware implements HardwareProvider {
@@ -229,6 +236,22 @@ export class SimulatedHardware implements HardwareProvider {
     this.spec.onPowerOff?.();
   }
 
+  /** /dev/nvme0n1 → its backing file (created sparse on first use) when disks are file-backed. */
+  devicePath(name: string): string {
+    const dir = this.spec.diskDir;
+    if (!dir) return name;
+    const m = name.match(/^\/dev\/(nvme\d+n1)$/);
+    if (!m) return name;
+    const f = path.join(dir, `m${this.spec.index}-${m[1]}.img`);
+    if (!existsSync(f)) {
+      mkdirSync(dir, { recursive: true });
+      const fd = openSync(f, 'w');
+      ftruncateSync(fd, this.spec.diskBytes ?? 8 * 2 ** 30);
+      closeSync(fd);
+    }
+    return f;
+  }
+
   async inventory(): Promise<Inventory> {
     const { index } = this.spec;
     const macs = await this.macs();
@@ -241,7 +264,7 @@ export class SimulatedHardware implements HardwareProvider {
       })),
       cpu: { model_name: 'Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz', frequency: '3200.0000', count: 64, architecture: 'x86_64', flags: ['fpu', 'vmx', 'sse4_2', 'avx2', 'avx512f'], socket_count: 2 },
       disks: Array.from({ length: this.spec.disks ?? 2 }, (_, d) => ({
-        name: `/dev/nvme${d}n1`, model: 'SAMSUNG MZQL2960HCJR-00A07', size: 960_197_124_096, rotational: false, wwn: `eui.${serial.toLowerCase()}${d}`,
+        name: `/dev/nvme${d}n1`, model: 'SAMSUNG MZQL2960HCJR-00A07', size: this.spec.diskDir ? (this.spec.diskBytes ?? 8 * 2 ** 30) : 960_197_124_096, rotational: false, wwn: `eui.${serial.toLowerCase()}${d}`,
         serial: `${serial}D${d}`, vendor: null, wwn_with_extension: null, wwn_vendor_extension: null, hctl: null,
         by_path: `/dev/disk/by-path/pci-0000:5${d}:00.0-nvme-1`, logical_sectors: 512, physical_sectors: 512, tran: 'nvme',
       })),

@@ -2,6 +2,7 @@
  * `ironfleet` command line: run the conductor, the agent, the lab; talk to the API.
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig } from '../conductor/config.js';
 import { startConductor } from '../conductor/service.js';
@@ -133,6 +134,9 @@ export function buildCli(): Command {
     .option('--admin-port <port>', 'admin API port on 127.0.0.1', int('admin-port', 0, 65535), 9400)
     .option('--initial-power <state>', 'on | off | mixed', 'off')
     .option('--duration <s>', 'stop by itself after this many seconds (0 = until Ctrl-C)', int('duration', 0), 0)
+    .option('--agents <host:port>', 'boot a simulated ramdisk agent on every power-on, connecting to this conductor')
+    .option('--boot-delay-ms <ms>', 'simulated boot time of the ramdisk', int('boot-delay-ms', 0, 600_000), 3000)
+    .option('--disk-dir <dir>', 'where the simulated machines\' disks (sparse files) live', 'var/sim/disks')
     .action(async (o) => {
       let overrides: Record<string, unknown> = {};
       if (o.profileOverride) {
@@ -154,6 +158,7 @@ export function buildCli(): Command {
         workers: o.workers,
         admin_port: o.adminPort,
         initial_power: o.initialPower,
+        ...(o.agents ? { agents: { conductor: o.agents, boot_delay_ms: o.bootDelayMs, disk_dir: path.resolve(o.diskDir) } } : {}),
       });
       const first = fleet.manifest.bmcs[0]!;
       console.log(`${JSON.stringify({ ready: true, bmcs: o.bmcs, workers: fleet.workers, startup_ms: fleet.startupMs, manifest: fleet.manifestPath, admin: fleet.adminUrl })}`);

@@ -37,6 +37,15 @@ export const simOptionsSchema = z.strictObject({
   manifest: z.string().min(1),
   admin_port: z.number().int().min(0).max(65535).default(9400),
   initial_power: z.enum(['on', 'off', 'mixed']).default('off'),
+  /** Boot a simulated ramdisk agent on every power-on, connecting to this conductor endpoint. */
+  agents: z
+    .strictObject({
+      conductor: z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port'),
+      boot_delay_ms: z.number().int().min(0).max(600_000).default(3000),
+      disk_dir: z.string().min(1),
+      disk_bytes: z.number().int().min(1 << 20).default(8 * 2 ** 30),
+    })
+    .optional(),
 });
 export type SimOptions = z.input<typeof simOptionsSchema>;
 
@@ -145,6 +154,7 @@ export async function startFleet(raw: SimOptions): Promise<RunningFleet> {
           single,
           tls: tls ? { cert: tls.certPem, key: tls.keyPem } : undefined,
           initialPower: o.initial_power,
+          agents: o.agents ? { conductor: o.agents.conductor, bootDelayMs: o.agents.boot_delay_ms, diskDir: o.agents.disk_dir, diskBytes: o.agents.disk_bytes } : undefined,
         }),
       ),
     );

@@ -14,6 +14,7 @@ export interface MachineEvents {
   health: [health: Health];
   firmware: [component: string, version: string];
   boot: [target: string];
+  reset: [type: ResetType];
 }
 
 export const RESET_TYPES = ['On', 'ForceOff', 'GracefulShutdown', 'GracefulRestart', 'ForceRestart', 'Nmi', 'PushPowerButton', 'PowerCycle'] as const;
@@ -54,6 +55,12 @@ export class Machine extends EventEmitter<MachineEvents> {
   reset(type: ResetType): string | undefined {
     const on = this.power === 'On' || this.power === 'PoweringOn';
     this.resets++;
+    const refused = this.applyReset(type, on);
+    if (!refused) this.emit('reset', type);
+    return refused;
+  }
+
+  private applyReset(type: ResetType, on: boolean): string | undefined {
     switch (type) {
       case 'On':
         if (on) return 'The server is already powered on.';

@@ -15,6 +15,8 @@ export const faultRequestSchema = z.strictObject({
   /** Drop every session now (clients get 401 on next use). */
   expire_sessions: z.boolean().optional(),
   health: z.enum(['OK', 'Warning', 'Critical']).optional(),
+  /** Kill the machine's ramdisk agent (process crash: power stays on, the stream drops). */
+  agent_crash: z.boolean().optional(),
   /** Flip power out of band (someone pressed the button). */
   power: z.enum(['on', 'off']).optional(),
 });
@@ -31,6 +33,8 @@ export type ParentMessage =
       single?: { host: string; port: number };
       tls?: { cert: string; key: string };
       initialPower: 'on' | 'off' | 'mixed';
+      /** Simulated ramdisk agents booted by power-on. */
+      agents?: { conductor: string; bootDelayMs: number; diskDir: string; diskBytes: number };
     }
   | { type: 'stats'; id: number }
   | { type: 'bmc'; id: number; index: number }

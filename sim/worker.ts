@@ -12,6 +12,8 @@ import { drawTraits, type Profile } from './profiles.js';
 import { rngFor } from './rng.js';
 import { SIM_USERNAME, bmcHost, bmcPassword } from './layout.js';
 import type { ParentMessage, WorkerMessage, FaultRequest } from './protocol.js';
+import { SimulatedRamdisk } from './ramdisk.js';
+import { createLogger } from '../shared/logger.js';
 
 let services: BmcService[] = [];
 const byHost = new Map<string, BmcService>();
@@ -19,6 +21,7 @@ const byIndex = new Map<number, BmcService>();
 const listeners: net.Server[] = [];
 let server: http.Server | https.Server | undefined;
 let single: BmcService | undefined;
+const ramdisks = new Map<number, SimulatedRamdisk>();
 
 function reply(msg: WorkerMessage): void {
   process.send?.(msg);
@@ -64,8 +67,11 @@ async function init(m: Extract<ParentMessage, { type: 'init' }>): Promise<{ list
     });
     return { listening: 1 };
   }
+  const agentLog = createLogger({ name: 'ironfleet-sim-ramdisk', level: 'warn' });
   for (const i of m.indexes) {
-    const svc = new BmcService(i, [machineFor(i)], profile, drawTraits(profile, rngFor(m.seed, i, 'traits')), SIM_USERNAME, bmcPassword(m.seed, i), m.seed);
+    const machine = machineFor(i);
+    if (m.agents) ramdisks.set(i, new SimulatedRamdisk(machine, { conductor: m.agents.conductor, seed: m.seed, bootDelayMs: m.agents.bootDelayMs, diskDir: m.agents.diskDir, diskBytes: m.agents.diskBytes, log: agentLog }));
+    const svc = new BmcService(i, [machine], profile, drawTraits(profile, rngFor(m.seed, i, 'traits')), SIM_USERNAME, bmcPassword(m.seed, i), m.seed);
     services.push(svc);
     byHost.set(bmcHost(i), svc);
     byIndex.set(i, svc);
@@ -100,6 +106,11 @@ function applyFault(f: FaultRequest): Record<string, unknown> {
   }
   if (f.expire_sessions) out.sessions_expired = svc.expireSessions();
   if (f.health) machineOf(svc, f.index)?.setHealth(f.health as Health);
+  if (f.agent_crash) {
+    const r = ramdisks.get(f.index);
+    out.agent_was_running = r?.running ?? false;
+    r?.kill();
+  }
   if (f.power) out.power_refused = machineOf(svc, f.index)?.reset(f.power === 'on' ? 'On' : 'ForceOff') ?? null;
   return { ...out, faults: svc.faults };
 }
@@ -114,6 +125,7 @@ function bmcDetail(index: number): Record<string, unknown> {
     traits: svc.traits,
     faults: svc.faults,
     machine: { id: m.id, power: m.power, health: m.health, boot: m.boot, bios_version: m.biosVersion, bmc_version: m.bmcVersion, resets: m.resets },
+    ...(ramdisks.has(index) ? { agent: { running: ramdisks.get(index)!.running, boots: ramdisks.get(index)!.boots } } : {}),
   };
 }
 

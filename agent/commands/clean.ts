@@ -5,8 +5,8 @@ import { eraseDevices, eraseMetadata, type EraseProgress } from '../erase.js';
 
 async function eraseTargets(ctx: CommandContext): Promise<string[]> {
   const given = ctx.params.devices as string[] | undefined;
-  if (given?.length) return given;
-  return (await ctx.hardware.inventory()).disks.map((d) => d.name);
+  const names = given?.length ? given : (await ctx.hardware.inventory()).disks.map((d) => d.name);
+  return names.map((n) => ctx.hardware.devicePath?.(n) ?? n);
 }
 
 const eraseProgress = (ctx: CommandContext, stage: string) => (p: EraseProgress) =>

@@ -21,7 +21,7 @@ export async function writeImageCommand(ctx: CommandContext): Promise<Record<str
     const r = await writeImage(
       { url: p.url, checksum: p.checksum, checksum_algo: p.checksum_algo, disk_format: p.disk_format },
       {
-        target,
+        target: ctx.hardware.devicePath?.(target) ?? target,
         md5Allowed: ctx.md5Allowed,
         signal: ctx.signal,
         progressIntervalMs: 0,

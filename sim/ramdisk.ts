@@ -1,0 +1,74 @@
+/**
+ * The simulated deploy ramdisk of one machine: when the BMC powers the machine on (or it restarts),
+ * an agent boots after a boot delay and connects to the conductor over real gRPC, exactly as the
+ * agent in a real ramdisk would; a power cut (ForceOff, restart) kills it on the spot, losing its
+ * in-memory journal and token like a real reboot. Its disks are sparse files under `diskDir`.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { AgentClient } from '../agent/client.js';
+import { SimulatedHardware } from '../agent/hardware.js';
+import type { Machine, ResetType } from './machine.js';
+
+export interface RamdiskOptions {
+  conductor: string;
+  seed: string;
+  bootDelayMs: number;
+  diskDir: string;
+  diskBytes: number;
+  log: Logger;
+}
+
+const CUTS_POWER: ReadonlySet<ResetType> = new Set(['ForceOff', 'GracefulShutdown', 'ForceRestart', 'GracefulRestart', 'PowerCycle', 'PushPowerButton']);
+
+export class SimulatedRamdisk {
+  private agent: AgentClient | undefined;
+  private bootTimer: NodeJS.Timeout | undefined;
+  boots = 0;
+
+  constructor(
+    private readonly machine: Machine,
+    private readonly o: RamdiskOptions,
+  ) {
+    machine.on('reset', (type: ResetType) => {
+      if (CUTS_POWER.has(type)) this.kill();
+      this.bootWhenOn();
+    });
+    machine.on('power', (p) => {
+      if (p === 'Off' || p === 'PoweringOff') this.kill();
+      if (p === 'On') this.bootWhenOn();
+    });
+    if (machine.redfishPower === 'On') this.bootWhenOn();
+  }
+
+  get running(): boolean {
+    return this.agent !== undefined;
+  }
+
+  private bootWhenOn(): void {
+    if (this.agent || this.bootTimer || this.machine.redfishPower !== 'On') return;
+    this.bootTimer = setTimeout(() => {
+      this.bootTimer = undefined;
+      if (this.machine.redfishPower !== 'On' || this.agent) return;
+      this.boots++;
+      const agent = new AgentClient({
+        conductor: this.o.conductor,
+        hardware: new SimulatedHardware({ seed: this.o.seed, index: this.machine.index, bootId: randomUUID(), diskDir: this.o.diskDir, diskBytes: this.o.diskBytes }),
+        log: this.o.log.child({ machine: this.machine.index }),
+        backoff: { initialMs: 200, maxMs: 5_000 },
+      });
+      this.agent = agent;
+      void agent.start().catch((err) => this.o.log.warn({ err, machine: this.machine.index }, 'simulated agent failed to start'));
+    }, this.o.bootDelayMs);
+    this.bootTimer.unref();
+  }
+
+  /** Power cut: the agent dies now (its stream drops, its running command with it). */
+  kill(): void {
+    if (this.bootTimer) clearTimeout(this.bootTimer);
+    this.bootTimer = undefined;
+    const a = this.agent;
+    this.agent = undefined;
+    if (a) void a.stop().catch(() => undefined);
+  }
+}
