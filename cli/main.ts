@@ -70,13 +70,24 @@ export function buildCli(): Command {
       const running = await startConductor(cfg, log);
       // Machine-readable readiness line for supervisors and tests.
       process.stdout.write(`${JSON.stringify({ ready: true, api_port: running.apiPort, agent_port: running.agentPort })}\n`);
+      // SIGTERM/SIGINT: graceful stop bounded by conductor.graceful_shutdown_timeout_s. SIGUSR2:
+      // drain — take no new work, wait (bounded by drain_shutdown_timeout_s) until this conductor
+      // holds no node locks and runs no deferred action, then stop.
+      let stopping = false;
       const stop = async (sig: string) => {
-        log.info({ signal: sig }, 'shutting down');
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal: sig }, sig === 'SIGUSR2' ? 'draining' : 'shutting down');
+        if (sig === 'SIGUSR2') {
+          const drained = await running.conductor.drain();
+          log.info({ drained }, drained ? 'drained: no node locks held' : 'drain timed out; stopping anyway');
+        }
         await running.stop();
         process.exit(0);
       };
       process.once('SIGTERM', () => void stop('SIGTERM'));
       process.once('SIGINT', () => void stop('SIGINT'));
+      process.once('SIGUSR2', () => void stop('SIGUSR2'));
     });
 
   program
