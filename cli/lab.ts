@@ -6,6 +6,9 @@
  * `baremetal`. Bounded: it stops by itself after --duration seconds.
  */
 import { mkdirSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -76,10 +79,29 @@ export async function runLab(o: LabOptions): Promise<void> {
 
   // 1. The BMC fleet: its own processes, one HTTPS Redfish service per BMC on 127.10.x.y.
   const manifestPath = path.join(dir, 'fleet.json');
-  const sim = await startChild(['sim', '--bmcs', String(o.nodes), '--profile', o.profile, '--seed', SEED, '--port', String(o.bmcPort), '--admin-port', String(o.simAdminPort), '--manifest', manifestPath], '{"ready"');
+  // Every simulated machine boots a ramdisk agent (real gRPC to the conductor) when it powers on,
+  // after a 2 s boot; its disks are sparse files under the lab directory.
+  const sim = await startChild(
+    ['sim', '--bmcs', String(o.nodes), '--profile', o.profile, '--seed', SEED, '--port', String(o.bmcPort), '--admin-port', String(o.simAdminPort), '--manifest', manifestPath,
+      '--agents', `127.0.0.1:${o.agentPort}`, '--boot-delay-ms', '2000', '--disk-dir', path.join(dir, 'disks')],
+    '{"ready"',
+  );
   children.push(sim.child);
   const simAdmin = String(sim.line.admin);
   say(`BMC simulator: ${o.nodes} Redfish BMCs (${o.profile}) on 127.10.x.y:${o.bmcPort}, started in ${sim.line.startup_ms} ms; admin ${simAdmin}/stats`);
+
+  // The image the lab deploys: 4 MiB with a partition-table-like header, served on loopback.
+  const image = Buffer.alloc(4 * 1024 * 1024);
+  for (let i = 0; i < image.length; i += 4096) image.writeUInt32LE(i * 2654435761 >>> 0, i);
+  image.write('IRONFLEET-LAB-IMAGE', 0);
+  const imageSha = createHash('sha256').update(image).digest('hex');
+  const imageServer = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-length': image.length });
+    res.end(image);
+  });
+  await new Promise<void>((r) => imageServer.listen(0, '127.0.0.1', () => r()));
+  imageServer.unref();
+  const imageUrl = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}/lab-image.raw`;
 
   // 2. The conductor on its embedded database.
   const logFile = path.join(dir, 'conductor.log');
@@ -89,7 +111,8 @@ export async function runLab(o: LabOptions): Promise<void> {
     database: { url: `sqlite://${path.join(dir, 'ironfleet.db')}` },
     api: { host: '127.0.0.1', port: o.apiPort },
     agent: { host: '127.0.0.1', port: o.agentPort, heartbeat_interval_s: 10 },
-    conductor: { node_locked_retry_attempts: 0 },
+    // Lab: metadata erase only in automated cleaning (erase_devices would zero 8 GiB per disk).
+    conductor: { node_locked_retry_attempts: 0, erase_devices_priority: 0, fast_track_timeout_s: 900 },
     power_sync: { interval_s: 10, max_retries: 3 },
     sensors: { interval_s: 30 },
     firmware: { poll_interval_ms: 2000 },
@@ -107,9 +130,13 @@ export async function runLab(o: LabOptions): Promise<void> {
   const names = manifest.bmcs.map((b) => b.name);
   say(`enrolled ${names.length} nodes (driver redfish, 2 ports each) from ${manifestPath}`);
 
-  // 4. Their ramdisk agents: another process, one gRPC stream each.
-  const agents = spawn(process.execPath, [BIN, 'sim-agents', '--conductor', `127.0.0.1:${running.agentPort}`, '--count', String(o.nodes), '--seed', SEED], { stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(agents);
+  for (const n of names) {
+    await api.patch(`/v1/nodes/${n}`, [
+      { op: 'add', path: '/instance_info/image_source', value: imageUrl },
+      { op: 'add', path: '/instance_info/image_os_hash_algo', value: 'sha256' },
+      { op: 'add', path: '/instance_info/image_os_hash_value', value: imageSha },
+    ]);
+  }
 
   const moveAll = async (verb: string, want: string, subset = names) => {
     await pool(subset, 32, async (n) => {
@@ -121,14 +148,13 @@ export async function runLab(o: LabOptions): Promise<void> {
   };
   await moveAll('manage', 'manageable');
   say('all nodes verified through their BMCs (one Redfish session each): enroll -> manageable');
-  while (conductor.hub.sessions.size < o.nodes && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 200));
-  say(`${conductor.hub.sessions.size}/${o.nodes} agents connected over gRPC`);
   await moveAll('inspect', 'manageable');
-  say('inspected by their agents: GET /v1/nodes/<node>/inventory serves IPA-format inventories');
+  say(`inspected: powered on through Redfish, ${conductor.hub.sessions.size}/${o.nodes} ramdisk agents booted and sent IPA-format inventories (GET /v1/nodes/<node>/inventory)`);
   await moveAll('provide', 'available');
+  say('provided: automated cleaning by the agents (erase_devices_metadata), fast-track (no reboot): manageable -> available');
   const half = names.slice(0, Math.ceil(names.length / 2));
   await moveAll('active', 'active', half);
-  say(`${half.length} nodes deployed (powered on through Redfish): available -> active`);
+  say(`${half.length} nodes deployed: fast-track agent wrote a sha256-verified image to its disk: available -> active (GET /v1/nodes/<node>/steps?kind=deploy)`);
   console.log(`\n  Try:  baremetal --os-endpoint ${url} --os-auth-type none node list`);
   console.log(`        baremetal --os-endpoint ${url} --os-auth-type none node history list ${names[0]}`);
   console.log(`        curl -s ${url}/metrics | grep -E 'ironfleet_(bmc_sessions|power_sync_duration_seconds_sum|node_temperature_celsius)' | head`);
