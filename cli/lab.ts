@@ -190,7 +190,15 @@ export async function runLab(o: LabOptions): Promise<void> {
           break;
         default:
           if (n.provision_state === 'active' && i % 12 === 5) await api.put(`/v1/nodes/${node}/states/provision`, { target: 'deleted' });
-          else if (n.provision_state === 'available') await api.put(`/v1/nodes/${node}/states/provision`, { target: 'active' });
+          else if (n.provision_state === 'available') {
+            // Undeploy cleared instance_info (as Ironic does): give the node its image again.
+            await api.patch(`/v1/nodes/${node}`, [
+              { op: 'add', path: '/instance_info/image_source', value: imageUrl },
+              { op: 'add', path: '/instance_info/image_os_hash_algo', value: 'sha256' },
+              { op: 'add', path: '/instance_info/image_os_hash_value', value: imageSha },
+            ]);
+            await api.put(`/v1/nodes/${node}/states/provision`, { target: 'active' });
+          }
       }
     } catch {
       /* busy node: next round */

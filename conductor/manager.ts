@@ -389,6 +389,11 @@ export class Conductor {
       const bad = userStepSchemaError(kind, steps);
       if (bad) throw new InvalidInputError(bad, `${kind}_steps`);
     }
+    if ((effective === 'deploy' || effective === 'rebuild') && hw.deploy.needsAgent) {
+      const ii = node.instance_info;
+      if (!/^https?:\/\//.test(String(ii.image_source ?? ''))) throw new InvalidInputError('instance_info.image_source: an http(s) image URL is required to deploy', 'instance_info.image_source');
+      if (!ii.image_os_hash_value && !ii.image_checksum) throw new InvalidInputError('instance_info.image_os_hash_value (or image_checksum): required to deploy', 'instance_info.image_os_hash_value');
+    }
     if (effective === 'clean' && !args.clean_steps) throw new InvalidInputError('clean_steps: required for manual cleaning', 'clean_steps');
     if (effective === 'service' && !args.service_steps) throw new InvalidInputError('service_steps: required for servicing', 'service_steps');
     await this.startAction(
@@ -424,8 +429,10 @@ export class Conductor {
             await this.move(task, 'wait');
             await this.hub.sendCommand(task.node, randomUUID(), 'system.get_inventory', {});
           } else {
-            await this.powerInTask(task, 'power on');
+            // Wait first, then power on: the agent may boot and report before the BMC poll ends.
             await this.move(task, 'wait');
+            await this.drivers.get(node.driver).power.setPowerState(task.node, 'power on', this.driverContextFor(task), 0);
+            await this.store.updateNode(node.id, { power_state: 'power on' });
           }
           break;
         }
@@ -487,7 +494,7 @@ export class Conductor {
         await this.move(task, 'done');
         await this.history(task.node, 'Inspection finished', 'inspection', 'INFO');
         await this.startLease(task);
-      });
+      }, { retries: 20, retryIntervalMs: 250 });
     } catch (err) {
       this.log.warn({ err, node: node.uuid }, 'could not complete inspection');
     }
