@@ -130,13 +130,13 @@ export async function runLab(o: LabOptions): Promise<void> {
   const names = manifest.bmcs.map((b) => b.name);
   say(`enrolled ${names.length} nodes (driver redfish, 2 ports each) from ${manifestPath}`);
 
-  for (const n of names) {
-    await api.patch(`/v1/nodes/${n}`, [
+  const giveImage = (n: string) =>
+    api.patch(`/v1/nodes/${n}`, [
       { op: 'add', path: '/instance_info/image_source', value: imageUrl },
       { op: 'add', path: '/instance_info/image_os_hash_algo', value: 'sha256' },
       { op: 'add', path: '/instance_info/image_os_hash_value', value: imageSha },
     ]);
-  }
+  for (const n of names) await giveImage(n);
 
   const moveAll = async (verb: string, want: string, subset = names) => {
     await pool(subset, 32, async (n) => {
@@ -192,11 +192,7 @@ export async function runLab(o: LabOptions): Promise<void> {
           if (n.provision_state === 'active' && i % 12 === 5) await api.put(`/v1/nodes/${node}/states/provision`, { target: 'deleted' });
           else if (n.provision_state === 'available') {
             // Undeploy cleared instance_info (as Ironic does): give the node its image again.
-            await api.patch(`/v1/nodes/${node}`, [
-              { op: 'add', path: '/instance_info/image_source', value: imageUrl },
-              { op: 'add', path: '/instance_info/image_os_hash_algo', value: 'sha256' },
-              { op: 'add', path: '/instance_info/image_os_hash_value', value: imageSha },
-            ]);
+            await giveImage(node);
             await api.put(`/v1/nodes/${node}/states/provision`, { target: 'active' });
           }
       }

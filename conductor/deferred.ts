@@ -12,7 +12,7 @@ import { NodeLockedError, errorMessage } from '../shared/errors.js';
 import type { Task, TaskManager } from './task-manager.js';
 
 /** A handler may ask to run again later (polling) by returning `{ again: Date }`. */
-export type DeferredHandler = (task: Task, args: Json, action: DeferredAction) => Promise<void | { again: Date; args?: Json }>;
+export type DeferredHandler = (task: Task, args: Json, action: DeferredAction) => Promise<void | { again: Date }>;
 
 export interface DeferredOptions {
   /** Actions run at once. @default 64 */
@@ -147,8 +147,7 @@ export class DeferredScheduler {
       const r = await handler(task, a.arguments, a);
       if (r && 'again' in r) {
         // Polling: the same row, due again later.
-        if (r.args) await this.store.createDeferred({ node_id: a.node_id, call: a.call, arguments: r.args, start_after: r.again, retry_remaining: a.retry_remaining });
-        await this.store.updateDeferred(a.uuid, r.args ? { state: 'COMPLETED', result: 'continued' } : { state: 'CREATED', start_after: r.again, conductor: null });
+        await this.store.updateDeferred(a.uuid, { state: 'CREATED', start_after: r.again, conductor: null });
         this.arm(Math.max(0, r.again.getTime() - Date.now()));
       } else {
         await this.store.updateDeferred(a.uuid, { state: 'COMPLETED', result: 'ok' });

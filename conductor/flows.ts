@@ -18,7 +18,7 @@ import type { Conductor } from './manager.js';
 import type { ProvisionState } from './states.js';
 import type { CommandName } from '../shared/commands.js';
 import { errorMessage, InvalidInputError } from '../shared/errors.js';
-import { RaidConfigError, targetRaidConfigSchema } from '../agent/raid-plan.js';
+import { targetRaidConfigSchema } from '../agent/raid-plan.js';
 
 export type FlowKind = 'deploy' | 'clean' | 'service';
 
@@ -51,7 +51,7 @@ export interface FlowState {
 }
 
 /** Steps the conductor runs itself, including flow control. */
-const CONDUCTOR_STEPS = new Set(['deploy.boot_agent', 'raid.apply_configuration', 'deploy.write_image', 'deploy.prepare_instance_boot', 'deploy.boot_instance', 'deploy.hold', 'deploy.wait', 'power.power_on', 'power.power_off', 'power.reboot']);
+const CONDUCTOR_STEPS = new Set(['deploy.boot_agent', 'raid.apply_configuration', 'deploy.write_image', 'deploy.prepare_instance_boot', 'deploy.boot_instance', 'power.power_on', 'power.power_off', 'power.reboot']);
 /** Flow-control steps accepted in manual clean/service/deploy step lists (any interface name). */
 const FLOW_CONTROL = new Set(['hold', 'wait']);
 /** Agent clean steps → the agent command that runs them. */
@@ -167,8 +167,8 @@ export class FlowEngine {
       steps = [];
       expanded = false; // get_clean_steps from the agent first
     }
-    const agentNeeded = needsAgent && (kind === 'deploy' ? steps.length > 0 : !expanded || steps.some((s) => s.runner === 'agent'));
-    if (agentNeeded && !(kind === 'deploy')) steps.unshift({ interface: 'deploy', step: 'boot_agent', priority: 1000, args: {}, runner: 'conductor' });
+    // Deploy steps start with boot_agent already; clean/service need it when the agent runs steps.
+    if (kind !== 'deploy' && needsAgent && (!expanded || steps.some((s) => s.runner === 'agent'))) steps.unshift({ interface: 'deploy', step: 'boot_agent', priority: 1000, args: {}, runner: 'conductor' });
     const flow: FlowState = { kind, manual, steps, index: 0, expanded, fast_track: false, started_at: new Date().toISOString(), wait: null };
     await this.save(task, flow);
     await this.c.store.cancelDeferred(node.id, 'a new flow started', 'fasttrack.expire');
@@ -224,9 +224,7 @@ export class FlowEngine {
         const hw = this.c.drivers.get(node.driver);
         await hw.management.setBootDevice(node, 'pxe', false, this.c.driverContextFor(task)).catch((err) => this.log.debug({ err: errorMessage(err) }, 'boot device not set'));
         // The old stream (if any) belongs to the previous boot.
-        this.c.hub.disconnect(node.id, 'node rebooting into the deploy ramdisk');
-        await this.c.store.clearAgentToken(node.id);
-        await hw.power.setPowerState(node, 'rebooting', this.c.driverContextFor(task), 0);
+        await this.powerCut(task, 'rebooting', 'node rebooting into the deploy ramdisk');
         await this.c.store.updateNode(node.id, { power_state: 'power on' });
         return { wait: { type: 'agent', token: randomUUID(), since: new Date().toISOString() }, timeoutS: this.cfg.callbackTimeoutS };
       }
@@ -235,14 +233,7 @@ export class FlowEngine {
         return { wait: { type: 'command', token: randomUUID(), command_id: id }, timeoutS: this.cfg.callbackTimeoutS };
       }
       case 'deploy.write_image': {
-        const ii = node.instance_info;
-        const url = String(ii.image_source ?? '');
-        const checksum = String(ii.image_os_hash_value ?? ii.image_checksum ?? '');
-        if (!/^https?:\/\//.test(url)) throw new InvalidInputError('instance_info.image_source: an http(s) image URL is required to deploy', 'instance_info.image_source');
-        if (!checksum) throw new InvalidInputError('instance_info.image_os_hash_value (or image_checksum): required to deploy', 'instance_info.image_checksum');
-        const params: Json = { url, checksum };
-        if (ii.image_os_hash_algo) params.checksum_algo = ii.image_os_hash_algo;
-        if (ii.image_disk_format) params.disk_format = ii.image_disk_format;
+        const params = deployImageParams(node);
         const raidRoot = node.driver_internal_info.raid_root_device;
         if (typeof raidRoot === 'string') params.target = raidRoot;
         else if (node.properties.root_device) params.root_device = node.properties.root_device;
@@ -259,28 +250,31 @@ export class FlowEngine {
         // Fast-track keeps the agent under its lease (a rebuild reuses it); the reboot into the
         // instance happens when the lease ends. Otherwise reboot into the instance now.
         if (flow.fast_track && this.cfg.fastTrack) return 'done';
-        this.c.hub.disconnect(node.id, 'node rebooting into its instance');
-        await this.c.store.clearAgentToken(node.id);
-        await this.c.drivers.get(node.driver).power.setPowerState(node, 'rebooting', this.c.driverContextFor(task), 0);
+        await this.powerCut(task, 'rebooting', 'node rebooting into its instance');
         return 'done';
       }
       case 'power.power_on':
       case 'power.power_off': {
         const target = name === 'power.power_on' ? 'power on' : 'power off';
-        if (target === 'power off') {
-          this.c.hub.disconnect(node.id, 'powered off by a step');
-          await this.c.store.clearAgentToken(node.id);
-        }
-        await this.c.drivers.get(node.driver).power.setPowerState(node, target, this.c.driverContextFor(task), 0);
+        if (target === 'power off') await this.powerCut(task, 'power off', 'powered off by a step');
+        else await this.c.drivers.get(node.driver).power.setPowerState(node, target, this.c.driverContextFor(task), 0);
         return { wait: { type: 'power', token: randomUUID(), target, until: new Date(Date.now() + this.cfg.powerTimeoutS * 1000).toISOString() } };
       }
       case 'power.reboot':
-        this.c.hub.disconnect(node.id, 'rebooted by a step');
-        await this.c.store.clearAgentToken(node.id);
-        await this.c.drivers.get(node.driver).power.setPowerState(node, 'rebooting', this.c.driverContextFor(task), 0);
+        await this.powerCut(task, 'rebooting', 'rebooted by a step');
         return 'done';
     }
     throw new Error(`step ${name} has no implementation`);
+  }
+
+  /**
+   * A power action that ends the ramdisk's boot: drop its stream and token (that boot is gone),
+   * then ask the BMC. timeoutS 0: return once accepted (callers poll through deferred actions).
+   */
+  private async powerCut(task: Task, target: 'power off' | 'rebooting', reason: string, timeoutS = 0): Promise<void> {
+    this.c.hub.disconnect(task.node.id, reason);
+    await this.c.store.clearAgentToken(task.node.id);
+    await this.c.drivers.get(task.node.driver).power.setPowerState(task.node, target, this.c.driverContextFor(task), timeoutS);
   }
 
   private async sendAgent(task: Task, name: CommandName, params: Json): Promise<string> {
@@ -406,15 +400,10 @@ export class FlowEngine {
     await this.c.patchInternal(task, { flow: null, clean_step: null, deploy_step: null, service_step: null });
     await this.c.moveNode(task, event);
     const agentUp = this.c.hub.isConnected(node.id);
-    if (agentUp && this.cfg.fastTrack) {
-      const until = new Date(Date.now() + this.cfg.fastTrackTimeoutS * 1000);
-      await this.c.patchInternal(task, { fast_track_lease_until: until.toISOString() });
-      await this.c.deferred.schedule(node.id, 'fasttrack.expire', { until: until.toISOString() }, until);
-    } else if (agentUp && flow.kind === 'clean') {
+    if (agentUp && this.cfg.fastTrack) await this.c.startLease(task);
+    else if (agentUp && flow.kind === 'clean') {
       // No fast-track: the ramdisk is done; power the machine off (Ironic tears cleaning down).
-      this.c.hub.disconnect(node.id, 'cleaning finished');
-      await this.c.store.clearAgentToken(node.id);
-      await this.c.drivers.get(node.driver).power.setPowerState(node, 'power off', this.c.driverContextFor(task));
+      await this.powerCut(task, 'power off', 'cleaning finished', undefined);
       await this.c.store.updateNode(node.id, { power_state: 'power off' });
     }
     await this.c.history(task.node, `${flow.kind} finished (${flow.steps.length} steps${flow.fast_track ? ', fast-track' : ''}): now ${task.node.provision_state}`, 'provisioning', 'INFO');
@@ -439,14 +428,11 @@ export class FlowEngine {
     await this.c.patchInternal(task, { fast_track_lease_until: null });
     const state = node.provision_state;
     if (!['available', 'manageable', 'active', 'enroll'].includes(state)) return;
-    this.c.hub.disconnect(node.id, 'fast-track lease expired');
-    await this.c.store.clearAgentToken(node.id);
-    const hw = this.c.drivers.get(node.driver);
     if (state === 'active') {
-      await hw.power.setPowerState(node, 'rebooting', this.c.driverContextFor(task), 0);
+      await this.powerCut(task, 'rebooting', 'fast-track lease expired');
       await this.c.history(node, 'Fast-track lease expired: rebooted into the instance', 'provisioning', 'INFO');
     } else {
-      await hw.power.setPowerState(node, 'power off', this.c.driverContextFor(task), 0);
+      await this.powerCut(task, 'power off', 'fast-track lease expired');
       await this.c.store.updateNode(node.id, { power_state: 'power off' });
       await this.c.history(node, 'Fast-track lease expired: powered off', 'provisioning', 'INFO');
     }
@@ -475,6 +461,22 @@ export class FlowEngine {
   }
 }
 
+/**
+ * write_image parameters from instance_info; throws naming the field when the image is not
+ * deployable. The API calls it before accepting a deploy, the deploy step when it runs.
+ */
+export function deployImageParams(node: Node): Json {
+  const ii = node.instance_info;
+  const url = String(ii.image_source ?? '');
+  const checksum = String(ii.image_os_hash_value ?? ii.image_checksum ?? '');
+  if (!/^https?:\/\//.test(url)) throw new InvalidInputError('instance_info.image_source: an http(s) image URL is required to deploy', 'instance_info.image_source');
+  if (!checksum) throw new InvalidInputError('instance_info.image_os_hash_value (or image_checksum): required to deploy', 'instance_info.image_os_hash_value');
+  const params: Json = { url, checksum };
+  if (ii.image_os_hash_algo) params.checksum_algo = ii.image_os_hash_algo;
+  if (ii.image_disk_format) params.disk_format = ii.image_disk_format;
+  return params;
+}
+
 function toStep(u: Record<string, unknown>, priority: number): Step {
   const iface = String(u.interface ?? 'deploy');
   const step = String(u.step);
@@ -497,5 +499,4 @@ export function validateTargetRaidConfig(v: unknown): void {
   for (const [n, ld] of r.data.logical_disks.entries()) {
     if (ld.controller !== 'software') throw new InvalidInputError(`target_raid_config.logical_disks.${n}.controller: only "software" RAID is supported`, 'target_raid_config');
   }
-  void RaidConfigError;
 }

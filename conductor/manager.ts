@@ -31,7 +31,7 @@ import { nodeRef, redfishHardware } from './drivers/redfish.js';
 import { PowerSync } from './power-sync.js';
 import { SensorCollector } from './sensors.js';
 import { DeferredScheduler } from './deferred.js';
-import { FlowEngine, userStepSchemaError, type FlowKind } from './flows.js';
+import { FlowEngine, deployImageParams, userStepSchemaError } from './flows.js';
 
 export type Severity = 'INFO' | 'WARNING' | 'ERROR';
 
@@ -389,11 +389,7 @@ export class Conductor {
       const bad = userStepSchemaError(kind, steps);
       if (bad) throw new InvalidInputError(bad, `${kind}_steps`);
     }
-    if ((effective === 'deploy' || effective === 'rebuild') && hw.deploy.needsAgent) {
-      const ii = node.instance_info;
-      if (!/^https?:\/\//.test(String(ii.image_source ?? ''))) throw new InvalidInputError('instance_info.image_source: an http(s) image URL is required to deploy', 'instance_info.image_source');
-      if (!ii.image_os_hash_value && !ii.image_checksum) throw new InvalidInputError('instance_info.image_os_hash_value (or image_checksum): required to deploy', 'instance_info.image_os_hash_value');
-    }
+    if ((effective === 'deploy' || effective === 'rebuild') && hw.deploy.needsAgent) deployImageParams(node);
     if (effective === 'clean' && !args.clean_steps) throw new InvalidInputError('clean_steps: required for manual cleaning', 'clean_steps');
     if (effective === 'service' && !args.service_steps) throw new InvalidInputError('service_steps: required for servicing', 'service_steps');
     await this.startAction(

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-ironicclient python3-sushy openssl zstd curl qemu-utils parted gdisk mdadm dosfstools)
+APT_PACKAGES=(python3-ironicclient python3-sushy openssl zstd curl qemu-utils parted gdisk mdadm dosfstools systemd)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -53,6 +53,13 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
       if (/failed$|^error$/.test(n.provision_state) && n.provision_state !== state) throw new Error(`node ${i} went to ${n.provision_state}: ${n.last_error}`);
       return n.provision_state === state ? n : undefined;
     }, ms, `node ${i} ${state}`);
+  /** enroll → manageable → available (automated cleaning by the node's ramdisk agent). */
+  const makeAvailable = async (i: number) => {
+    await provision(i, 'manage');
+    await waitState(i, 'manageable');
+    await provision(i, 'provide');
+    return waitState(i, 'available');
+  };
   const provision = (i: number, target: string, body: Record<string, unknown> = {}) => api.put(`/v1/nodes/${nodes[i]}/states/provision`, { target, ...body });
   const resets = async (i: number) => Number((await admin(sim, 'GET', `/bmcs/${i}`)).json.machine.resets);
   /** The first `bytes` of machine i's first disk (a sparse 8 GiB file). */
@@ -150,10 +157,7 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
   }, 120_000);
 
   it('the agent dying mid-write fails the deploy with a clear last_error', async () => {
-    await provision(1, 'manage');
-    await waitState(1, 'manageable');
-    await provision(1, 'provide');
-    await waitState(1, 'available');
+    await makeAvailable(1);
     await setImage(1, 'slow.raw');
     await provision(1, 'active');
     await waitFor(async () => {
@@ -166,10 +170,7 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
   }, 120_000);
 
   it('a black-holed BMC during a deploy fails it with the BMC timeout, not a hang', async () => {
-    await provision(2, 'manage');
-    await waitState(2, 'manageable');
-    await provision(2, 'provide');
-    await waitState(2, 'available');
+    await makeAvailable(2);
     await setImage(2, 'a.raw');
     // Fast-track off for this node: the deploy must go through the BMC.
     await api.patch(`/v1/nodes/${nodes[2]}`, [{ op: 'add', path: '/driver_info/fast_track', value: false }]);
@@ -184,10 +185,7 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
   }, 120_000);
 
   it('conductor SIGKILLed mid-deploy: after restart the write result is collected and the node goes active', async () => {
-    await provision(3, 'manage');
-    await waitState(3, 'manageable');
-    await provision(3, 'provide');
-    await waitState(3, 'available');
+    await makeAvailable(3);
     await setImage(3, 'slow.raw');
     await provision(3, 'active');
     await waitFor(async () => (await node(3)).provision_state === 'wait call-back', 30_000, 'deploy waiting on the agent');
