@@ -4,7 +4,8 @@
  * downloaded buffers by transfer, not copy, so the network, the hash and the writes overlap on
  * separate threads. A dropped connection resumes with an HTTP Range request instead of starting
  * over. A checksum mismatch fails the write and wipes the start and end of what was written, so
- * nothing half-written is ever left looking bootable.
+ * nothing half-written is ever left looking bootable. Small images (≤ 16 MiB announced) skip the
+ * worker: a thread costs more to start than hashing a few MiB on the main thread.
  *
  * qcow2 is not streamable (its clusters are addressed through tables anywhere in the file), so a
  * qcow2 image is downloaded and verified into a scratch file, inspected with `qemu-img info`
@@ -12,7 +13,8 @@
  * `qemu-img convert -n`. That needs scratch space the size of the image, as in IPA; raw, gzip
  * and zstd need none.
  */
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { createHash, type Hash } from 'node:crypto';
+import { mkdtemp, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -175,8 +177,98 @@ function rest(bufs, off) {
 
 type SinkOp = 'hash' | 'write' | 'both';
 
+/** Where downloaded (or decompressed) bytes go: hashed, written sequentially, fsynced, or wiped. */
+interface ImageSink {
+  push(op: SinkOp, chunk: Buffer): Promise<void>;
+  finish(): Promise<{ digest: string; written: number }>;
+  wipe(): Promise<void>;
+  close(): Promise<unknown>;
+}
+
+/** Images up to this size (from Content-Length) are hashed and written on the main thread. */
+const INLINE_MAX_BYTES = 16 << 20;
+
+/** The same contract as the worker sink, on the main thread with async writes (small images). */
+class InlineSink implements ImageSink {
+  private readonly hash: Hash;
+  private fh: FileHandle | undefined;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private pos = 0;
+
+  private constructor(private readonly target: string, algo: string, private readonly batchBytes: number) {
+    this.hash = createHash(algo);
+  }
+
+  static async open(target: string, algo: string, batchBytes: number): Promise<InlineSink> {
+    const s = new InlineSink(target, algo, batchBytes);
+    s.fh = await open(target, 'r+').catch((err: Error) => {
+      throw new ImageWriteError('IO_ERROR', `cannot open target ${target}: ${err.message}`);
+    });
+    return s;
+  }
+
+  async push(op: SinkOp, chunk: Buffer): Promise<void> {
+    if (op !== 'write') this.hash.update(chunk);
+    if (op === 'hash') return;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= this.batchBytes) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    let bufs = this.pending;
+    let left = this.pendingBytes;
+    this.pending = [];
+    this.pendingBytes = 0;
+    try {
+      while (left > 0) {
+        const { bytesWritten } = await this.fh!.writev(bufs, this.pos);
+        this.pos += bytesWritten;
+        left -= bytesWritten;
+        bufs = skipBytes(bufs, bytesWritten);
+      }
+    } catch (err) {
+      throw new ImageWriteError('IO_ERROR', `write to ${this.target} at ${this.pos} failed: ${(err as Error).message}`);
+    }
+  }
+
+  async finish(): Promise<{ digest: string; written: number }> {
+    await this.flush();
+    await this.fh!.sync();
+    return { digest: this.hash.digest('hex'), written: this.pos };
+  }
+
+  async wipe(): Promise<void> {
+    if (!this.fh || this.pos === 0) return;
+    const mib = 1 << 20;
+    const z = Buffer.alloc(Math.min(mib, this.pos));
+    await this.fh.write(z, 0, z.length, 0);
+    if (this.pos > mib) await this.fh.write(z, 0, Math.min(mib, this.pos - mib), Math.max(mib, this.pos - mib));
+    await this.fh.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.fh?.close();
+    this.fh = undefined;
+  }
+}
+
+function skipBytes(bufs: Buffer[], n: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of bufs) {
+    if (n >= b.length) {
+      n -= b.length;
+      continue;
+    }
+    out.push(n ? b.subarray(n) : b);
+    n = 0;
+  }
+  return out;
+}
+
 /** Main-thread side of the sink worker: batches buffers, transfers them, bounds bytes in flight. */
-class Sink {
+class Sink implements ImageSink {
   private readonly worker: Worker;
   private batches: Record<SinkOp, { bufs: ArrayBuffer[]; bytes: number }> = { hash: { bufs: [], bytes: 0 }, write: { bufs: [], bytes: 0 }, both: { bufs: [], bytes: 0 } };
   private inflight = 0;
@@ -296,7 +388,9 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
     sinkTarget = path.join(scratch, 'image.qcow2');
     await writeFile(sinkTarget, '');
   }
-  let sink = new Sink(sinkTarget, algo, o.bufferBytes ?? 1 << 20);
+  const batch = o.bufferBytes ?? 1 << 20;
+  // Created once the first bytes (format) and the announced size are known.
+  let sink: ImageSink | undefined;
   let downloaded = 0;
   let total = 0;
   let resumed = 0;
@@ -319,14 +413,13 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
       if (!format) {
         format = detectFormat(first);
         if (format === 'qcow2') {
-          // Detected late: nothing has been sent to the sink yet, so switch it to a scratch file.
-          await sink.close();
+          // Detected from the magic: stage into a scratch file like a declared qcow2.
           scratch = await mkdtemp(path.join(o.scratchDir ?? os.tmpdir(), 'ironfleet-qcow2-'));
           sinkTarget = path.join(scratch, 'image.qcow2');
           await writeFile(sinkTarget, '');
-          sink = new Sink(sinkTarget, algo, o.bufferBytes ?? 1 << 20);
         }
       }
+      sink = total > 0 && total <= INLINE_MAX_BYTES ? await InlineSink.open(sinkTarget, algo, batch) : new Sink(sinkTarget, algo, batch);
       wroteTarget = sinkTarget === o.target;
       if (format === 'raw' || format === 'qcow2') {
         passthrough = true;
@@ -337,7 +430,7 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
       decDone = (async () => {
         for await (const out of dec as AsyncIterable<Buffer>) {
           written += out.length;
-          await sink.push('write', out);
+          await sink!.push('write', out);
         }
         await d.finished;
       })().catch((err) => {
@@ -382,10 +475,10 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
           downloaded += chunk.length;
           if (passthrough) {
             written += chunk.length;
-            await sink.push('both', chunk);
+            await sink!.push('both', chunk);
           } else {
             // The decoder reads the chunk; the sink takes a copy to hash (the chunk is shared).
-            await sink.push('hash', Buffer.from(chunk));
+            await sink!.push('hash', Buffer.from(chunk));
             if (!dec!.write(chunk)) await new Promise((r) => dec!.once('drain', r));
           }
           report();
@@ -401,9 +494,9 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
     if (!started) throw new ImageWriteError('DOWNLOAD_FAILED', `${info.url} is empty`);
     dec?.end();
     await decDone;
-    const fin = await sink.finish();
+    const fin = await sink!.finish();
     if (fin.digest !== digest) {
-      await sink.wipe();
+      await sink!.wipe();
       throw new ImageWriteError('CHECKSUM_MISMATCH', `checksum mismatch for ${info.url}: expected ${algo} ${digest}, got ${fin.digest}; ${wroteTarget ? 'the target was wiped' : 'nothing was written to the target'}`);
     }
     if (format === 'qcow2') written = await convertQcow2(sinkTarget, o.target);
@@ -412,11 +505,11 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
     return { bytes_written: written, bytes_downloaded: downloaded, checksum_algo: algo, checksum: fin.digest, resumed, duration_ms: ms, rate_bytes_per_s: Math.round(downloaded / Math.max(0.001, ms / 1000)), disk_format: format ?? 'raw' };
   } catch (err) {
     if (!(err instanceof ImageWriteError) || err.code !== 'CHECKSUM_MISMATCH') {
-      await sink.wipe().catch(() => {});
+      await sink?.wipe().catch(() => {});
     }
     throw err instanceof ImageWriteError ? err : new ImageWriteError('IO_ERROR', (err as Error).message);
   } finally {
-    await sink.close();
+    await sink?.close();
     if (scratch) await rm(scratch, { recursive: true, force: true });
   }
 }

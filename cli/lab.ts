@@ -5,6 +5,7 @@
  * sync, health, sensors, provisioning and agent commands run; the API listens on Ironic's port for
  * `baremetal`. Bounded: it stops by itself after --duration seconds.
  */
+import { forEachLimit } from '../shared/pool.js';
 import { mkdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -32,15 +33,6 @@ export interface LabOptions {
 
 const SEED = 'lab';
 const BIN = fileURLToPath(new URL('../../bin/ironfleet.js', import.meta.url));
-
-async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(width, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]!);
-    }),
-  );
-}
 
 function startChild(args: string[], readyPrefix: string): Promise<{ child: ChildProcess; line: Record<string, unknown> }> {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -139,10 +131,10 @@ export async function runLab(o: LabOptions): Promise<void> {
   for (const n of names) await giveImage(n);
 
   const moveAll = async (verb: string, want: string, subset = names) => {
-    await pool(subset, 32, async (n) => {
+    await forEachLimit(subset, 32, async (n) => {
       await api.put(`/v1/nodes/${n}/states/provision`, { target: verb }).catch(() => {});
     });
-    await pool(subset, 32, async (n) => {
+    await forEachLimit(subset, 32, async (n) => {
       await api.waitNode(n, (x) => (x.provision_state === want && !x.reservation) || Boolean(x.last_error), 180_000).catch(() => {});
     });
   };

@@ -68,8 +68,6 @@ export function buildCli(): Command {
       const cfg = loadConfig({ file: o.config, overrides });
       const log = createLogger({ name: 'ironfleet-conductor', level: cfg.logging.level });
       const running = await startConductor(cfg, log);
-      // Machine-readable readiness line for supervisors and tests.
-      process.stdout.write(`${JSON.stringify({ ready: true, api_port: running.apiPort, agent_port: running.agentPort })}\n`);
       // SIGTERM/SIGINT: graceful stop bounded by conductor.graceful_shutdown_timeout_s. SIGUSR2:
       // drain — take no new work, wait (bounded by drain_shutdown_timeout_s) until this conductor
       // holds no node locks and runs no deferred action, then stop.
@@ -88,6 +86,10 @@ export function buildCli(): Command {
       process.once('SIGTERM', () => void stop('SIGTERM'));
       process.once('SIGINT', () => void stop('SIGINT'));
       process.once('SIGUSR2', () => void stop('SIGUSR2'));
+      // Machine-readable readiness line for supervisors and tests — only once the handlers above
+      // are installed: until then the OS default for SIGTERM/SIGUSR2 is to kill the process, and a
+      // supervisor that signals right after reading this line would do exactly that.
+      process.stdout.write(`${JSON.stringify({ ready: true, api_port: running.apiPort, agent_port: running.agentPort })}\n`);
     });
 
   program
@@ -148,6 +150,12 @@ export function buildCli(): Command {
     .option('--agents <host:port>', 'boot a simulated ramdisk agent on every power-on, connecting to this conductor')
     .option('--boot-delay-ms <ms>', 'simulated boot time of the ramdisk', int('boot-delay-ms', 0, 600_000), 3000)
     .option('--disk-dir <dir>', 'where the simulated machines\' disks (sparse files) live', 'var/sim/disks')
+    .option('--qemu-ramdisk <dir>', 'with --agents: boot the deploy ramdisk built in <dir> (ironfleet ramdisk build) in a qemu VM per machine')
+    .option('--qemu-disks <n>', 'virtio disks per VM', int('qemu-disks', 1, 8), 3)
+    .option('--qemu-disk-mib <n>', 'size of each VM disk (MiB)', int('qemu-disk-mib', 64, 1 << 20), 1024)
+    .option('--qemu-memory-mib <n>', 'VM memory (MiB)', int('qemu-memory-mib', 256, 16_384), 1536)
+    .option('--qemu-forward <ports>', 'more host loopback ports the VM may reach at 10.0.2.100 (comma-separated)', '')
+    .option('--qemu-append <args>', 'extra kernel command line for the VM')
     .action(async (o) => {
       let overrides: Record<string, unknown> = {};
       if (o.profileOverride) {
@@ -170,18 +178,35 @@ export function buildCli(): Command {
         admin_port: o.adminPort,
         initial_power: o.initialPower,
         ...(o.agents ? { agents: { conductor: o.agents, boot_delay_ms: o.bootDelayMs, disk_dir: path.resolve(o.diskDir) } } : {}),
+        ...(o.qemuRamdisk ? { qemu: qemuOptions(o) } : {}),
       });
       const first = fleet.manifest.bmcs[0]!;
-      console.log(`${JSON.stringify({ ready: true, bmcs: o.bmcs, workers: fleet.workers, startup_ms: fleet.startupMs, manifest: fleet.manifestPath, admin: fleet.adminUrl })}`);
-      console.error(`sim: ${o.bmcs} BMCs (${fleet.profile.name}) on ${fleet.workers} worker(s) in ${fleet.startupMs} ms; manifest ${fleet.manifestPath}; admin ${fleet.adminUrl}/stats`);
-      console.error(`sim: first BMC ${first.address}/redfish/v1 (user ${first.username}, password in the manifest)`);
       const stop = async () => {
         await fleet.stop();
         process.exit(0);
       };
+      // Handlers before the ready line (see the conductor command).
       process.once('SIGINT', () => void stop());
       process.once('SIGTERM', () => void stop());
       if (o.duration > 0) setTimeout(() => void stop(), o.duration * 1000);
+      console.log(`${JSON.stringify({ ready: true, bmcs: o.bmcs, workers: fleet.workers, startup_ms: fleet.startupMs, manifest: fleet.manifestPath, admin: fleet.adminUrl })}`);
+      console.error(`sim: ${o.bmcs} BMCs (${fleet.profile.name}) on ${fleet.workers} worker(s) in ${fleet.startupMs} ms; manifest ${fleet.manifestPath}; admin ${fleet.adminUrl}/stats`);
+      console.error(`sim: first BMC ${first.address}/redfish/v1 (user ${first.username}, password in the manifest)`);
+    });
+
+  program
+    .command('ramdisk')
+    .description('the deploy ramdisk (kernel + initramfs with Node, the agent, busybox, mdadm, disk tools)')
+    .command('build')
+    .description('build it from Debian packages and this project (cached: redone only when an input changed)')
+    .option('--out <dir>', 'output directory', 'var/ramdisk')
+    .option('--force', 'rebuild even when up to date')
+    .action(async (o) => {
+      const { buildRamdisk } = await import('../agent/ramdisk/build.js');
+      const m = await buildRamdisk({ outDir: o.out, force: o.force, log: (l) => console.error(`ramdisk: ${l}`) });
+      const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+      console.error(`ramdisk: ${m.cached ? 'up to date' : `built in ${(m.build_ms / 1000).toFixed(1)} s`}: kernel ${m.kernel_version} (${mib(m.kernel_bytes)}), initramfs ${mib(m.initramfs_bytes)} (${mib(m.initramfs_unpacked_bytes)} unpacked, agent bundle ${mib(m.agent_bundle_bytes)}), ${m.modules.length} modules`);
+      console.log(JSON.stringify(m));
     });
 
   const node = program.command('node').description('manage nodes through the API');
@@ -310,4 +335,21 @@ export async function main(argv: string[]): Promise<void> {
     else console.error(`error: ${errorMessage(err)}`);
     process.exit(2);
   }
+}
+
+/** `ironfleet sim --qemu-*` flags → the simulator's qemu options (kernel/initramfs from the build manifest). */
+function qemuOptions(o: { qemuRamdisk: string; qemuDisks: number; qemuDiskMib: number; qemuMemoryMib: number; qemuForward: string; qemuAppend?: string; diskDir: string }) {
+  const manifestFile = path.resolve(o.qemuRamdisk, 'manifest.json');
+  let m: { kernel: string; initramfs: string };
+  try {
+    m = JSON.parse(readFileSync(manifestFile, 'utf8'));
+  } catch (err) {
+    throw new InvalidArgumentError(`--qemu-ramdisk: cannot read ${manifestFile} (run ironfleet ramdisk build): ${(err as Error).message}`);
+  }
+  const ports = o.qemuForward.split(',').filter(Boolean).map((p) => {
+    const n = Number(p);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError(`--qemu-forward: ${p} is not a port`);
+    return n;
+  });
+  return { kernel: m.kernel, initramfs: m.initramfs, disk_dir: path.resolve(o.diskDir), disks: o.qemuDisks, disk_bytes: o.qemuDiskMib * 2 ** 20, memory_mib: o.qemuMemoryMib, forward_ports: ports, append: o.qemuAppend };
 }

@@ -340,7 +340,7 @@ export class Conductor {
     const t = transition(from, event, node.target_provision_state as ProvisionState | null, node.uuid);
     const updated = await this.store.updateNode(node.id, { provision_state: t.to, target_provision_state: t.target, ...extra }, { provision_state: from });
     if (!updated) throw new InvalidStateError(`Node ${node.uuid} changed state concurrently.`, node.uuid, from);
-    await task.refresh();
+    task.replace(updated);
     return updated;
   }
 
@@ -360,8 +360,9 @@ export class Conductor {
       if (v === null) delete next[k];
       else next[k] = v;
     }
-    await this.store.updateNode(n.id, { driver_internal_info: next });
-    await task.refresh();
+    const updated = await this.store.updateNode(n.id, { driver_internal_info: next });
+    if (updated) task.replace(updated);
+    else await task.refresh();
   }
 
   private async fail(task: Task, event: ProvisionEvent, message: string): Promise<void> {

@@ -13,6 +13,8 @@ export interface Task {
   readonly purpose: string;
   /** Re-read the node (after writes made by this task). */
   refresh(): Promise<Node>;
+  /** Adopt a node row this task just wrote (an UPDATE … RETURNING), instead of re-reading it. */
+  replace(node: Node): void;
   release(): Promise<void>;
 }
 
@@ -35,15 +37,17 @@ export class TaskManager {
   async acquire(nodeId: number, purpose: string, opts: LockOptions = {}): Promise<Task> {
     const retries = opts.retries ?? this.defaults.retries;
     const interval = opts.retryIntervalMs ?? this.defaults.retryIntervalMs;
+    let locked: Node | undefined;
     for (let attempt = 0; ; attempt++) {
-      if (await this.store.reserveNode(nodeId, this.holder)) break;
+      locked = await this.store.reserveNode(nodeId, this.holder);
+      if (locked) break;
       const current = await this.store.getNodeById(nodeId);
       if (!current) throw new NotFoundError('Node', String(nodeId));
       if (attempt >= retries) throw new NodeLockedError(current.uuid, current.reservation ?? 'unknown');
       await sleep(interval);
     }
     this.held.set(nodeId, purpose);
-    let node = (await this.store.getNodeById(nodeId))!;
+    let node: Node = locked;
     let released = false;
     const store = this.store;
     const held = this.held;
@@ -56,6 +60,9 @@ export class TaskManager {
       async refresh() {
         node = (await store.getNodeById(nodeId))!;
         return node;
+      },
+      replace(n: Node) {
+        if (n.id === nodeId) node = n;
       },
       async release() {
         if (released) return;

@@ -46,6 +46,19 @@ export const simOptionsSchema = z.strictObject({
       disk_bytes: z.number().int().min(1 << 20).default(8 * 2 ** 30),
     })
     .optional(),
+  /** With `agents`: machines boot the built deploy ramdisk in a qemu VM (TCG) instead. */
+  qemu: z
+    .strictObject({
+      kernel: z.string().min(1),
+      initramfs: z.string().min(1),
+      disk_dir: z.string().min(1),
+      disks: z.number().int().min(1).max(8).default(3),
+      disk_bytes: z.number().int().min(64 << 20).default(1 << 30),
+      memory_mib: z.number().int().min(256).max(16_384).default(1536),
+      forward_ports: z.array(z.number().int().min(1).max(65535)).default([]),
+      append: z.string().optional(),
+    })
+    .optional(),
 });
 export type SimOptions = z.input<typeof simOptionsSchema>;
 
@@ -155,6 +168,7 @@ export async function startFleet(raw: SimOptions): Promise<RunningFleet> {
           tls: tls ? { cert: tls.certPem, key: tls.keyPem } : undefined,
           initialPower: o.initial_power,
           agents: o.agents ? { conductor: o.agents.conductor, bootDelayMs: o.agents.boot_delay_ms, diskDir: o.agents.disk_dir, diskBytes: o.agents.disk_bytes } : undefined,
+          qemu: o.qemu ? { kernel: o.qemu.kernel, initramfs: o.qemu.initramfs, diskDir: o.qemu.disk_dir, disks: o.qemu.disks, diskBytes: o.qemu.disk_bytes, memoryMiB: o.qemu.memory_mib, forwardPorts: o.qemu.forward_ports, append: o.qemu.append } : undefined,
         }),
       ),
     );

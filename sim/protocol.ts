@@ -35,6 +35,8 @@ export type ParentMessage =
       initialPower: 'on' | 'off' | 'mixed';
       /** Simulated ramdisk agents booted by power-on. */
       agents?: { conductor: string; bootDelayMs: number; diskDir: string; diskBytes: number };
+      /** Machines boot a qemu VM running the built deploy ramdisk instead of an in-process agent. */
+      qemu?: { kernel: string; initramfs: string; diskDir: string; disks: number; diskBytes: number; memoryMiB: number; forwardPorts: number[]; append?: string };
     }
   | { type: 'stats'; id: number }
   | { type: 'bmc'; id: number; index: number }

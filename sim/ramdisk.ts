@@ -2,7 +2,8 @@
  * The simulated deploy ramdisk of one machine: when the BMC powers the machine on (or it restarts),
  * an agent boots after a boot delay and connects to the conductor over real gRPC, exactly as the
  * agent in a real ramdisk would; a power cut (ForceOff, restart) kills it on the spot, losing its
- * in-memory journal and token like a real reboot. Its disks are sparse files under `diskDir`.
+ * in-memory journal and token like a real reboot. Its disks are sparse files under `diskDir`. A
+ * machine whose boot override points at its disk boots its instance instead (no agent).
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -25,6 +26,8 @@ export class SimulatedRamdisk {
   private agent: AgentClient | undefined;
   private bootTimer: NodeJS.Timeout | undefined;
   boots = 0;
+  /** Boots into the installed instance (boot override Hdd) instead of the ramdisk. */
+  instanceBoots = 0;
 
   constructor(
     private readonly machine: Machine,
@@ -50,6 +53,16 @@ export class SimulatedRamdisk {
     this.bootTimer = setTimeout(() => {
       this.bootTimer = undefined;
       if (this.machine.redfishPower !== 'On' || this.agent) return;
+      // What boots is what the boot override says, as on hardware: Hdd → the deployed instance
+      // (no agent); anything else → the network boot of the deploy ramdisk. A Once override is
+      // consumed by the boot.
+      const boot = this.machine.boot;
+      const fromDisk = boot.enabled !== 'Disabled' && boot.target === 'Hdd';
+      if (boot.enabled === 'Once') this.machine.setBoot({ enabled: 'Disabled', target: 'None' });
+      if (fromDisk) {
+        this.instanceBoots++;
+        return;
+      }
       this.boots++;
       const agent = new AgentClient({
         conductor: this.o.conductor,

@@ -13,6 +13,7 @@ import { rngFor } from './rng.js';
 import { SIM_USERNAME, bmcHost, bmcPassword } from './layout.js';
 import type { ParentMessage, WorkerMessage, FaultRequest } from './protocol.js';
 import { SimulatedRamdisk } from './ramdisk.js';
+import { QemuRamdisk } from './qemu-ramdisk.js';
 import { createLogger } from '../shared/logger.js';
 
 let services: BmcService[] = [];
@@ -21,7 +22,7 @@ const byIndex = new Map<number, BmcService>();
 const listeners: net.Server[] = [];
 let server: http.Server | https.Server | undefined;
 let single: BmcService | undefined;
-const ramdisks = new Map<number, SimulatedRamdisk>();
+const ramdisks = new Map<number, SimulatedRamdisk | QemuRamdisk>();
 
 function reply(msg: WorkerMessage): void {
   process.send?.(msg);
@@ -70,7 +71,8 @@ async function init(m: Extract<ParentMessage, { type: 'init' }>): Promise<{ list
   const agentLog = createLogger({ name: 'ironfleet-sim-ramdisk', level: 'warn' });
   for (const i of m.indexes) {
     const machine = machineFor(i);
-    if (m.agents) ramdisks.set(i, new SimulatedRamdisk(machine, { conductor: m.agents.conductor, seed: m.seed, bootDelayMs: m.agents.bootDelayMs, diskDir: m.agents.diskDir, diskBytes: m.agents.diskBytes, log: agentLog }));
+    if (m.agents && m.qemu) ramdisks.set(i, new QemuRamdisk(machine, { ...m.qemu, conductor: m.agents.conductor, log: agentLog }));
+    else if (m.agents) ramdisks.set(i, new SimulatedRamdisk(machine, { conductor: m.agents.conductor, seed: m.seed, bootDelayMs: m.agents.bootDelayMs, diskDir: m.agents.diskDir, diskBytes: m.agents.diskBytes, log: agentLog }));
     const svc = new BmcService(i, [machine], profile, drawTraits(profile, rngFor(m.seed, i, 'traits')), SIM_USERNAME, bmcPassword(m.seed, i), m.seed);
     services.push(svc);
     byHost.set(bmcHost(i), svc);
@@ -125,7 +127,7 @@ function bmcDetail(index: number): Record<string, unknown> {
     traits: svc.traits,
     faults: svc.faults,
     machine: { id: m.id, power: m.power, health: m.health, boot: m.boot, bios_version: m.biosVersion, bmc_version: m.bmcVersion, resets: m.resets },
-    ...(ramdisks.has(index) ? { agent: { running: ramdisks.get(index)!.running, boots: ramdisks.get(index)!.boots } } : {}),
+    ...(ramdisks.has(index) ? { agent: { running: ramdisks.get(index)!.running, boots: ramdisks.get(index)!.boots, instance_boots: ramdisks.get(index)!.instanceBoots } } : {}),
   };
 }
 

@@ -161,6 +161,8 @@ type Db = Kysely<Database> | Transaction<Database>;
 export class Store {
   readonly db: Kysely<Database>;
   readonly dialect: SqlDialect;
+  /** Inserts per node since its history was last pruned. */
+  private readonly historyInserts = new Map<number, number>();
 
   constructor(private readonly opened: OpenedDb) {
     this.db = opened.db;
@@ -293,13 +295,12 @@ export class Store {
     if (expect.provision_state !== undefined) q = q.where('provision_state', '=', expect.provision_state);
     if (expect.reservation !== undefined) q = q.where('reservation', expect.reservation === null ? 'is' : '=', expect.reservation);
     try {
-      const res = await q.executeTakeFirst();
-      if (Number(res.numUpdatedRows) !== 1) return undefined;
+      const r = await q.returningAll().executeTakeFirst();
+      return r && toNode(r);
     } catch (err) {
       if (isUniqueViolation(err)) throw new ConflictError(`A node with name ${patch.name} already exists.`, { field: 'name' });
       throw err;
     }
-    return this.getNodeById(id, db);
   }
 
   async deleteNode(id: number): Promise<void> {
@@ -316,14 +317,10 @@ export class Store {
   // ---------------------------------------------------------------- locks
 
   /** Atomic reservation: succeeds only when nobody holds the node. */
-  async reserveNode(id: number, holder: string): Promise<boolean> {
-    const res = await this.db
-      .updateTable('nodes')
-      .set({ reservation: holder })
-      .where('id', '=', id)
-      .where('reservation', 'is', null)
-      .executeTakeFirst();
-    return Number(res.numUpdatedRows) === 1;
+  /** Takes the node's lock if it is free; the locked node, or undefined when someone holds it. */
+  async reserveNode(id: number, holder: string): Promise<Node | undefined> {
+    const r = await this.db.updateTable('nodes').set({ reservation: holder }).where('id', '=', id).where('reservation', 'is', null).returningAll().executeTakeFirst();
+    return r && toNode(r);
   }
 
   async releaseNode(id: number, holder: string): Promise<boolean> {
@@ -459,7 +456,12 @@ export class Store {
 
   async addHistory(e: Omit<HistoryEvent, 'uuid' | 'created_at'>, maxEntries: number): Promise<void> {
     await this.db.insertInto('node_history').values({ ...e, uuid: randomUUID(), created_at: now() }).execute();
-    // Keep at most maxEntries per node (Ironic's node_history_max_entries).
+    // Keep at most maxEntries per node (Ironic's node_history_max_entries). Pruning on every
+    // insert cost as much as the insert, so prune every `every` inserts per node (≤ 10% overshoot).
+    const every = Math.max(1, Math.min(20, Math.floor(maxEntries / 10)));
+    const count = (this.historyInserts.get(e.node_id) ?? 0) + 1;
+    this.historyInserts.set(e.node_id, count % every);
+    if (count < every) return;
     const cutoff = await this.db
       .selectFrom('node_history')
       .select('id')

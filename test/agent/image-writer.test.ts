@@ -141,6 +141,20 @@ describe('writeImage', () => {
     expect(disk.subarray(img.length - MiB, img.length).every((b) => b === 0)).toBe(true);
   });
 
+  it('a small image (≤ 16 MiB, written on the main thread) lands byte for byte; a wrong checksum wipes it', async () => {
+    const small = image(3);
+    files.set('small.img', small);
+    const t = target(8 * MiB);
+    const r = await writeImage({ url: `${base}/small.img`, checksum: sha('sha256', small) }, { target: t });
+    expect(r).toMatchObject({ bytes_written: small.length, checksum_algo: 'sha256', disk_format: 'raw' });
+    expect(readFileSync(t).subarray(0, small.length).equals(small)).toBe(true);
+    const err = await writeImage({ url: `${base}/small.img`, checksum: sha('sha256', img) }, { target: t }).catch((e) => e);
+    expect(err.code).toBe('CHECKSUM_MISMATCH');
+    const disk = readFileSync(t);
+    expect(disk.subarray(0, MiB).every((b) => b === 0)).toBe(true);
+    expect(disk.subarray(small.length - MiB, small.length).every((b) => b === 0)).toBe(true);
+  });
+
   it('md5 is refused unless explicitly enabled', async () => {
     const t = target(32 * MiB);
     await expect(writeImage({ url: `${base}/raw.img`, checksum: sha('md5', img) }, { target: t })).rejects.toMatchObject({ code: 'MD5_NOT_ALLOWED' });
