@@ -26,7 +26,7 @@ import { request } from 'undici';
 
 export class ImageWriteError extends Error {
   constructor(
-    readonly code: 'CHECKSUM_MISMATCH' | 'CHECKSUM_INVALID' | 'UNSAFE_IMAGE' | 'CONVERT_FAILED' | 'MD5_NOT_ALLOWED' | 'DOWNLOAD_FAILED' | 'HTTP_ERROR' | 'DECOMPRESS_FAILED' | 'IO_ERROR' | 'CANCELLED',
+    readonly code: 'CHECKSUM_MISMATCH' | 'VERIFY_FAILED' | 'CHECKSUM_INVALID' | 'UNSAFE_IMAGE' | 'CONVERT_FAILED' | 'MD5_NOT_ALLOWED' | 'DOWNLOAD_FAILED' | 'HTTP_ERROR' | 'DECOMPRESS_FAILED' | 'IO_ERROR' | 'CANCELLED',
     message: string,
   ) {
     super(message);
@@ -64,6 +64,11 @@ export interface WriteOptions {
   signal?: AbortSignal;
   /** Where a qcow2 image is staged before conversion. @default os.tmpdir() */
   scratchDir?: string;
+  /**
+   * Read the written bytes back (a block device's buffer cache is flushed first, so they come from
+   * the device) and compare their checksum with the image's. Raw images only. @default false
+   */
+  verify?: boolean;
 }
 
 export interface WriteResult {
@@ -75,6 +80,8 @@ export interface WriteResult {
   duration_ms: number;
   rate_bytes_per_s: number;
   disk_format: string;
+  /** With `verify`: the checksum of the bytes read back from the target. */
+  read_back_checksum?: string;
 }
 
 /** sha256 / sha512 / md5 from the digest length, as IPA infers it. */
@@ -500,9 +507,16 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
       throw new ImageWriteError('CHECKSUM_MISMATCH', `checksum mismatch for ${info.url}: expected ${algo} ${digest}, got ${fin.digest}; ${wroteTarget ? 'the target was wiped' : 'nothing was written to the target'}`);
     }
     if (format === 'qcow2') written = await convertQcow2(sinkTarget, o.target);
+    let readBack: string | undefined;
+    if (o.verify && format === 'raw') {
+      readBack = await readBackDigest(o.target, algo, written);
+      if (readBack !== digest) {
+        throw new ImageWriteError('VERIFY_FAILED', `read-back of ${o.target} does not match: ${algo} of the ${written} bytes written is ${readBack}, the image's is ${digest}`);
+      }
+    }
     report(true);
     const ms = Date.now() - t0;
-    return { bytes_written: written, bytes_downloaded: downloaded, checksum_algo: algo, checksum: fin.digest, resumed, duration_ms: ms, rate_bytes_per_s: Math.round(downloaded / Math.max(0.001, ms / 1000)), disk_format: format ?? 'raw' };
+    return { bytes_written: written, bytes_downloaded: downloaded, checksum_algo: algo, checksum: fin.digest, resumed, duration_ms: ms, rate_bytes_per_s: Math.round(downloaded / Math.max(0.001, ms / 1000)), disk_format: format ?? 'raw', ...(readBack ? { read_back_checksum: readBack } : {}) };
   } catch (err) {
     if (!(err instanceof ImageWriteError) || err.code !== 'CHECKSUM_MISMATCH') {
       await sink?.wipe().catch(() => {});
@@ -511,6 +525,29 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
   } finally {
     await sink?.close();
     if (scratch) await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The digest of the first `bytes` of the target, read back. For a block device the kernel's buffer
+ * cache is dropped first (`blockdev --flushbufs`), so the bytes come from the device (for an md
+ * array, from its members) rather than from what was just written into memory.
+ */
+async function readBackDigest(target: string, algo: string, bytes: number): Promise<string> {
+  const fh = await open(target, 'r');
+  try {
+    if ((await fh.stat()).isBlockDevice()) await execFileP('blockdev', ['--flushbufs', target]).catch(() => undefined);
+    const h = createHash(algo);
+    const buf = Buffer.allocUnsafe(4 << 20);
+    for (let pos = 0; pos < bytes; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, bytes - pos), pos);
+      if (bytesRead === 0) throw new ImageWriteError('VERIFY_FAILED', `read-back of ${target} ended at byte ${pos} of ${bytes}`);
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+    return h.digest('hex');
+  } finally {
+    await fh.close();
   }
 }
 

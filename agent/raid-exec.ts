@@ -88,6 +88,12 @@ export async function applyRaidPlan(plan: RaidPlan, o: ApplyOptions = {}): Promi
   const run = o.run ?? runTool;
   const wait = o.deviceWaitMs ?? 10_000;
   const log = o.log ?? (() => {});
+  // Arrays still assembled on these disks (a previous deploy, e.g. a fast-track rebuild) hold
+  // their partitions: stop them and clear their members first.
+  if (listMdArrays().some((a) => a.members.some((m) => plan.holders.includes(holderOf(m))))) {
+    log('stopping the md arrays already on these disks');
+    await teardown(plan.holders, run, log);
+  }
   // Old signatures (a previous array's superblocks, filesystems) would confuse mdadm and the OS.
   const prep = plan.holders.map((h) => ['wipefs', '--all', '--force', h]);
   const all = [...prep, ...plan.commands];

@@ -474,6 +474,8 @@ export function deployImageParams(node: Node): Json {
   const params: Json = { url, checksum };
   if (ii.image_os_hash_algo) params.checksum_algo = ii.image_os_hash_algo;
   if (ii.image_disk_format) params.disk_format = ii.image_disk_format;
+  // instance_info.image_verify: the agent reads the image back from the device after writing it.
+  if (ii.image_verify === true || ii.image_verify === 'true') params.verify = true;
   return params;
 }
 

@@ -38,6 +38,7 @@ export const COMMANDS = {
       disk_format: z.enum(['raw', 'gzip', 'zstd', 'qcow2']).optional(),
       target: devicePath.optional(),
       root_device: z.record(z.string(), z.unknown()).optional(),
+      verify: z.boolean().optional(),
     }),
     long: true,
   },
@@ -96,6 +97,7 @@ export function toProtoCommand(id: string, name: CommandName, params: Record<str
             diskFormat: String(params.disk_format ?? ''),
             target: String(params.target ?? ''),
             rootDeviceHintsJson: params.root_device ? JSON.stringify(params.root_device) : '',
+            verify: params.verify === true,
           },
         },
       };
@@ -151,6 +153,7 @@ export function fromProtoCommand(cmd: Command): { name: CommandName; params: Rec
           ...(v.diskFormat ? { disk_format: v.diskFormat } : {}),
           ...(v.target ? { target: v.target } : {}),
           ...(hints !== undefined ? { root_device: hints } : {}),
+          ...(v.verify ? { verify: true } : {}),
         },
       };
     }

@@ -4,7 +4,7 @@ import { selectRootDevice, RootDeviceHintError } from '../root-device.js';
 
 /** deploy.write_image: choose the root device (IPA hints) and stream the image onto it. */
 export async function writeImageCommand(ctx: CommandContext): Promise<Record<string, unknown>> {
-  const p = ctx.params as { url: string; checksum: string; checksum_algo?: 'sha256' | 'sha512' | 'md5'; disk_format?: DiskFormat; target?: string; root_device?: Record<string, unknown> };
+  const p = ctx.params as { url: string; checksum: string; checksum_algo?: 'sha256' | 'sha512' | 'md5'; disk_format?: DiskFormat; target?: string; root_device?: Record<string, unknown>; verify?: boolean };
   let target = p.target;
   if (!target) {
     const inv = await ctx.hardware.inventory();
@@ -23,6 +23,7 @@ export async function writeImageCommand(ctx: CommandContext): Promise<Record<str
       {
         target: ctx.hardware.devicePath?.(target) ?? target,
         md5Allowed: ctx.md5Allowed,
+        verify: p.verify,
         signal: ctx.signal,
         progressIntervalMs: 0,
         progress: (x) =>

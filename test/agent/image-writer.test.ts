@@ -145,8 +145,8 @@ describe('writeImage', () => {
     const small = image(3);
     files.set('small.img', small);
     const t = target(8 * MiB);
-    const r = await writeImage({ url: `${base}/small.img`, checksum: sha('sha256', small) }, { target: t });
-    expect(r).toMatchObject({ bytes_written: small.length, checksum_algo: 'sha256', disk_format: 'raw' });
+    const r = await writeImage({ url: `${base}/small.img`, checksum: sha('sha256', small) }, { target: t, verify: true });
+    expect(r).toMatchObject({ bytes_written: small.length, checksum_algo: 'sha256', disk_format: 'raw', read_back_checksum: sha('sha256', small) });
     expect(readFileSync(t).subarray(0, small.length).equals(small)).toBe(true);
     const err = await writeImage({ url: `${base}/small.img`, checksum: sha('sha256', img) }, { target: t }).catch((e) => e);
     expect(err.code).toBe('CHECKSUM_MISMATCH');

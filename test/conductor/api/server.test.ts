@@ -131,7 +131,7 @@ describe('API', () => {
     expect(bad.statusCode).toBe(400);
     expect(errText(bad.body)).toMatch(/target/);
     const node = (await conductor.store.findNode(n.uuid))!;
-    expect(await conductor.store.reserveNode(node.id, 'other-conductor')).toBe(true);
+    expect(await conductor.store.reserveNode(node.id, 'other-conductor')).toBeTruthy();
     const locked = await json('PUT', '/v1/nodes/pw/states/power', { target: 'power off' });
     expect(locked.statusCode).toBe(409);
     expect(errText(locked.body)).toMatch(/locked by host other-conductor/);

@@ -54,10 +54,13 @@ describe.each(backends)('Store on $name', ({ url }) => {
     const n = await mk();
     const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.reserveNode(n.id, `c${i}`)));
     expect(results.filter(Boolean)).toHaveLength(1);
-    const winner = `c${results.indexOf(true)}`;
+    const won = results.find(Boolean)!;
+    const winner = `c${results.indexOf(won)}`;
+    // The winner gets the locked row back (UPDATE … RETURNING), reservation included.
+    expect(won.reservation).toBe(winner);
     expect(await store.releaseNode(n.id, 'someone-else')).toBe(false);
     expect(await store.releaseNode(n.id, winner)).toBe(true);
-    expect(await store.reserveNode(n.id, 'c-next')).toBe(true);
+    expect((await store.reserveNode(n.id, 'c-next'))?.reservation).toBe('c-next');
     expect(await store.clearReservations('c-next')).toBe(1);
   });
 

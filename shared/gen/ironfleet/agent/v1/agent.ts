@@ -323,6 +323,11 @@ export interface WriteImageParams {
   target: string;
   /** JSON object of IPA root-device hints; empty = smallest disk >= 4 GiB. */
   rootDeviceHintsJson: string;
+  /**
+   * Read the written bytes back from the device (its buffer cache flushed first) and compare
+   * their checksum with the image's.
+   */
+  verify: boolean;
 }
 
 export interface Cancel {
@@ -3281,7 +3286,15 @@ export const UpdateFirmwareParams: MessageFns<UpdateFirmwareParams> = {
 };
 
 function createBaseWriteImageParams(): WriteImageParams {
-  return { url: "", checksum: "", checksumAlgo: "", diskFormat: "", target: "", rootDeviceHintsJson: "" };
+  return {
+    url: "",
+    checksum: "",
+    checksumAlgo: "",
+    diskFormat: "",
+    target: "",
+    rootDeviceHintsJson: "",
+    verify: false,
+  };
 }
 
 export const WriteImageParams: MessageFns<WriteImageParams> = {
@@ -3303,6 +3316,9 @@ export const WriteImageParams: MessageFns<WriteImageParams> = {
     }
     if (message.rootDeviceHintsJson !== "") {
       writer.uint32(50).string(message.rootDeviceHintsJson);
+    }
+    if (message.verify !== false) {
+      writer.uint32(56).bool(message.verify);
     }
     return writer;
   },
@@ -3368,6 +3384,14 @@ export const WriteImageParams: MessageFns<WriteImageParams> = {
             message.rootDeviceHintsJson = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.verify = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3400,6 +3424,7 @@ export const WriteImageParams: MessageFns<WriteImageParams> = {
         : isSet(object.root_device_hints_json)
         ? globalThis.String(object.root_device_hints_json)
         : "",
+      verify: isSet(object.verify) ? globalThis.Boolean(object.verify) : false,
     };
   },
 
@@ -3423,6 +3448,9 @@ export const WriteImageParams: MessageFns<WriteImageParams> = {
     if (message.rootDeviceHintsJson !== "") {
       obj.rootDeviceHintsJson = message.rootDeviceHintsJson;
     }
+    if (message.verify !== false) {
+      obj.verify = message.verify;
+    }
     return obj;
   },
 
@@ -3437,6 +3465,7 @@ export const WriteImageParams: MessageFns<WriteImageParams> = {
     message.diskFormat = object.diskFormat ?? "";
     message.target = object.target ?? "";
     message.rootDeviceHintsJson = object.rootDeviceHintsJson ?? "";
+    message.verify = object.verify ?? false;
     return message;
   },
 };
