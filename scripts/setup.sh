@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-ironicclient python3-sushy openssl zstd curl qemu-utils parted gdisk mdadm dosfstools systemd)
+# qemu-system-x86 + kmod (depmod): the deploy ramdisk is built from Debian packages (apt-get download)
+# and booted in a TCG VM by the tests.
+APT_PACKAGES=(python3-ironicclient python3-sushy openssl zstd curl qemu-utils qemu-system-x86 kmod parted gdisk mdadm dosfstools systemd)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,6 +17,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# `ironfleet ramdisk build` downloads the kernel and busybox packages: the package lists must know them.
+if ! apt-cache show linux-image-amd64 busybox-static >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -171,3 +171,7 @@ process.on('message', (raw: ParentMessage) => {
 });
 
 process.on('disconnect', () => process.exit(0));
+// However the worker ends, its machines' ramdisks (agents, qemu VMs) end with it.
+process.on('exit', () => {
+  for (const r of ramdisks.values()) r.kill();
+});

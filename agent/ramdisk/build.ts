@@ -52,7 +52,12 @@ export interface RamdiskManifest {
   cached?: boolean;
 }
 
-const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
+/** The project root (this file runs from agent/ramdisk/ under tests, dist/agent/ramdisk/ when built). */
+const ROOT = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+})();
 const SRC = path.join(ROOT, 'agent', 'ramdisk');
 
 const run = (cmd: string, args: string[], cwd?: string) => execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
