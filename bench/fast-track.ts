@@ -20,7 +20,7 @@ import path from 'node:path';
 import { ApiClient } from '../cli/api-client.js';
 import { forEachLimit } from '../shared/pool.js';
 import type { Manifest } from '../sim/fleet.js';
-import { BIN, printTable, procSample, sleep, writeResults } from './lib.js';
+import { BIN, printTable, procSample, sleep, treeCpuS, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const N = Number(argValue('--nodes') ?? (quick ? 200 : 1000));
@@ -175,8 +175,12 @@ async function main(): Promise<void> {
     // its agent boots and connects and stays under the fast-track lease; then a first deploy.
     let t = Date.now();
     await moveAll('manage', 'manageable');
+    const cpuAt = () => ({ conductor: treeCpuS(conductor.child.pid!), sim: treeCpuS(sim.child.pid!) });
+    const c0 = cpuAt();
+    t = Date.now();
     await moveAll('provide', 'available', PHASE_TIMEOUT_MS + BOOT_DELAY_MS * 2);
-    console.log(`setup: ${N} agents booted and connected (cleaning), available in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    const c1 = cpuAt();
+    console.log(`setup: ${N} agents booted and connected (cleaning), available in ${((Date.now() - t) / 1000).toFixed(1)} s (CPU s: conductor ${(c1.conductor - c0.conductor).toFixed(1)}, simulator ${(c1.sim - c0.sim).toFixed(1)})`);
     t = Date.now();
     await moveAll('active', 'active');
     console.log(`setup: first deploy of ${N} nodes in ${((Date.now() - t) / 1000).toFixed(1)} s`);

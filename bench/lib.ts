@@ -1,5 +1,5 @@
 /** Shared benchmark plumbing: machine info, process sampling, table output, results JSON. */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +29,20 @@ export function procSample(pid: number): { rssMiB: number; cpuS: number } {
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
   return { rssMiB: rssKb / 1024, cpuS: (utime + stime) / CLK_TCK };
+}
+
+/** Cumulative CPU seconds of a process and all its descendants. */
+export function treeCpuS(pid: number): number {
+  let total = 0;
+  try {
+    total = procSample(pid).cpuS;
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean)) total += treeCpuS(Number(c));
+    }
+  } catch {
+    /* exited */
+  }
+  return total;
 }
 
 export function printTable(title: string, rows: Array<Record<string, string | number>>): void {

@@ -54,6 +54,12 @@ export const configSchema = z.strictObject({
       heartbeat_interval_s: z.number().int().min(1).max(300).default(10),
       /** An agent silent for this long is considered gone. @default 300 */
       heartbeat_timeout_s: z.number().int().min(5).max(3600).default(300),
+      /**
+       * An agent that drops its stream while running a command a flow waits on has this long to
+       * reconnect from the same boot (its journal replays the result) before the flow fails;
+       * reconnecting from a new boot fails it at once. @default 60
+       */
+      command_lost_grace_s: z.number().int().min(1).max(3600).default(60),
       /** Max unacknowledged progress/log messages per stream. @default 64 */
       window: z.number().int().min(1).max(10_000).default(64),
       /** @default 1000 */

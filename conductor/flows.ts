@@ -33,7 +33,8 @@ export interface Step {
 
 type Wait =
   | { type: 'agent'; token: string; since: string }
-  | { type: 'command'; token: string; command_id: string }
+  /** boot_id: the agent boot the command was sent to (a new boot means the command is lost). */
+  | { type: 'command'; token: string; command_id: string; boot_id?: string }
   | { type: 'timer'; token: string; until: string }
   | { type: 'hold'; token: string }
   | { type: 'power'; token: string; target: 'power on' | 'power off'; until: string };
@@ -89,6 +90,7 @@ export interface FlowConfig {
   fastTrack: boolean;
   fastTrackTimeoutS: number;
   callbackTimeoutS: number;
+  agentLostGraceS: number;
   powerTimeoutS: number;
   automatedClean: boolean;
   eraseDevicesPriority: number | null;
@@ -106,7 +108,9 @@ export class FlowEngine {
     d.register('flow.timeout', (task, args) => this.onTimeout(task, args));
     d.register('flow.power', (task, args) => this.onPowerPoll(task, args));
     d.register('fasttrack.expire', (task, args) => this.onLeaseExpired(task, args));
-    c.hub.on('connected', (node) => void this.onAgentEvent(node.id, 'agent').catch((err) => this.log.warn({ err }, 'agent connect hook failed')));
+    d.register('flow.agent_lost', (task, args) => this.onAgentLost(task, args));
+    c.hub.on('connected', (node, session) => void this.onAgentEvent(node.id, 'agent', undefined, session.bootId).catch((err) => this.log.warn({ err }, 'agent connect hook failed')));
+    c.hub.on('disconnected', (nodeId, reason) => void this.onAgentGone(nodeId, reason).catch((err) => this.log.warn({ err }, 'agent disconnect hook failed')));
   }
 
   // ------------------------------------------------------------------ planning
@@ -286,6 +290,7 @@ export class FlowEngine {
 
   /** Move to the wait (or hold) state, persist the wait, schedule whatever ends it. */
   private async park(task: Task, flow: FlowState, wait: Wait, timeoutS?: number): Promise<void> {
+    if (wait.type === 'command') wait.boot_id ??= this.c.hub.sessions.get(task.node.id)?.bootId;
     flow.wait = wait;
     await this.save(task, flow);
     await this.c.moveNode(task, wait.type === 'hold' ? 'hold' : 'wait');
@@ -302,14 +307,40 @@ export class FlowEngine {
   }
 
   /** An event (agent connected, command finished) for a node: continue its flow if it waits on it. */
-  async onAgentEvent(nodeId: number, kind: 'agent' | 'command', commandId?: string): Promise<void> {
+  async onAgentEvent(nodeId: number, kind: 'agent' | 'command', commandId?: string, bootId?: string): Promise<void> {
     const node = await this.c.store.getNodeById(nodeId);
     const flow = node?.driver_internal_info.flow as FlowState | undefined;
     const w = flow?.wait;
     if (!w) return;
+    if (kind === 'agent' && w.type === 'command' && w.boot_id && bootId && bootId !== w.boot_id) {
+      // The machine rebooted under the command: its result died with the old boot.
+      await this.c.deferred.schedule(nodeId, 'flow.agent_lost', { token: w.token, restarted: true, reason: `the agent came back from a new boot (${bootId}); the command's result is lost` });
+      return;
+    }
     if ((kind === 'agent' && w.type === 'agent') || (kind === 'command' && w.type === 'command' && w.command_id === commandId)) {
       await this.c.deferred.schedule(nodeId, 'flow.continue', { token: w.token });
     }
+  }
+
+  /** The stream of an agent a flow waits on dropped: give it the grace period to come back. */
+  private async onAgentGone(nodeId: number, reason: string): Promise<void> {
+    if (this.c.isStopping) return;
+    const node = await this.c.store.getNodeById(nodeId);
+    const w = (node?.driver_internal_info.flow as FlowState | undefined)?.wait;
+    if (w?.type !== 'command') return;
+    await this.c.deferred.schedule(nodeId, 'flow.agent_lost', { token: w.token, reason: `connection lost (${reason}) and not back within ${this.cfg.agentLostGraceS}s` }, new Date(Date.now() + this.cfg.agentLostGraceS * 1000));
+  }
+
+  private async onAgentLost(task: Task, args: Json): Promise<void> {
+    const flow = this.current(task, args.token);
+    const w = flow?.wait;
+    if (!flow || w?.type !== 'command') return;
+    const cmd = await this.c.store.getCommand(w.command_id);
+    if (cmd && cmd.status !== 'PENDING' && cmd.status !== 'RUNNING') return; // the result made it
+    const back = this.c.hub.sessions.get(task.node.id);
+    const restarted = args.restarted === true;
+    if (!restarted && back && (!w.boot_id || back.bootId === w.boot_id)) return; // reconnected from the same boot
+    await this.failFlow(task, flow, new Error(`agent ${restarted ? 'restarted' : 'lost'} while running ${cmd?.name ?? w.command_id}: ${String(args.reason)}`));
   }
 
   /** API unhold: a held flow moves on with its next step. */

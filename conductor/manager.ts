@@ -81,6 +81,7 @@ export class Conductor {
         fastTrack: c.fast_track,
         fastTrackTimeoutS: c.fast_track_timeout_s,
         callbackTimeoutS: c.deploy_callback_timeout_s,
+        agentLostGraceS: cfg.agent.command_lost_grace_s,
         powerTimeoutS: c.power_state_change_timeout_s,
         automatedClean: c.automated_clean,
         eraseDevicesPriority: c.erase_devices_priority,

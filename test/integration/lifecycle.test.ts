@@ -38,6 +38,7 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
   const env = {
     IRONFLEET_CONDUCTOR__ERASE_DEVICES_PRIORITY: '0',
     IRONFLEET_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT_S: '20',
+    IRONFLEET_AGENT__COMMAND_LOST_GRACE_S: '5',
     IRONFLEET_CONDUCTOR__FAST_TRACK_TIMEOUT_S: '3600',
     IRONFLEET_REDFISH__TIMEOUT_MS: '3000',
     IRONFLEET_REDFISH__BREAKER_THRESHOLD: '100',
@@ -100,7 +101,7 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     imgBase = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     conductor = await startConductor();
-    sim = await startSim(['--bmcs', '4', '--profile', 'ideal', '--http', '--agents', conductor.agentAddr, '--boot-delay-ms', '300', '--disk-dir', diskDir]);
+    sim = await startSim(['--bmcs', '5', '--profile', 'ideal', '--http', '--agents', conductor.agentAddr, '--boot-delay-ms', '300', '--disk-dir', diskDir]);
     api = new ApiClient({ url: conductor.apiUrl });
     for (const b of sim.manifest.bmcs) {
       const n = await api.post<{ uuid: string }>('/v1/nodes', {
@@ -165,8 +166,28 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
       return cmds.commands.some((c) => c.command_name === 'deploy.write_image' && c.command_status === 'RUNNING');
     }, 30_000, 'write_image running');
     expect((await admin(sim, 'POST', '/bmcs/1/faults', { agent_crash: true })).json.agent_was_running).toBe(true);
+    // Noticed when the stream drops (grace 5 s here), not at the 20 s call-back timeout.
     const failed = await waitState(1, 'deploy failed', 60_000);
-    expect(failed.last_error).toMatch(/deploy step deploy.write_image failed: timed out waiting for agent command/);
+    expect(failed.last_error).toMatch(/deploy step deploy.write_image failed: agent lost while running deploy.write_image: connection lost \(.*\) and not back within 5s/);
+  }, 120_000);
+
+  it('the machine rebooting under a running command: the new boot is refused (token of the old boot), the deploy fails after the grace', async () => {
+    await makeAvailable(4);
+    await setImage(4, 'slow.raw');
+    await provision(4, 'active');
+    await waitFor(async () => {
+      const cmds = await api.get<{ commands: Array<{ command_name: string; command_status: string }> }>(`/v1/nodes/${nodes[4]}/agent/commands`);
+      return cmds.commands.some((c) => c.command_name === 'deploy.write_image' && c.command_status === 'RUNNING');
+    }, 30_000, 'write_image running');
+    const boots = Number((await admin(sim, 'GET', '/bmcs/4')).json.agent.boots);
+    // Power cut and back on behind the conductor's back: the ramdisk boots again (new boot id) and
+    // looks up without the token the old boot was given — refused, so it cannot take the node over.
+    await admin(sim, 'POST', '/bmcs/4/faults', { power: 'off' });
+    await admin(sim, 'POST', '/bmcs/4/faults', { power: 'on' });
+    const failed = await waitState(4, 'deploy failed', 60_000);
+    expect(failed.last_error).toMatch(/agent lost while running deploy.write_image: connection lost/);
+    expect(Number((await admin(sim, 'GET', '/bmcs/4')).json.agent.boots)).toBe(boots + 1);
+    expect(conductor.logs()).toMatch(/agent token rejected/);
   }, 120_000);
 
   it('a black-holed BMC during a deploy fails it with the BMC timeout, not a hang', async () => {
