@@ -4,7 +4,7 @@
  * the device supports it, else overwrite with zeros). Disks are erased in parallel; progress is
  * reported as bytes over all disks.
  */
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 
 const MiB = 1024 * 1024;
@@ -57,7 +57,7 @@ async function deviceSize(device: string): Promise<number> {
 async function zeroRange(device: string, offset: number, len: number, onBytes: (n: number) => void, signal?: AbortSignal): Promise<void> {
   const fh = await open(device, 'r+');
   try {
-    const zeros = Buffer.alloc(4 * MiB);
+    const zeros = Buffer.alloc(Math.min(4 * MiB, Math.max(len, 1)));
     for (let pos = offset; pos < offset + len; ) {
       if (signal?.aborted) throw new Error('erase cancelled');
       const n = Math.min(zeros.length, offset + len - pos);
@@ -98,7 +98,10 @@ export async function eraseMetadata(devices: string[], progress?: (p: EraseProgr
     (s) => Math.min(s, 2 * MiB),
     progress,
     async (dev, size, tick) => {
-      await run('wipefs', ['--all', '--force', dev]); // best effort: the zeroing below is the guarantee
+      // Best effort on block devices (signatures anywhere, e.g. a RAID superblock at the end);
+      // the zeroing below is the guarantee. A regular file (a simulated disk) needs only that —
+      // and a simulator running hundreds of agents in one process cannot afford a spawn per disk.
+      if ((await stat(dev)).isBlockDevice()) await run('wipefs', ['--all', '--force', dev]);
       const head = Math.min(MiB, size);
       await zeroRange(dev, 0, head, tick);
       if (size > MiB) await zeroRange(dev, Math.max(head, size - MiB), Math.min(MiB, size - head), tick);
