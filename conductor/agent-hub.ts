@@ -367,6 +367,11 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       );
       return undefined;
     }
+    if (node.driver_internal_info.retired_agent_boot_id === hello.bootId) {
+      // A power action ended this boot; the agent reconnected in the moment before it landed.
+      call.emit('error', grpcError(grpc.status.FAILED_PRECONDITION, `boot ${hello.bootId} of node ${node.uuid} was ended by a power action; only a new boot is accepted`));
+      return undefined;
+    }
     this.log.debug({ peer, metadata: call.metadata.getMap(), hello }, 'agent hello');
     const presented = call.metadata.get(AGENT_TOKEN_METADATA)[0];
     const presentedToken = typeof presented === 'string' ? presented : presented?.toString('utf8');

@@ -276,8 +276,7 @@ export class FlowEngine {
    * then ask the BMC. timeoutS 0: return once accepted (callers poll through deferred actions).
    */
   private async powerCut(task: Task, target: 'power off' | 'rebooting', reason: string, timeoutS = 0): Promise<void> {
-    this.c.hub.disconnect(task.node.id, reason);
-    await this.c.store.clearAgentToken(task.node.id);
+    await this.c.endAgentBoot(task, reason);
     await this.c.drivers.get(task.node.driver).power.setPowerState(task.node, target, this.c.driverContextFor(task), timeoutS);
   }
 

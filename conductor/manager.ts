@@ -328,8 +328,20 @@ export class Conductor {
     const hw = this.drivers.get(task.node.driver);
     const state = await hw.power.setPowerState(task.node, target, this.driverContextFor(task), timeoutS);
     await this.store.updateNode(task.node.id, { power_state: state, target_power_state: null });
-    if (target !== 'power on') await this.store.clearAgentToken(task.node.id);
+    if (target !== 'power on') await this.endAgentBoot(task, `power ${target}`);
     return state;
+  }
+
+  /**
+   * The ramdisk boot running on this node ends (power off / reboot): its token is wiped, its boot
+   * id retired — so the old agent, reconnecting in the moment before the power action lands, cannot
+   * be issued a fresh token and lock out the next boot — and its stream closed.
+   */
+  async endAgentBoot(task: Task, reason: string): Promise<void> {
+    const bootId = this.hub.sessions.get(task.node.id)?.bootId ?? task.node.agent_boot_id;
+    if (bootId) await this.patchInternal(task, { retired_agent_boot_id: bootId });
+    await this.store.clearAgentToken(task.node.id);
+    this.hub.disconnect(task.node.id, reason);
   }
 
   // ------------------------------------------------------------------ provisioning
