@@ -428,6 +428,8 @@ export class FlowEngine {
     const node = task.node;
     const event = flow.kind === 'clean' && node.target_provision_state === 'manageable' ? 'manage' : 'done';
     await this.c.patchInternal(task, { flow: null, clean_step: null, deploy_step: null, service_step: null });
+    // Timeouts of this flow's earlier waits would be no-ops (their tokens are stale); drop them.
+    await this.c.store.cancelDeferred(node.id, 'flow finished', 'flow.timeout');
     await this.c.moveNode(task, event);
     const agentUp = this.c.hub.isConnected(node.id);
     if (agentUp && this.cfg.fastTrack) await this.c.startLease(task);

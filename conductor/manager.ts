@@ -20,7 +20,7 @@ import {
   type ProvisionEvent,
   type ProvisionState,
 } from './states.js';
-import { AgentNotConnectedError, DriverError, InvalidInputError, InvalidStateError, errorMessage } from '../shared/errors.js';
+import { AgentNotConnectedError, DriverError, InvalidInputError, InvalidStateError, NodeLockedError, errorMessage } from '../shared/errors.js';
 import { COMMANDS, isCommandName } from '../shared/commands.js';
 import { describeZodError } from '../shared/inventory.js';
 import { ConductorMetrics } from './metrics.js';
@@ -263,10 +263,7 @@ export class Conductor {
   driverContextFor(task: Task, signal?: AbortSignal): DriverContext {
     return {
       signal,
-      setInternalInfo: async (patch) => {
-        const n = await task.refresh();
-        await this.store.updateNode(n.id, { driver_internal_info: { ...n.driver_internal_info, ...patch } });
-      },
+      setInternalInfo: (patch) => this.patchInternal(task, patch),
     };
   }
 
@@ -567,19 +564,29 @@ export class Conductor {
           return;
         }
         if (!['Completed', 'Exception', 'Killed', 'Cancelled'].includes(state.state)) return;
-        finished++;
-        const internal = { ...n.driver_internal_info };
-        delete internal.firmware_update;
-        if (state.state === 'Completed') {
-          const versions = await this.bmcPool().op<{ bios: string | null; bmc: string | null }>(nodeRef(n), { op: 'firmware-versions' }).catch(() => ({ bios: null, bmc: null }));
-          internal.firmware_versions = { ...versions, updated_at: new Date().toISOString(), last_version_flashed: { component: fw.component, image_url: fw.image_url } };
-          await this.store.updateNode(n.id, { driver_internal_info: internal });
-          await this.history(n, `Firmware update of ${fw.component} completed; now ${fw.component === 'bios' ? versions.bios : versions.bmc}`, 'firmware', 'INFO');
-        } else {
-          const msg = `Firmware update of ${fw.component} failed: BMC task ${state.state}${state.messages.length ? `: ${state.messages.join('; ')}` : ''}`;
-          await this.store.updateNode(n.id, { driver_internal_info: internal, last_error: msg });
-          await this.history(n, msg, 'firmware', 'ERROR');
-        }
+        const versions = state.state === 'Completed' ? await this.bmcPool().op<{ bios: string | null; bmc: string | null }>(nodeRef(n), { op: 'firmware-versions' }).catch(() => ({ bios: null, bmc: null })) : undefined;
+        // Record it under the node lock: a flow may be writing driver_internal_info right now, and
+        // an unlocked read-modify-write here once erased a parked flow's wait (node stuck in
+        // `clean wait`). Locked by someone else: the next pass records it.
+        const done = await this.tasks
+          .withLock(n.id, 'firmware task finished', async (task) => {
+            if (!task.node.driver_internal_info.firmware_update) return false;
+            if (versions) {
+              await this.patchInternal(task, { firmware_update: null, firmware_versions: { ...versions, updated_at: new Date().toISOString(), last_version_flashed: { component: fw.component, image_url: fw.image_url } } });
+              await this.history(n, `Firmware update of ${fw.component} completed; now ${fw.component === 'bios' ? versions.bios : versions.bmc}`, 'firmware', 'INFO');
+            } else {
+              const msg = `Firmware update of ${fw.component} failed: BMC task ${state.state}${state.messages.length ? `: ${state.messages.join('; ')}` : ''}`;
+              await this.patchInternal(task, { firmware_update: null });
+              await this.store.updateNode(n.id, { last_error: msg });
+              await this.history(n, msg, 'firmware', 'ERROR');
+            }
+            return true;
+          }, { retries: 0 })
+          .catch((err) => {
+            if (!(err instanceof NodeLockedError)) throw err;
+            return false;
+          });
+        if (done) finished++;
       }),
     );
     return finished;
