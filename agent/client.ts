@@ -40,6 +40,8 @@ export interface AgentClientOptions {
   channel?: grpc.Channel;
   /** In-band firmware plugins (vendor tools, the generic command runner). */
   firmwareManagers?: FirmwareManager[];
+  /** Priorities of this agent's deploy steps ("interface.step" → priority). */
+  deployStepPriorities?: Record<string, number>;
   /** Inventory sent after Welcome; default true. */
   sendInventory?: boolean;
 }
@@ -346,6 +348,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
           hardware: this.opts.hardware,
           md5Allowed: this.settings.md5Allowed,
           firmware: this.opts.firmwareManagers ?? [],
+          deployStepPriorities: this.opts.deployStepPriorities ?? {},
           log,
           progress: (p) => this.progress(cmd.commandId, p),
           sendInventory: () => this.sendInventory(),

@@ -18,7 +18,20 @@ export const agentOptionsSchema = z.strictObject({
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
   firmware_config: z.string().min(1).optional(),
   extra_macs: z.array(z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'must be a MAC address')).default([]),
+  /** "interface.step" → priority this agent reports for its deploy steps. */
+  deploy_step_priorities: z.record(z.string().regex(/^[a-z_]+\.[a-z_]+$/, 'must be interface.step'), z.number().int().min(0).max(1000)).default({}),
 });
+
+/** `deploy.erase_devices_metadata:85,raid.apply_configuration:0` (kernel command line form). */
+export function parseStepPriorities(s: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const item of s.split(',').filter(Boolean)) {
+    const m = item.match(/^([^:=]+)[:=](\d+)$/);
+    if (!m) throw new ConfigError(`invalid agent options: deploy_step_priorities: "${item}" is not interface.step:priority`, 'deploy_step_priorities');
+    out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
 export type AgentOptions = z.output<typeof agentOptionsSchema>;
 
 export function kernelCmdlineOptions(cmdline: string): Record<string, string> {
@@ -48,6 +61,8 @@ export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown
     ...(k.conductor ? { conductor: k.conductor } : {}),
     ...(k.ca ? { ca_file: k.ca } : {}),
     ...(k.firmware_config ? { firmware_config: k.firmware_config } : {}),
+    ...(k.log_level ? { log_level: k.log_level } : {}),
+    ...(k.deploy_step_priorities ? { deploy_step_priorities: parseStepPriorities(k.deploy_step_priorities) } : {}),
   };
   for (const [key, v] of Object.entries(flags)) if (v !== undefined) raw[key] = v;
   const opts = compileAgentOptions(raw);
@@ -59,6 +74,7 @@ export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown
     stateDir: opts.state_dir,
     caPem: opts.ca_file ? readFileSync(opts.ca_file) : undefined,
     firmwareManagers: opts.firmware_config ? [new GenericCommandFirmware(loadGenericFirmwareConfig(opts.firmware_config))] : [],
+    deployStepPriorities: opts.deploy_step_priorities,
   });
   await client.start();
   const stop = async (sig: string) => {

@@ -8,7 +8,7 @@ import { loadConfig } from '../conductor/config.js';
 import { startConductor } from '../conductor/service.js';
 import { createLogger } from '../shared/logger.js';
 import { IronfleetError, errorMessage } from '../shared/errors.js';
-import { runAgent } from '../agent/main.js';
+import { parseStepPriorities, runAgent } from '../agent/main.js';
 import { ApiClient, ApiError } from './api-client.js';
 import { runSimAgents } from './sim-agents.js';
 import { runLab } from './lab.js';
@@ -101,8 +101,9 @@ export function buildCli(): Command {
     .option('--log-level <level>', 'log level', 'info')
     .option('--extra-mac <mac...>', 'additional MAC addresses to look up with')
     .option('--firmware-config <file>', 'JSON: in-band firmware components and their version/update commands')
+    .option('--deploy-step-priorities <list>', 'priorities of this agent\'s deploy steps, e.g. deploy.erase_devices_metadata:85 (default: all 0)')
     .action(async (o) => {
-      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, log_level: o.logLevel, extra_macs: o.extraMac, firmware_config: o.firmwareConfig });
+      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, log_level: o.logLevel, extra_macs: o.extraMac, firmware_config: o.firmwareConfig, deploy_step_priorities: o.deployStepPriorities === undefined ? undefined : parseStepPriorities(o.deployStepPriorities) });
     });
 
   program
@@ -150,6 +151,7 @@ export function buildCli(): Command {
     .option('--agents <host:port>', 'boot a simulated ramdisk agent on every power-on, connecting to this conductor')
     .option('--boot-delay-ms <ms>', 'simulated boot time of the ramdisk', int('boot-delay-ms', 0, 600_000), 3000)
     .option('--disk-dir <dir>', 'where the simulated machines\' disks (sparse files) live', 'var/sim/disks')
+    .option('--agent-deploy-step-priorities <list>', 'deploy step priorities the simulated agents report, e.g. deploy.erase_devices_metadata:85')
     .option('--qemu-ramdisk <dir>', 'with --agents: boot the deploy ramdisk built in <dir> (ironfleet ramdisk build) in a qemu VM per machine')
     .option('--qemu-disks <n>', 'virtio disks per VM', int('qemu-disks', 1, 8), 3)
     .option('--qemu-disk-mib <n>', 'size of each VM disk (MiB)', int('qemu-disk-mib', 64, 1 << 20), 1024)
@@ -177,7 +179,7 @@ export function buildCli(): Command {
         workers: o.workers,
         admin_port: o.adminPort,
         initial_power: o.initialPower,
-        ...(o.agents ? { agents: { conductor: o.agents, boot_delay_ms: o.bootDelayMs, disk_dir: path.resolve(o.diskDir) } } : {}),
+        ...(o.agents ? { agents: { conductor: o.agents, boot_delay_ms: o.bootDelayMs, disk_dir: path.resolve(o.diskDir), ...(o.agentDeployStepPriorities ? { deploy_step_priorities: parseStepPriorities(o.agentDeployStepPriorities) } : {}) } } : {}),
         ...(o.qemuRamdisk ? { qemu: qemuOptions(o) } : {}),
       });
       const first = fleet.manifest.bmcs[0]!;

@@ -34,7 +34,7 @@ export interface Step {
 type Wait =
   | { type: 'agent'; token: string; since: string }
   /** boot_id: the agent boot the command was sent to (a new boot means the command is lost). */
-  | { type: 'command'; token: string; command_id: string; boot_id?: string }
+  | { type: 'command'; token: string; command_id: string; boot_id?: string; /** the agent's step list (get_clean/deploy_steps) */ expansion?: boolean }
   | { type: 'timer'; token: string; until: string }
   | { type: 'hold'; token: string }
   | { type: 'power'; token: string; target: 'power on' | 'power off'; until: string };
@@ -142,9 +142,29 @@ export class FlowEngine {
     return out.sort((a, b) => b.priority - a.priority);
   }
 
+  /**
+   * A deploy runs the agent's deploy steps that have a priority (those its ramdisk was configured
+   * to run on every deploy), merged by priority into what is still to come; conductor steps and
+   * steps already in the flow are not duplicated.
+   */
+  private mergeAgentDeploySteps(flow: FlowState, agentSteps: Array<Record<string, unknown>>): void {
+    const present = new Set(flow.steps.map((s) => `${s.interface}.${s.step}`));
+    const add = agentSteps
+      .filter((s) => Number(s.priority ?? 0) > 0 && AGENT_STEP_COMMANDS[`${s.interface}.${s.step}`] && !present.has(`${s.interface}.${s.step}`))
+      .map((s): Step => ({ interface: String(s.interface), step: String(s.step), priority: Number(s.priority), args: {}, runner: 'agent' }));
+    if (add.length === 0) return;
+    const rest = [...flow.steps.slice(flow.index), ...add].sort((a, b) => b.priority - a.priority);
+    flow.steps = [...flow.steps.slice(0, flow.index), ...rest];
+  }
+
   /** What a node would run for `kind` (the steps API). Agent steps need a connected agent. */
   async previewSteps(node: Node, kind: FlowKind): Promise<{ steps: Step[]; complete: boolean }> {
-    if (kind === 'deploy') return { steps: this.deploySteps(node), complete: true };
+    if (kind === 'deploy') {
+      const flow: FlowState = { kind, manual: false, steps: this.deploySteps(node), index: 1, expanded: true, fast_track: false, started_at: '', wait: null };
+      const known = node.driver_internal_info.agent_deploy_steps as { steps: Array<Record<string, unknown>> } | undefined;
+      if (known) this.mergeAgentDeploySteps(flow, known.steps);
+      return { steps: flow.steps, complete: Boolean(known) };
+    }
     const known = node.driver_internal_info.agent_clean_steps as Array<Record<string, unknown>> | undefined;
     if (!known) return { steps: [], complete: false };
     return { steps: this.cleanStepsFromAgent(known), complete: true };
@@ -162,7 +182,10 @@ export class FlowEngine {
     let steps: Step[];
     let expanded = true;
     let manual = false;
-    if (kind === 'deploy') steps = needsAgent ? this.deploySteps(node, userSteps) : [];
+    if (kind === 'deploy') {
+      steps = needsAgent ? this.deploySteps(node, userSteps) : [];
+      expanded = !needsAgent; // the agent's own deploy steps join once it is up
+    }
     else if (userSteps) {
       manual = true;
       steps = userSteps.map((u) => toStep(u, 0));
@@ -183,14 +206,23 @@ export class FlowEngine {
 
   private async advance(task: Task, flow: FlowState): Promise<void> {
     for (;;) {
-      if (flow.index >= flow.steps.length) {
-        if (!flow.expanded) {
-          // Automated clean: ask the agent which steps it offers, then continue with them.
-          const cmd = await this.sendAgent(task, 'clean.get_clean_steps', {});
-          return this.park(task, flow, { type: 'command', token: randomUUID(), command_id: cmd }, this.cfg.callbackTimeoutS);
+      if (!flow.expanded && flow.steps[flow.index - 1]?.step === 'boot_agent') {
+        // The agent is up: ask which steps it offers (automated clean: all of them; deploy: those
+        // it gives a priority) and continue with them. A deploy reuses the list of the same boot.
+        if (flow.kind === 'deploy') {
+          const cached = task.node.driver_internal_info.agent_deploy_steps as { boot_id: string | null; steps: Array<Record<string, unknown>> } | undefined;
+          const bootId = this.c.hub.sessions.get(task.node.id)?.bootId;
+          if (cached && bootId && cached.boot_id === bootId) {
+            this.mergeAgentDeploySteps(flow, cached.steps);
+            flow.expanded = true;
+            await this.save(task, flow);
+            continue;
+          }
         }
-        return this.finish(task, flow);
+        const cmd = await this.sendAgent(task, flow.kind === 'deploy' ? 'deploy.get_deploy_steps' : 'clean.get_clean_steps', {});
+        return this.park(task, flow, { type: 'command', token: randomUUID(), command_id: cmd, expansion: true }, this.cfg.callbackTimeoutS);
       }
+      if (flow.index >= flow.steps.length) return this.finish(task, flow);
       const step = flow.steps[flow.index]!;
       await this.setCurrentStep(task, flow, step);
       const outcome = await this.runStep(task, flow, step);
@@ -376,8 +408,8 @@ export class FlowEngine {
         }
         await this.onCommandResult(task, flow, cmd.name, cmd.result ?? {});
       }
-      if (wait.type !== 'command' || flow.expanded) flow.index++;
-      else flow.expanded = true;
+      if (wait.type === 'command' && wait.expansion) flow.expanded = true;
+      else flow.index++;
       await this.save(task, flow);
       await this.advance(task, flow);
     } catch (err) {
@@ -391,6 +423,12 @@ export class FlowEngine {
       await this.c.patchInternal(task, { agent_clean_steps: all });
       // flow.index already points past boot_agent: the agent's steps follow from here.
       flow.steps.push(...this.cleanStepsFromAgent(all));
+      return;
+    }
+    if (name === 'deploy.get_deploy_steps') {
+      const all = Object.values((result.deploy_steps as Record<string, Array<Record<string, unknown>>>) ?? {}).flat();
+      await this.c.patchInternal(task, { agent_deploy_steps: { boot_id: this.c.hub.sessions.get(task.node.id)?.bootId ?? null, steps: all } });
+      this.mergeAgentDeploySteps(flow, all);
       return;
     }
     if (name === 'raid.create_configuration') {

@@ -26,6 +26,7 @@ export const COMMANDS = {
     long: true,
   },
   'clean.get_clean_steps': { case: 'getCleanSteps', params: z.strictObject({}), long: false },
+  'deploy.get_deploy_steps': { case: 'getDeploySteps', params: z.strictObject({}), long: false },
   'standby.power_off': { case: 'powerOff', params: z.strictObject({}), long: false },
   'clean.erase_devices_metadata': { case: 'eraseDevicesMetadata', params: z.strictObject({ devices: z.array(devicePath).max(256).optional() }), long: true },
   'clean.erase_devices': { case: 'eraseDevices', params: z.strictObject({ devices: z.array(devicePath).max(256).optional() }), long: true },
@@ -78,6 +79,8 @@ export function toProtoCommand(id: string, name: CommandName, params: Record<str
       return { commandId: id, timeoutS, params: { $case: 'burninCpu', value: { durationS: Number(params.duration_s), cpus: Number(params.cpus ?? 0) } } };
     case 'clean.get_clean_steps':
       return { commandId: id, timeoutS, params: { $case: 'getCleanSteps', value: {} } };
+    case 'deploy.get_deploy_steps':
+      return { commandId: id, timeoutS, params: { $case: 'getDeploySteps', value: {} } };
     case 'standby.power_off':
       return { commandId: id, timeoutS, params: { $case: 'powerOff', value: {} } };
     case 'clean.erase_devices_metadata':
@@ -135,6 +138,8 @@ export function fromProtoCommand(cmd: Command): { name: CommandName; params: Rec
       return { name: 'clean.burnin_cpu', params: { duration_s: p.value.durationS, cpus: p.value.cpus } };
     case 'getCleanSteps':
       return { name: 'clean.get_clean_steps', params: {} };
+    case 'getDeploySteps':
+      return { name: 'deploy.get_deploy_steps', params: {} };
     case 'powerOff':
       return { name: 'standby.power_off', params: {} };
     case 'eraseDevicesMetadata':

@@ -44,6 +44,7 @@ export const simOptionsSchema = z.strictObject({
       boot_delay_ms: z.number().int().min(0).max(600_000).default(3000),
       disk_dir: z.string().min(1),
       disk_bytes: z.number().int().min(1 << 20).default(8 * 2 ** 30),
+      deploy_step_priorities: z.record(z.string(), z.number().int().min(0).max(1000)).default({}),
     })
     .optional(),
   /** With `agents`: machines boot the built deploy ramdisk in a qemu VM (TCG) instead. */
@@ -167,7 +168,7 @@ export async function startFleet(raw: SimOptions): Promise<RunningFleet> {
           single,
           tls: tls ? { cert: tls.certPem, key: tls.keyPem } : undefined,
           initialPower: o.initial_power,
-          agents: o.agents ? { conductor: o.agents.conductor, bootDelayMs: o.agents.boot_delay_ms, diskDir: o.agents.disk_dir, diskBytes: o.agents.disk_bytes } : undefined,
+          agents: o.agents ? { conductor: o.agents.conductor, bootDelayMs: o.agents.boot_delay_ms, diskDir: o.agents.disk_dir, diskBytes: o.agents.disk_bytes, deployStepPriorities: o.agents.deploy_step_priorities } : undefined,
           qemu: o.qemu ? { kernel: o.qemu.kernel, initramfs: o.qemu.initramfs, diskDir: o.qemu.disk_dir, disks: o.qemu.disks, diskBytes: o.qemu.disk_bytes, memoryMiB: o.qemu.memory_mib, forwardPorts: o.qemu.forward_ports, append: o.qemu.append } : undefined,
         }),
       ),

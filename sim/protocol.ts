@@ -34,7 +34,7 @@ export type ParentMessage =
       tls?: { cert: string; key: string };
       initialPower: 'on' | 'off' | 'mixed';
       /** Simulated ramdisk agents booted by power-on. */
-      agents?: { conductor: string; bootDelayMs: number; diskDir: string; diskBytes: number };
+      agents?: { conductor: string; bootDelayMs: number; diskDir: string; diskBytes: number; deployStepPriorities: Record<string, number> };
       /** Machines boot a qemu VM running the built deploy ramdisk instead of an in-process agent. */
       qemu?: { kernel: string; initramfs: string; diskDir: string; disks: number; diskBytes: number; memoryMiB: number; forwardPorts: number[]; append?: string };
     }

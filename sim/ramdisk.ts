@@ -17,6 +17,7 @@ export interface RamdiskOptions {
   bootDelayMs: number;
   diskDir: string;
   diskBytes: number;
+  deployStepPriorities?: Record<string, number>;
   log: Logger;
 }
 
@@ -69,6 +70,7 @@ export class SimulatedRamdisk {
         hardware: new SimulatedHardware({ seed: this.o.seed, index: this.machine.index, bootId: randomUUID(), diskDir: this.o.diskDir, diskBytes: this.o.diskBytes }),
         log: this.o.log.child({ machine: this.machine.index }),
         backoff: { initialMs: 200, maxMs: 5_000 },
+        deployStepPriorities: this.o.deployStepPriorities,
       });
       this.agent = agent;
       void agent.start().catch((err) => this.o.log.warn({ err, machine: this.machine.index }, 'simulated agent failed to start'));

@@ -72,7 +72,7 @@ async function init(m: Extract<ParentMessage, { type: 'init' }>): Promise<{ list
   for (const i of m.indexes) {
     const machine = machineFor(i);
     if (m.agents && m.qemu) ramdisks.set(i, new QemuRamdisk(machine, { ...m.qemu, conductor: m.agents.conductor, log: agentLog }));
-    else if (m.agents) ramdisks.set(i, new SimulatedRamdisk(machine, { conductor: m.agents.conductor, seed: m.seed, bootDelayMs: m.agents.bootDelayMs, diskDir: m.agents.diskDir, diskBytes: m.agents.diskBytes, log: agentLog }));
+    else if (m.agents) ramdisks.set(i, new SimulatedRamdisk(machine, { conductor: m.agents.conductor, seed: m.seed, bootDelayMs: m.agents.bootDelayMs, diskDir: m.agents.diskDir, diskBytes: m.agents.diskBytes, deployStepPriorities: m.agents.deployStepPriorities, log: agentLog }));
     const svc = new BmcService(i, [machine], profile, drawTraits(profile, rngFor(m.seed, i, 'traits')), SIM_USERNAME, bmcPassword(m.seed, i), m.seed);
     services.push(svc);
     byHost.set(bmcHost(i), svc);

@@ -5,7 +5,7 @@ import type { HardwareProvider } from '../hardware.js';
 import { getInventory } from './system.js';
 import { burninCpu, eraseAllDevices, eraseDevicesMetadata, getCleanSteps } from './clean.js';
 import { powerOff, syncDisks } from './standby.js';
-import { writeImageCommand } from './deploy.js';
+import { getDeploySteps, writeImageCommand } from './deploy.js';
 import { createConfiguration, deleteConfiguration } from './raid.js';
 import { updateFirmwareCommand } from './firmware.js';
 import type { FirmwareManager } from '../firmware.js';
@@ -32,6 +32,8 @@ export interface CommandContext {
   md5Allowed: boolean;
   /** In-band firmware plugins configured on this agent. */
   firmware: FirmwareManager[];
+  /** Priorities this ramdisk gives its deploy steps ("interface.step" → priority; default 0). */
+  deployStepPriorities: Record<string, number>;
   /** Streamed to the conductor's log, tagged with the command id. */
   remoteLog(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
 }
@@ -56,6 +58,7 @@ export const HANDLERS: Record<CommandName, CommandHandler> = {
   'standby.power_off': powerOff,
   'clean.burnin_cpu': burninCpu,
   'clean.get_clean_steps': getCleanSteps,
+  'deploy.get_deploy_steps': getDeploySteps,
   'deploy.write_image': writeImageCommand,
   'clean.erase_devices_metadata': eraseDevicesMetadata,
   'clean.erase_devices': eraseAllDevices,

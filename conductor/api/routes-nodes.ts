@@ -235,7 +235,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
       kind,
       steps: p.steps.map(({ runner: _r, ...s }) => s),
       complete: p.complete,
-      ...(p.complete ? {} : { note: 'automated clean steps come from the agent: they are known after its first get_clean_steps' }),
+      ...(p.complete ? {} : { note: `the agent's own ${kind} steps are known after its first get_${kind}_steps` }),
       running: flow ? { kind: flow.kind, index: flow.index, steps: flow.steps } : null,
     };
   });

@@ -248,6 +248,7 @@ export interface Command {
     | { $case: "createConfiguration"; value: CreateConfigurationParams }
     | { $case: "deleteConfiguration"; value: DeleteConfigurationParams }
     | { $case: "updateFirmware"; value: UpdateFirmwareParams }
+    | { $case: "getDeploySteps"; value: GetDeployStepsParams }
     | undefined;
   /** Deadline for the command on the agent's side, 0 = none. */
   timeoutS: number;
@@ -273,6 +274,13 @@ export interface BurninCpuParams {
 
 /** clean.get_clean_steps: the steps this agent offers; result {"clean_steps": [...]}. */
 export interface GetCleanStepsParams {
+}
+
+/**
+ * deploy.get_deploy_steps: the deploy steps this agent offers (IPA's get_deploy_steps shape):
+ * {"deploy_steps": {"<hardware manager>": [{"interface", "step", "priority", "argsinfo"…}]}}.
+ */
+export interface GetDeployStepsParams {
 }
 
 /** standby.power_off: the agent powers the machine off (simulated agents just exit). */
@@ -2317,6 +2325,9 @@ export const Command: MessageFns<Command> = {
       case "updateFirmware":
         UpdateFirmwareParams.encode(message.params.value, writer.uint32(162).fork()).join();
         break;
+      case "getDeploySteps":
+        GetDeployStepsParams.encode(message.params.value, writer.uint32(170).fork()).join();
+        break;
     }
     if (message.timeoutS !== 0) {
       writer.uint32(40).uint32(message.timeoutS);
@@ -2439,6 +2450,14 @@ export const Command: MessageFns<Command> = {
             message.params = { $case: "updateFirmware", value: UpdateFirmwareParams.decode(reader, reader.uint32()) };
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.params = { $case: "getDeploySteps", value: GetDeployStepsParams.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 5: {
             if (tag !== 40) {
               break;
@@ -2508,6 +2527,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "updateFirmware", value: UpdateFirmwareParams.fromJSON(object.updateFirmware) }
         : isSet(object.update_firmware)
         ? { $case: "updateFirmware", value: UpdateFirmwareParams.fromJSON(object.update_firmware) }
+        : isSet(object.getDeploySteps)
+        ? { $case: "getDeploySteps", value: GetDeployStepsParams.fromJSON(object.getDeploySteps) }
+        : isSet(object.get_deploy_steps)
+        ? { $case: "getDeploySteps", value: GetDeployStepsParams.fromJSON(object.get_deploy_steps) }
         : undefined,
       timeoutS: isSet(object.timeoutS)
         ? globalThis.Number(object.timeoutS)
@@ -2544,6 +2567,8 @@ export const Command: MessageFns<Command> = {
       obj.deleteConfiguration = DeleteConfigurationParams.toJSON(message.params.value);
     } else if (message.params?.$case === "updateFirmware") {
       obj.updateFirmware = UpdateFirmwareParams.toJSON(message.params.value);
+    } else if (message.params?.$case === "getDeploySteps") {
+      obj.getDeploySteps = GetDeployStepsParams.toJSON(message.params.value);
     }
     if (message.timeoutS !== 0) {
       obj.timeoutS = Math.round(message.timeoutS);
@@ -2627,6 +2652,12 @@ export const Command: MessageFns<Command> = {
       case "updateFirmware": {
         if (object.params?.value !== undefined && object.params?.value !== null) {
           message.params = { $case: "updateFirmware", value: UpdateFirmwareParams.fromPartial(object.params.value) };
+        }
+        break;
+      }
+      case "getDeploySteps": {
+        if (object.params?.value !== undefined && object.params?.value !== null) {
+          message.params = { $case: "getDeploySteps", value: GetDeployStepsParams.fromPartial(object.params.value) };
         }
         break;
       }
@@ -2877,6 +2908,58 @@ export const GetCleanStepsParams: MessageFns<GetCleanStepsParams> = {
   },
   fromPartial(_: DeepPartial<GetCleanStepsParams>): GetCleanStepsParams {
     const message = createBaseGetCleanStepsParams();
+    return message;
+  },
+};
+
+function createBaseGetDeployStepsParams(): GetDeployStepsParams {
+  return {};
+}
+
+export const GetDeployStepsParams: MessageFns<GetDeployStepsParams> = {
+  encode(_: GetDeployStepsParams, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDeployStepsParams {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDeployStepsParams();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetDeployStepsParams {
+    return {};
+  },
+
+  toJSON(_: GetDeployStepsParams): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetDeployStepsParams>): GetDeployStepsParams {
+    return GetDeployStepsParams.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<GetDeployStepsParams>): GetDeployStepsParams {
+    const message = createBaseGetDeployStepsParams();
     return message;
   },
 };
