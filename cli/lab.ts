@@ -19,6 +19,8 @@ import { startConductor, type RunningConductor } from '../conductor/service.js';
 import { createLogger } from '../shared/logger.js';
 import { ApiClient } from './api-client.js';
 import type { Manifest } from '../sim/fleet.js';
+import { buildRamdisk } from '../agent/ramdisk/build.js';
+import { GUEST_HOST } from '../sim/qemu-ramdisk.js';
 
 export interface LabOptions {
   nodes: number;
@@ -29,6 +31,8 @@ export interface LabOptions {
   profile: string;
   dir: string;
   durationS: number;
+  /** One more machine: a qemu VM booting the built deploy ramdisk. */
+  qemu?: boolean;
 }
 
 const SEED = 'lab';
@@ -193,6 +197,9 @@ export async function runLab(o: LabOptions): Promise<void> {
     }
   };
   setInterval(() => void tick(), 400).unref();
+  if (o.qemu) {
+    void runVm({ api, dir, say, agentPort: running.agentPort, imagePort: Number(new URL(imageUrl).port), imageSha, children }).catch((err: Error) => say(`qemu VM: ${err.message}`));
+  }
 
   let cmdOk = 0;
   let cmdFailed = 0;
@@ -213,4 +220,52 @@ export async function runLab(o: LabOptions): Promise<void> {
   };
   setInterval(() => void dashboard().catch(() => {}), 5000).unref();
   await new Promise(() => {});
+}
+
+/**
+ * The lab's real machine: one more BMC whose server is a qemu VM (TCG). Its power-on boots the
+ * deploy ramdisk built from Debian packages; the conductor inspects it, cleans it and deploys the
+ * lab image onto an mdadm RAID-1 across two of its three virtio disks, reading it back from the array.
+ */
+async function runVm(o: { api: ApiClient; dir: string; say: (s: string) => void; agentPort: number; imagePort: number; imageSha: string; children: ChildProcess[] }): Promise<void> {
+  const t0 = Date.now();
+  const secs = () => `${((Date.now() - t0) / 1000).toFixed(0)} s`;
+  const out = path.resolve('var', 'ramdisk');
+  o.say('qemu VM: building the deploy ramdisk (Debian kernel + busybox + Node + agent + mdadm; cached in var/ramdisk)');
+  const m = await buildRamdisk({ outDir: out });
+  o.say(`qemu VM: ramdisk ${m.cached ? 'up to date' : `built in ${(m.build_ms / 1000).toFixed(1)} s`}: kernel ${m.kernel_version}, initramfs ${(m.initramfs_bytes / 2 ** 20).toFixed(1)} MiB`);
+  const manifestPath = path.join(o.dir, 'vm-fleet.json');
+  const sim = await startChild(
+    ['sim', '--bmcs', '1', '--profile', 'ideal', '--http', '--seed', 'lab-vm', '--port', '8444', '--admin-port', '0', '--manifest', manifestPath,
+      '--agents', `127.0.0.1:${o.agentPort}`, '--qemu-ramdisk', out, '--qemu-disks', '3', '--qemu-disk-mib', '256', '--qemu-forward', String(o.imagePort), '--disk-dir', path.join(o.dir, 'vm')],
+    '{"ready"',
+  );
+  o.children.push(sim.child);
+  const b = ((await (await fetch(`${String(sim.line.admin)}/manifest`)).json()) as Manifest).bmcs[0]!;
+  const name = 'vm-00000';
+  const { uuid } = await o.api.post<{ uuid: string }>('/v1/nodes', {
+    driver: 'redfish',
+    name,
+    driver_info: { redfish_address: b.address, redfish_username: b.username, redfish_password: b.password, redfish_system_id: b.system_id },
+    instance_info: { image_source: `http://${GUEST_HOST}:${o.imagePort}/lab-image.raw`, image_os_hash_algo: 'sha256', image_os_hash_value: o.imageSha, image_verify: true },
+  });
+  for (const mac of b.macs) await o.api.post('/v1/ports', { address: mac, node_uuid: uuid });
+  await o.api.put(`/v1/nodes/${name}/states/raid`, {
+    logical_disks: [{ size_gb: 'MAX', raid_level: '1', controller: 'software', is_root_volume: true, physical_disks: [{ name: '/dev/vda' }, { name: '/dev/vdb' }] }],
+  });
+  const move = async (verb: string, want: string) => {
+    await o.api.put(`/v1/nodes/${name}/states/provision`, { target: verb });
+    const n = await o.api.waitNode(name, (x) => (x.provision_state === want && !x.reservation) || /failed$/.test(String(x.provision_state)), 600_000);
+    if (n.provision_state !== want) throw new Error(`${verb} ended in ${n.provision_state}: ${n.last_error}`);
+  };
+  o.say(`qemu VM: ${name} enrolled (BMC ${b.address}); inspecting: Redfish power-on boots the ramdisk in a TCG VM`);
+  await move('manage', 'manageable');
+  await move('inspect', 'manageable');
+  const inv = (await o.api.get<{ inventory: { disks: Array<{ name: string }> } }>(`/v1/nodes/${name}/inventory`)).inventory;
+  o.say(`qemu VM: ${name} inspected after ${secs()}: its agent reported ${inv.disks.map((d) => d.name).join(', ')}`);
+  await move('provide', 'available');
+  await move('active', 'active');
+  const n = await o.api.get<{ driver_internal_info: { raid_config?: Array<{ device: string; members: string[]; level: string }> } }>(`/v1/nodes/${name}`);
+  const md = n.driver_internal_info.raid_config?.[0];
+  o.say(`qemu VM: ${name} deployed after ${secs()}: image written onto ${md?.device} (RAID-${md?.level} over ${md?.members.join(' + ')}) by real mdadm in the VM, sha256 verified and read back; agent kept under the fast-track lease`);
 }

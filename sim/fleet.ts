@@ -279,6 +279,8 @@ export async function startFleet(raw: SimOptions): Promise<RunningFleet> {
       stopped ??= (async () => {
         admin.close();
         await Promise.allSettled(workers.map((w) => Promise.race([call(w, { type: 'stop' }), new Promise((r) => setTimeout(r, 3000))])));
+        // Give each worker a moment to exit on its own (its exit hook stops its VMs), then kill.
+        await Promise.allSettled(workers.map((w) => (w.child.exitCode !== null ? undefined : Promise.race([new Promise((r) => w.child.once('exit', r)), new Promise((r) => setTimeout(r, 1000))]))));
         for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
       })();
       return stopped;

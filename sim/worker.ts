@@ -156,6 +156,7 @@ process.on('message', (raw: ParentMessage) => {
           reply({ type: 'reply', id: raw.id, ok: true, result: {} });
           return;
         case 'stop':
+          for (const r of ramdisks.values()) r.kill(); // agents and VMs go down with their machines
           for (const s of services) s.stop();
           for (const l of listeners) l.close();
           server?.closeAllConnections?.();

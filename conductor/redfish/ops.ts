@@ -89,6 +89,9 @@ export async function setPower(c: RedfishClient, t: RedfishTarget, target: Power
       if (err instanceof RedfishError && err.status === 409 && attempt < 5) {
         const now = (await readPowerHealth(c, t)).power;
         if (now === want && target !== 'rebooting' && target !== 'soft rebooting') return want;
+        // A reboot chose On for a server that read as off but was already (powering) on, and
+        // the BMC refused: restart it instead.
+        if (target === 'rebooting' || target === 'soft rebooting') reset = now === 'power off' ? 'On' : target === 'rebooting' ? 'ForceRestart' : 'GracefulRestart';
         await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
         continue;
       }
