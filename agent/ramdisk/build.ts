@@ -2,7 +2,8 @@
  * Builds the deploy ramdisk: a Debian kernel (apt-get download + dpkg -x) and an initramfs holding
  * busybox (busybox-static), the Node runtime, the agent bundled into one file (esbuild), the disk
  * tools the agent runs (mdadm, sgdisk, parted, wipefs, partx, lsblk, …, with the shared libraries
- * they link) and the kernel modules it needs (virtio, af_packet, md + raid0/1/10/456), plus /init.
+ * they link; zstd and qemu-img for compressed and qcow2 images) and the kernel modules it needs
+ * (virtio, af_packet, md + raid0/1/10/456), plus /init.
  *
  * Reproducible: entries sorted, timestamps 0, gzip without a name or time — the same inputs give
  * the same bytes. Cached: downloads are kept under `cacheDir`, and a build whose inputs (package
@@ -24,7 +25,7 @@ const LAYOUT_VERSION = 1;
 export const RAMDISK_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_scsi', 'virtio_net', 'af_packet', 'crc32c_generic', 'md-mod', 'raid0', 'raid1', 'raid10', 'raid456'];
 
 /** Host tools copied in (from their installed Debian packages), with the libraries they link. */
-export const RAMDISK_TOOLS = ['mdadm', 'sgdisk', 'parted', 'partprobe', 'wipefs', 'partx', 'lsblk', 'blkid', 'blockdev', 'blkdiscard', 'mkfs.vfat'];
+export const RAMDISK_TOOLS = ['mdadm', 'sgdisk', 'parted', 'partprobe', 'wipefs', 'partx', 'lsblk', 'blkid', 'blockdev', 'blkdiscard', 'mkfs.vfat', 'zstd', 'qemu-img'];
 
 export interface RamdiskBuildOptions {
   outDir: string;
