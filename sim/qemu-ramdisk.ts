@@ -13,7 +13,8 @@ import { closeSync, existsSync, mkdirSync, openSync, ftruncateSync } from 'node:
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import type { Machine, ResetType } from './machine.js';
+import type { Machine } from './machine.js';
+import { bootSource, followPower } from './ramdisk.js';
 
 /** The address the guest uses for the host's forwarded ports. */
 export const GUEST_HOST = '10.0.2.100';
@@ -34,7 +35,6 @@ export interface QemuRamdiskOptions {
   log: Logger;
 }
 
-const CUTS_POWER: ReadonlySet<ResetType> = new Set(['ForceOff', 'GracefulShutdown', 'ForceRestart', 'GracefulRestart', 'PowerCycle', 'PushPowerButton']);
 const RELAY = fileURLToPath(new URL('./qemu-relay.js', import.meta.url));
 
 export class QemuRamdisk {
@@ -53,15 +53,7 @@ export class QemuRamdisk {
       ftruncateSync(fd, o.diskBytes);
       closeSync(fd);
     }
-    machine.on('reset', (type: ResetType) => {
-      if (CUTS_POWER.has(type)) this.kill();
-      this.bootWhenOn();
-    });
-    machine.on('power', (p) => {
-      if (p === 'Off' || p === 'PoweringOff') this.kill();
-      if (p === 'On') this.bootWhenOn();
-    });
-    if (machine.redfishPower === 'On') this.bootWhenOn();
+    followPower(machine, () => this.bootWhenOn(), () => this.kill());
   }
 
   get running(): boolean {
@@ -78,10 +70,7 @@ export class QemuRamdisk {
 
   private bootWhenOn(): void {
     if (this.vm || this.machine.redfishPower !== 'On') return;
-    const boot = this.machine.boot;
-    const fromDisk = boot.enabled !== 'Disabled' && boot.target === 'Hdd';
-    if (boot.enabled === 'Once') this.machine.setBoot({ enabled: 'Disabled', target: 'None' });
-    if (fromDisk) {
+    if (bootSource(this.machine) === 'instance') {
       // The instance boots from its disk; this payload only runs the deploy ramdisk.
       this.instanceBoots++;
       return;

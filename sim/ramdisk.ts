@@ -23,6 +23,33 @@ export interface RamdiskOptions {
 
 const CUTS_POWER: ReadonlySet<ResetType> = new Set(['ForceOff', 'GracefulShutdown', 'ForceRestart', 'GracefulRestart', 'PowerCycle', 'PushPowerButton']);
 
+/**
+ * Wires what runs on a machine to its power: a power cut (off, restart) calls `cut`, the machine
+ * being (back) on calls `on` — for the simulated agent and the qemu VM alike.
+ */
+export function followPower(machine: Machine, on: () => void, cut: () => void): void {
+  machine.on('reset', (type: ResetType) => {
+    if (CUTS_POWER.has(type)) cut();
+    on();
+  });
+  machine.on('power', (p) => {
+    if (p === 'Off' || p === 'PoweringOff') cut();
+    if (p === 'On') on();
+  });
+  if (machine.redfishPower === 'On') on();
+}
+
+/**
+ * What a power-on boots, from the boot override as on hardware: `Hdd` → the deployed instance,
+ * anything else → the network boot of the deploy ramdisk. A `Once` override is consumed.
+ */
+export function bootSource(machine: Machine): 'instance' | 'ramdisk' {
+  const boot = machine.boot;
+  const fromDisk = boot.enabled !== 'Disabled' && boot.target === 'Hdd';
+  if (boot.enabled === 'Once') machine.setBoot({ enabled: 'Disabled', target: 'None' });
+  return fromDisk ? 'instance' : 'ramdisk';
+}
+
 export class SimulatedRamdisk {
   private agent: AgentClient | undefined;
   private bootTimer: NodeJS.Timeout | undefined;
@@ -34,15 +61,7 @@ export class SimulatedRamdisk {
     private readonly machine: Machine,
     private readonly o: RamdiskOptions,
   ) {
-    machine.on('reset', (type: ResetType) => {
-      if (CUTS_POWER.has(type)) this.kill();
-      this.bootWhenOn();
-    });
-    machine.on('power', (p) => {
-      if (p === 'Off' || p === 'PoweringOff') this.kill();
-      if (p === 'On') this.bootWhenOn();
-    });
-    if (machine.redfishPower === 'On') this.bootWhenOn();
+    followPower(machine, () => this.bootWhenOn(), () => this.kill());
   }
 
   get running(): boolean {
@@ -54,13 +73,7 @@ export class SimulatedRamdisk {
     this.bootTimer = setTimeout(() => {
       this.bootTimer = undefined;
       if (this.machine.redfishPower !== 'On' || this.agent) return;
-      // What boots is what the boot override says, as on hardware: Hdd → the deployed instance
-      // (no agent); anything else → the network boot of the deploy ramdisk. A Once override is
-      // consumed by the boot.
-      const boot = this.machine.boot;
-      const fromDisk = boot.enabled !== 'Disabled' && boot.target === 'Hdd';
-      if (boot.enabled === 'Once') this.machine.setBoot({ enabled: 'Disabled', target: 'None' });
-      if (fromDisk) {
+      if (bootSource(this.machine) === 'instance') {
         this.instanceBoots++;
         return;
       }

@@ -61,6 +61,16 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
     await provision(i, 'provide');
     return waitState(i, 'available');
   };
+  /** Makes node i available and starts deploying the slow image; returns once the agent is writing it. */
+  const deployUntilWriting = async (i: number) => {
+    await makeAvailable(i);
+    await setImage(i, 'slow.raw');
+    await provision(i, 'active');
+    await waitFor(async () => {
+      const cmds = await api.get<{ commands: Array<{ command_name: string; command_status: string }> }>(`/v1/nodes/${nodes[i]}/agent/commands`);
+      return cmds.commands.some((c) => c.command_name === 'deploy.write_image' && c.command_status === 'RUNNING');
+    }, 30_000, 'write_image running');
+  };
   const provision = (i: number, target: string, body: Record<string, unknown> = {}) => api.put(`/v1/nodes/${nodes[i]}/states/provision`, { target, ...body });
   const resets = async (i: number) => Number((await admin(sim, 'GET', `/bmcs/${i}`)).json.machine.resets);
   /** The first `bytes` of machine i's first disk (a sparse 8 GiB file). */
@@ -158,13 +168,7 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
   }, 120_000);
 
   it('the agent dying mid-write fails the deploy with a clear last_error', async () => {
-    await makeAvailable(1);
-    await setImage(1, 'slow.raw');
-    await provision(1, 'active');
-    await waitFor(async () => {
-      const cmds = await api.get<{ commands: Array<{ command_name: string; command_status: string }> }>(`/v1/nodes/${nodes[1]}/agent/commands`);
-      return cmds.commands.some((c) => c.command_name === 'deploy.write_image' && c.command_status === 'RUNNING');
-    }, 30_000, 'write_image running');
+    await deployUntilWriting(1);
     expect((await admin(sim, 'POST', '/bmcs/1/faults', { agent_crash: true })).json.agent_was_running).toBe(true);
     // Noticed when the stream drops (grace 5 s here), not at the 20 s call-back timeout.
     const failed = await waitState(1, 'deploy failed', 60_000);
@@ -172,13 +176,7 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
   }, 120_000);
 
   it('the machine rebooting under a running command: the new boot is refused (token of the old boot), the deploy fails after the grace', async () => {
-    await makeAvailable(4);
-    await setImage(4, 'slow.raw');
-    await provision(4, 'active');
-    await waitFor(async () => {
-      const cmds = await api.get<{ commands: Array<{ command_name: string; command_status: string }> }>(`/v1/nodes/${nodes[4]}/agent/commands`);
-      return cmds.commands.some((c) => c.command_name === 'deploy.write_image' && c.command_status === 'RUNNING');
-    }, 30_000, 'write_image running');
+    await deployUntilWriting(4);
     const boots = Number((await admin(sim, 'GET', '/bmcs/4')).json.agent.boots);
     // Power cut and back on behind the conductor's back: the ramdisk boots again (new boot id) and
     // looks up without the token the old boot was given — refused, so it cannot take the node over.
