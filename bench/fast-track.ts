@@ -106,6 +106,9 @@ async function main(): Promise<void> {
       IRONFLEET_POWER_SYNC__INTERVAL_S: '0',
       IRONFLEET_SENSORS__INTERVAL_S: '0',
       IRONFLEET_REDFISH__BREAKER_THRESHOLD: '100',
+      // "All at once" means all N in flight: lift Ironic's admission limits (250 deploy, 50 clean).
+      IRONFLEET_CONDUCTOR__MAX_CONCURRENT_DEPLOY: String(N + 10),
+      IRONFLEET_CONDUCTOR__MAX_CONCURRENT_CLEAN: String(N + 10),
     }, process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] : []);
     children.push(conductor.child);
     const apiUrl = `http://127.0.0.1:${conductor.ready.api_port}`;

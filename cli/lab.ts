@@ -17,7 +17,7 @@ import { destination } from 'pino';
 import { compileConfig } from '../conductor/config.js';
 import { startConductor, type RunningConductor } from '../conductor/service.js';
 import { createLogger } from '../shared/logger.js';
-import { ApiClient } from './api-client.js';
+import { ApiClient, ApiError } from './api-client.js';
 import type { Manifest } from '../sim/fleet.js';
 import { buildRamdisk } from '../agent/ramdisk/build.js';
 import { GUEST_HOST } from '../sim/qemu-ramdisk.js';
@@ -134,9 +134,21 @@ export async function runLab(o: LabOptions): Promise<void> {
     ]);
   for (const n of names) await giveImage(n);
 
+  let limited = 0;
   const moveAll = async (verb: string, want: string, subset = names) => {
     await forEachLimit(subset, 32, async (n) => {
-      await api.put(`/v1/nodes/${n}/states/provision`, { target: verb }).catch(() => {});
+      // Past max_concurrent_clean/deploy the conductor answers 503 (as Ironic): retry, as an
+      // operator's tool would, until a slot frees up.
+      for (let attempt = 0; attempt < 600; attempt++) {
+        try {
+          await api.put(`/v1/nodes/${n}/states/provision`, { target: verb });
+          return;
+        } catch (err) {
+          if (!(err instanceof ApiError) || err.status !== 503) return;
+          limited++;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
     });
     await forEachLimit(subset, 32, async (n) => {
       await api.waitNode(n, (x) => (x.provision_state === want && !x.reservation) || Boolean(x.last_error), 180_000).catch(() => {});
@@ -147,7 +159,7 @@ export async function runLab(o: LabOptions): Promise<void> {
   await moveAll('inspect', 'manageable');
   say(`inspected: powered on through Redfish, ${conductor.hub.sessions.size}/${o.nodes} ramdisk agents booted and sent IPA-format inventories (GET /v1/nodes/<node>/inventory)`);
   await moveAll('provide', 'available');
-  say('provided: automated cleaning by the agents (erase_devices_metadata), fast-track (no reboot): manageable -> available');
+  say(`provided: automated cleaning by the agents (erase_devices_metadata), fast-track (no reboot): manageable -> available${limited ? ` (${limited} requests refused with 503 past max_concurrent_clean=50 and retried)` : ''}`);
   const half = names.slice(0, Math.ceil(names.length / 2));
   await moveAll('active', 'active', half);
   say(`${half.length} nodes deployed: fast-track agent wrote a sha256-verified image to its disk: available -> active (GET /v1/nodes/<node>/steps?kind=deploy)`);

@@ -92,6 +92,10 @@ export const configSchema = z.strictObject({
       erase_devices_priority: z.number().int().min(0).max(1000).nullable().default(null),
       /** Override erase_devices_metadata's priority; null = agent's. @default null */
       erase_devices_metadata_priority: z.number().int().min(0).max(1000).nullable().default(null),
+      /** Nodes deploying (deploying, wait call-back, deploy hold) at once; more are refused with 503, as Ironic. @default 250 */
+      max_concurrent_deploy: z.number().int().min(1).max(1_000_000).default(250),
+      /** Nodes cleaning (cleaning, clean wait, clean hold) at once; more provide/clean/undeploy requests get 503. @default 50 */
+      max_concurrent_clean: z.number().int().min(1).max(1_000_000).default(50),
       /** Deferred actions run at once. @default 64 */
       deferred_concurrency: z.number().int().min(1).max(4096).default(64),
       /** SIGTERM: how long in-flight work may take before the process exits. @default 60 */

@@ -20,7 +20,7 @@ import {
   type ProvisionEvent,
   type ProvisionState,
 } from './states.js';
-import { AgentNotConnectedError, DriverError, InvalidInputError, InvalidStateError, NodeLockedError, errorMessage } from '../shared/errors.js';
+import { AgentNotConnectedError, ConcurrentActionLimitError, DriverError, InvalidInputError, InvalidStateError, NodeLockedError, errorMessage } from '../shared/errors.js';
 import { COMMANDS, isCommandName } from '../shared/commands.js';
 import { describeZodError } from '../shared/inventory.js';
 import { ConductorMetrics } from './metrics.js';
@@ -320,6 +320,22 @@ export class Conductor {
     );
   }
 
+  /**
+   * Ironic's max_concurrent_deploy / max_concurrent_clean: a request that would start one more
+   * deploy (or cleaning) beyond the limit is refused with 503 instead of queueing behind the rest.
+   */
+  private async checkConcurrencyLimit(event: ProvisionEvent, needsAgent: boolean): Promise<void> {
+    const c = this.cfg.conductor;
+    if (event === 'deploy' || event === 'rebuild') {
+      const n = await this.store.countNodesInStates(['deploying', 'wait call-back', 'deploy hold']);
+      if (n >= c.max_concurrent_deploy) throw new ConcurrentActionLimitError('deploy', n, c.max_concurrent_deploy);
+    }
+    if (event === 'clean' || ((event === 'provide' || event === 'delete') && c.automated_clean && needsAgent)) {
+      const n = await this.store.countNodesInStates(['cleaning', 'clean wait', 'clean hold']);
+      if (n >= c.max_concurrent_clean) throw new ConcurrentActionLimitError('clean', n, c.max_concurrent_clean);
+    }
+  }
+
   /** Power action inside a held lock; a power-off or reboot wipes the agent token (Ironic). */
   private async powerInTask(task: Task, target: PowerTarget, timeoutS?: number): Promise<PowerState> {
     const hw = this.drivers.get(task.node.driver);
@@ -402,6 +418,7 @@ export class Conductor {
     }
     if ((effective === 'deploy' || effective === 'rebuild') && hw.deploy.needsAgent) deployImageParams(node);
     if (effective === 'clean' && !args.clean_steps) throw new InvalidInputError('clean_steps: required for manual cleaning', 'clean_steps');
+    await this.checkConcurrencyLimit(effective, hw.deploy.needsAgent);
     if (effective === 'service' && !args.service_steps) throw new InvalidInputError('service_steps: required for servicing', 'service_steps');
     await this.startAction(
       node,

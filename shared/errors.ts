@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'IRF_AGENT_BUSY'
   | 'IRF_AGENT_PROTOCOL'
   | 'IRF_DRIVER'
+  | 'IRF_CONCURRENT_ACTION_LIMIT'
   | 'IRF_INTERNAL';
 
 export interface ErrorFields {
@@ -114,6 +115,16 @@ export class AgentBusyError extends IronfleetError {
       fields: { nodeUuid, runningCommandId },
     });
     this.name = 'AgentBusyError';
+  }
+}
+
+/** Ironic's ConcurrentActionLimit: too many nodes deploying / cleaning already; retry later (503). */
+export class ConcurrentActionLimitError extends IronfleetError {
+  constructor(action: 'deploy' | 'clean', count: number, limit: number) {
+    super('IRF_CONCURRENT_ACTION_LIMIT', `Unable to process request at this time. The concurrent action limit for ${action} has been reached: ${count} nodes are in ${action} states, the limit (conductor.max_concurrent_${action}) is ${limit}. Retry later.`, {
+      httpStatus: 503,
+      fields: { action, count, limit },
+    });
   }
 }
 

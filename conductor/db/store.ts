@@ -268,6 +268,12 @@ export class Store {
     return (await q.execute()).map(toNode);
   }
 
+  /** Nodes whose provision state is one of `states`. */
+  async countNodesInStates(states: string[]): Promise<number> {
+    const r = await this.db.selectFrom('nodes').select((eb) => eb.fn.countAll<number>().as('n')).where('provision_state', 'in', states).executeTakeFirst();
+    return Number(r?.n ?? 0);
+  }
+
   async countNodes(): Promise<number> {
     const r = await this.db.selectFrom('nodes').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
     return Number(r.n);

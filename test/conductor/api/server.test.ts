@@ -233,4 +233,37 @@ describe('API auth', () => {
     await app.close();
     await conductor.stop();
   });
+
+  it('max_concurrent_deploy / max_concurrent_clean: one more is refused with 503 naming the limit, and nothing changes', async () => {
+    const { app, conductor } = await makeApi({ conductor: { node_locked_retry_attempts: 0, max_concurrent_deploy: 1, max_concurrent_clean: 1 } });
+    const req = (method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown) => app.inject({ method, url, payload: payload === undefined ? undefined : JSON.stringify(payload), headers: { 'content-type': 'application/json' } });
+    const walk = async (name: string, verb: string, want: string) => {
+      expect((await req('PUT', `/v1/nodes/${name}/states/provision`, { target: verb })).statusCode).toBe(202);
+      await waitFor(async () => (await req('GET', `/v1/nodes/${name}`)).json().provision_state === want, 10_000, `${name} ${want}`);
+    };
+    for (const name of ['lim-a', 'lim-b']) {
+      expect((await req('POST', '/v1/nodes', { driver: 'fake-hardware', name })).statusCode).toBe(201);
+      await walk(name, 'manage', 'manageable');
+    }
+    await walk('lim-a', 'provide', 'available');
+    // lim-b is waiting on its agent mid-deploy (as a real deploy would): the one deploy slot is taken.
+    const b = (await conductor.store.findNode('lim-b'))!;
+    await conductor.store.updateNode(b.id, { provision_state: 'wait call-back' });
+    const refused = await req('PUT', '/v1/nodes/lim-a/states/provision', { target: 'active' });
+    expect(refused.statusCode).toBe(503);
+    expect(errText(refused.body)).toMatch(/concurrent action limit for deploy has been reached: 1 nodes .* \(conductor\.max_concurrent_deploy\) is 1/);
+    expect((await req('GET', '/v1/nodes/lim-a')).json().provision_state).toBe('available');
+    // Manual cleaning counts against max_concurrent_clean.
+    await conductor.store.updateNode(b.id, { provision_state: 'clean wait' });
+    await walk('lim-a', 'manage', 'manageable');
+    const clean = await req('PUT', '/v1/nodes/lim-a/states/provision', { target: 'clean', clean_steps: [{ interface: 'deploy', step: 'wait', args: { seconds: 0 } }] });
+    expect(clean.statusCode).toBe(503);
+    expect(errText(clean.body)).toMatch(/limit for clean/);
+    // The slot frees up: the same request is accepted.
+    await conductor.store.updateNode(b.id, { provision_state: 'manageable' });
+    await walk('lim-a', 'provide', 'available');
+    await walk('lim-a', 'active', 'active');
+    await app.close();
+    await conductor.stop();
+  });
 });
