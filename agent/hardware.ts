@@ -217,6 +217,15 @@ export interface SimulatedMachineSpec {
   diskBytes?: number;
 }
 
+/** A simulated disk: a sparse file of `bytes`, created (with its directory) if missing. */
+export function ensureSparseFile(file: string, bytes: number): void {
+  if (existsSync(file)) return;
+  mkdirSync(path.dirname(file), { recursive: true });
+  const fd = openSync(file, 'w');
+  ftruncateSync(fd, bytes);
+  closeSync(fd);
+}
+
 export class SimulatedHardware implements HardwareProvider {
   readonly simulated = true;
   private readonly boot: string;
@@ -243,12 +252,7 @@ export class SimulatedHardware implements HardwareProvider {
     const m = name.match(/^\/dev\/(nvme\d+n1)$/);
     if (!m) return name;
     const f = path.join(dir, `m${this.spec.index}-${m[1]}.img`);
-    if (!existsSync(f)) {
-      mkdirSync(dir, { recursive: true });
-      const fd = openSync(f, 'w');
-      ftruncateSync(fd, this.spec.diskBytes ?? 8 * 2 ** 30);
-      closeSync(fd);
-    }
+    ensureSparseFile(f, this.spec.diskBytes ?? 8 * 2 ** 30);
     return f;
   }
 

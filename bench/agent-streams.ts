@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'undici';
 import { openDatabase } from '../conductor/db/database.js';
 import { simulatedMac } from '../agent/hardware.js';
-import { BIN, benchNodeRow, printTable, procSample, sleep, writeResults } from './lib.js';
+import { BIN, benchNodeRow, printTable, procSample, sleep, spawnReady, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const SIZES = quick ? [200, 1000] : [1000, 10_000];
@@ -55,21 +55,11 @@ async function metric(apiUrl: string, name: string): Promise<Map<string, number>
   return out;
 }
 
-async function startConductor(dir: string, dbUrl: string): Promise<{ child: ChildProcess; apiUrl: string; agentAddr: string }> {
-  const child = spawn(process.execPath, ['--max-old-space-size=2048', BIN, 'conductor', '--api-port', '0', '--agent-port', '0', '--database', dbUrl], {
-    env: { ...process.env, IRONFLEET_LOGGING__LEVEL: 'warn', IRONFLEET_AGENT__HEARTBEAT_INTERVAL_S: String(HEARTBEAT_S), IRONFLEET_HOST: 'bench' },
-    stdio: ['ignore', 'pipe', 'inherit'],
+async function startConductor(dbUrl: string): Promise<{ child: ChildProcess; apiUrl: string; agentAddr: string }> {
+  const { child, ready } = await spawnReady(['conductor', '--api-port', '0', '--agent-port', '0', '--database', dbUrl], {
+    env: { IRONFLEET_LOGGING__LEVEL: 'warn', IRONFLEET_AGENT__HEARTBEAT_INTERVAL_S: String(HEARTBEAT_S), IRONFLEET_HOST: 'bench' },
+    nodeArgs: ['--max-old-space-size=2048'],
   });
-  const ready = await new Promise<{ api_port: number; agent_port: number }>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const l = buf.split('\n').find((x) => x.startsWith('{"ready"'));
-      if (l) resolve(JSON.parse(l));
-    });
-    child.on('exit', (c) => reject(new Error(`conductor exited ${c}`)));
-  });
-  child.stdout!.resume();
   return { child, apiUrl: `http://127.0.0.1:${ready.api_port}`, agentAddr: `127.0.0.1:${ready.agent_port}` };
 }
 
@@ -89,7 +79,7 @@ async function runSize(n: number): Promise<{ row: Row; idleRss: number }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ironfleet-bench-streams-'));
   const dbUrl = `sqlite://${path.join(dir, 'bench.db')}`;
   await seed(dbUrl, n);
-  const c = await startConductor(dir, dbUrl);
+  const c = await startConductor(dbUrl);
   try {
     await sleep(2000);
     const idleRss = procSample(c.child.pid!).rssMiB;

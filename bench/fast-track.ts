@@ -10,7 +10,7 @@
  * image write (the agent's deploy.write_image command, sent → result). Target: overhead_p50_ms ≤ 200
  * with fast-track, 1,000 agents, all rebuilt in one run.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -20,7 +20,7 @@ import path from 'node:path';
 import { ApiClient } from '../cli/api-client.js';
 import { forEachLimit } from '../shared/pool.js';
 import type { Manifest } from '../sim/fleet.js';
-import { BIN, printTable, procSample, sleep, treeCpuS, writeResults } from './lib.js';
+import { printTable, procSample, sleep, spawnReady, treeCpuS, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const N = Number(argValue('--nodes') ?? (quick ? 200 : 1000));
@@ -36,22 +36,6 @@ function argValue(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-function spawnReady(args: string[], env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<{ child: ChildProcess; ready: Record<string, unknown> }> {
-  const child = spawn(process.execPath, ['--max-old-space-size=4096', ...nodeArgs, BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const l = buf.split('\n').find((x) => x.startsWith('{"ready"'));
-      if (l) {
-        child.stdout!.removeAllListeners('data');
-        child.stdout!.resume();
-        resolve({ child, ready: JSON.parse(l) });
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
-  });
-}
 
 const pct = (xs: number[], p: number) => {
   if (xs.length === 0) return NaN;
@@ -98,18 +82,21 @@ async function main(): Promise<void> {
     const imageUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/bench.raw`;
 
     const conductor = await spawnReady(['conductor', '--api-port', '0', '--agent-port', '0', '--database', `sqlite://${path.join(dir, 'ironfleet.db')}`], {
-      IRONFLEET_HOST: 'bench-conductor',
-      IRONFLEET_LOGGING__LEVEL: 'warn',
-      IRONFLEET_CONDUCTOR__ERASE_DEVICES_PRIORITY: '0',
-      IRONFLEET_CONDUCTOR__FAST_TRACK_TIMEOUT_S: '3600',
-      IRONFLEET_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT_S: '900',
-      IRONFLEET_POWER_SYNC__INTERVAL_S: '0',
-      IRONFLEET_SENSORS__INTERVAL_S: '0',
-      IRONFLEET_REDFISH__BREAKER_THRESHOLD: '100',
-      // "All at once" means all N in flight: lift Ironic's admission limits (250 deploy, 50 clean).
-      IRONFLEET_CONDUCTOR__MAX_CONCURRENT_DEPLOY: String(N + 10),
-      IRONFLEET_CONDUCTOR__MAX_CONCURRENT_CLEAN: String(N + 10),
-    }, process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] : []);
+      env: {
+        IRONFLEET_HOST: 'bench-conductor',
+        IRONFLEET_LOGGING__LEVEL: 'warn',
+        IRONFLEET_CONDUCTOR__ERASE_DEVICES_PRIORITY: '0',
+        IRONFLEET_CONDUCTOR__FAST_TRACK_TIMEOUT_S: '3600',
+        IRONFLEET_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT_S: '900',
+        IRONFLEET_POWER_SYNC__INTERVAL_S: '0',
+        IRONFLEET_SENSORS__INTERVAL_S: '0',
+        IRONFLEET_REDFISH__BREAKER_THRESHOLD: '100',
+        // "All at once" means all N in flight: lift Ironic's admission limits (250 deploy, 50 clean).
+        IRONFLEET_CONDUCTOR__MAX_CONCURRENT_DEPLOY: String(N + 10),
+        IRONFLEET_CONDUCTOR__MAX_CONCURRENT_CLEAN: String(N + 10),
+      },
+      ...(process.env.BENCH_CPU_PROF_DIR ? { nodeArgs: ['--max-old-space-size=4096', '--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] } : {}),
+    });
     children.push(conductor.child);
     const apiUrl = `http://127.0.0.1:${conductor.ready.api_port}`;
     const agentAddr = `127.0.0.1:${conductor.ready.agent_port}`;
@@ -117,7 +104,6 @@ async function main(): Promise<void> {
     const sim = await spawnReady(
       ['sim', '--bmcs', String(N), '--profile', 'ideal', '--http', '--workers', '1', '--seed', 'bench-ft', '--admin-port', '0', '--manifest', manifestPath,
         '--port', String(20000 + Math.floor(Math.random() * 20000)), '--agents', agentAddr, '--boot-delay-ms', String(BOOT_DELAY_MS), '--disk-dir', path.join(dir, 'disks')],
-      {},
     );
     children.push(sim.child);
     const simAdmin = String(sim.ready.admin);

@@ -1,4 +1,5 @@
 /** Shared benchmark plumbing: machine info, process sampling, table output, results JSON. */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -63,6 +64,27 @@ export function writeResults(name: string, doc: Record<string, unknown>): string
   const file = path.join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify({ bench: name, finished_at: new Date().toISOString(), machine: machineInfo(), ...doc }, null, 2));
   return file;
+}
+
+/**
+ * Runs `ironfleet <args>` and resolves with its `{"ready":…}` line (conductor, sim). stdout is
+ * drained afterwards; stderr goes to ours.
+ */
+export function spawnReady(args: string[], o: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Promise<{ child: ChildProcess; ready: Record<string, unknown> }> {
+  const child = spawn(process.execPath, [...(o.nodeArgs ?? ['--max-old-space-size=4096']), BIN, ...args], { env: { ...process.env, ...o.env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const l = buf.split('\n').find((x) => x.startsWith('{"ready"'));
+      if (l) {
+        child.stdout!.removeAllListeners('data');
+        child.stdout!.resume();
+        resolve({ child, ready: JSON.parse(l) });
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
+  });
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

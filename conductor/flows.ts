@@ -345,7 +345,7 @@ export class FlowEngine {
     if (!w) return;
     if (kind === 'agent' && w.type === 'command' && w.boot_id && bootId && bootId !== w.boot_id) {
       // The machine rebooted under the command: its result died with the old boot.
-      await this.c.deferred.schedule(nodeId, 'flow.agent_lost', { token: w.token, restarted: true, reason: `the agent came back from a new boot (${bootId}); the command's result is lost` });
+      await this.c.deferred.schedule(nodeId, 'flow.agent_lost', { token: w.token, reason: `the agent came back from a new boot (${bootId}); the command's result is lost` });
       return;
     }
     if ((kind === 'agent' && w.type === 'agent') || (kind === 'command' && w.type === 'command' && w.command_id === commandId)) {
@@ -369,9 +369,9 @@ export class FlowEngine {
     const cmd = await this.c.store.getCommand(w.command_id);
     if (cmd && cmd.status !== 'PENDING' && cmd.status !== 'RUNNING') return; // the result made it
     const back = this.c.hub.sessions.get(task.node.id);
-    const restarted = args.restarted === true;
-    if (!restarted && back && (!w.boot_id || back.bootId === w.boot_id)) return; // reconnected from the same boot
-    await this.failFlow(task, flow, new Error(`agent ${restarted ? 'restarted' : 'lost'} while running ${cmd?.name ?? w.command_id}: ${String(args.reason)}`));
+    if (back && (!w.boot_id || back.bootId === w.boot_id)) return; // reconnected from the same boot
+    // Connected now, but from another boot: the machine restarted under the command.
+    await this.failFlow(task, flow, new Error(`agent ${back ? 'restarted' : 'lost'} while running ${cmd?.name ?? w.command_id}: ${String(args.reason)}`));
   }
 
   /** API unhold: a held flow moves on with its next step. */

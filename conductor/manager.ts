@@ -418,8 +418,8 @@ export class Conductor {
     }
     if ((effective === 'deploy' || effective === 'rebuild') && hw.deploy.needsAgent) deployImageParams(node);
     if (effective === 'clean' && !args.clean_steps) throw new InvalidInputError('clean_steps: required for manual cleaning', 'clean_steps');
-    await this.checkConcurrencyLimit(effective, hw.deploy.needsAgent);
     if (effective === 'service' && !args.service_steps) throw new InvalidInputError('service_steps: required for servicing', 'service_steps');
+    await this.checkConcurrencyLimit(effective, hw.deploy.needsAgent);
     await this.startAction(
       node,
       `provision ${verb}`,

@@ -9,12 +9,12 @@
  * connection.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, ftruncateSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Machine } from './machine.js';
 import { bootSource, followPower } from './ramdisk.js';
+import { ensureSparseFile } from '../agent/hardware.js';
 
 /** The address the guest uses for the host's forwarded ports. */
 export const GUEST_HOST = '10.0.2.100';
@@ -46,13 +46,7 @@ export class QemuRamdisk {
     private readonly machine: Machine,
     private readonly o: QemuRamdiskOptions,
   ) {
-    mkdirSync(o.diskDir, { recursive: true });
-    for (const f of this.diskFiles()) {
-      if (existsSync(f)) continue;
-      const fd = openSync(f, 'w');
-      ftruncateSync(fd, o.diskBytes);
-      closeSync(fd);
-    }
+    for (const f of this.diskFiles()) ensureSparseFile(f, o.diskBytes);
     followPower(machine, () => this.bootWhenOn(), () => this.kill());
   }
 

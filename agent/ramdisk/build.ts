@@ -84,11 +84,12 @@ function fetchPackage(cacheDir: string, pkg: string, version: string, log: (s: s
   const debs = path.join(cacheDir, 'debs');
   mkdirSync(debs, { recursive: true });
   const encoded = version.replace(/:/g, '%3a');
-  let deb = readdirSync(debs).find((f) => f.startsWith(`${pkg}_${encoded}_`) && f.endsWith('.deb'));
+  const cached = () => readdirSync(debs).find((f) => f.startsWith(`${pkg}_${encoded}_`) && f.endsWith('.deb'));
+  let deb = cached();
   if (!deb) {
     log(`downloading ${pkg} ${version}`);
     run('apt-get', ['download', '-q', `${pkg}=${version}`], debs);
-    deb = readdirSync(debs).find((f) => f.startsWith(`${pkg}_${encoded}_`) && f.endsWith('.deb'));
+    deb = cached();
     if (!deb) throw new Error(`ramdisk: apt-get download ${pkg}=${version} produced no .deb`);
   }
   const dir = path.join(cacheDir, 'extract', deb.replace(/\.deb$/, ''));
@@ -232,17 +233,17 @@ export async function buildRamdisk(o: RamdiskBuildOptions): Promise<RamdiskManif
 
   const entries: CpioEntry[] = [];
   const files = new Set<string>();
-  const addHostFile = (p: string, mode = 0o755) => {
+  const addHostFile = (p: string) => {
     if (files.has(p)) return;
     files.add(p);
-    entries.push({ path: p, type: 'file', mode, data: readFileSync(p) });
+    entries.push({ path: p, type: 'file', mode: 0o755, data: readFileSync(p) });
   };
   for (const bin of [process.execPath, ...tools]) {
     addHostFile(bin);
     for (const lib of sharedLibs(bin)) addHostFile(lib);
   }
   entries.push({ path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync(path.join(bbdir, 'bin', 'busybox')) });
-  for (const sh of ['sh']) entries.push({ path: `bin/${sh}`, type: 'symlink', target: 'busybox' });
+  entries.push({ path: 'bin/sh', type: 'symlink', target: 'busybox' });
   entries.push({ path: 'init', type: 'file', mode: 0o755, data: readFileSync(path.join(SRC, 'init.sh')) });
   entries.push({ path: 'etc/ironfleet/udhcpc.script', type: 'file', mode: 0o755, data: readFileSync(path.join(SRC, 'udhcpc.script')) });
   entries.push({ path: 'etc/ironfleet/modules.load', type: 'file', data: Buffer.from(modules.map((m) => `${kver}/${m}\n`).join('')) });

@@ -121,3 +121,4 @@ export type NodeRowUpdate = Updateable<NodesTable>;
 export type PortRow = Selectable<PortsTable>;
 export type HistoryRow = Selectable<NodeHistoryTable>;
 export type AgentCommandRow = Selectable<AgentCommandsTable>;
+export type DeferredActionRow = Selectable<DeferredActionsTable>;

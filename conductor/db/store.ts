@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { AgentCommandRow, Database, HistoryRow, NodeRow, PortRow } from './schema.js';
+import type { AgentCommandRow, Database, DeferredActionRow, HistoryRow, NodeRow, PortRow } from './schema.js';
 import type { OpenedDb } from './database.js';
 import type { SqlDialect } from './migrations.js';
 import { ConflictError } from '../../shared/errors.js';
@@ -12,22 +12,10 @@ import { ConflictError } from '../../shared/errors.js';
 export type Json = Record<string, unknown>;
 
 export type DeferredState = 'CREATED' | 'RUNNING' | 'COMPLETED' | 'PENDING_RETRY' | 'FAILED';
-export interface DeferredAction {
-  uuid: string;
-  node_id: number;
-  state: DeferredState;
-  call: string;
-  arguments: Json;
-  start_after: string;
-  retry_remaining: number;
-  conductor: string | null;
-  created_by: string | null;
-  result: string | null;
-  created_at: string;
-  updated_at: string | null;
-}
+/** A deferred_actions row with its state typed and its arguments parsed. */
+export type DeferredAction = Omit<DeferredActionRow, 'state' | 'arguments'> & { state: DeferredState; arguments: Json };
 
-function toDeferred(r: { uuid: string; node_id: number; state: string; call: string; arguments: string; start_after: string; retry_remaining: number; conductor: string | null; created_by: string | null; result: string | null; created_at: string; updated_at: string | null }): DeferredAction {
+function toDeferred(r: DeferredActionRow): DeferredAction {
   return { ...r, state: r.state as DeferredState, arguments: JSON.parse(r.arguments) as Json };
 }
 
@@ -322,8 +310,7 @@ export class Store {
 
   // ---------------------------------------------------------------- locks
 
-  /** Atomic reservation: succeeds only when nobody holds the node. */
-  /** Takes the node's lock if it is free; the locked node, or undefined when someone holds it. */
+  /** Atomic reservation: takes the node's lock if it is free; the locked node, or undefined when someone holds it. */
   async reserveNode(id: number, holder: string): Promise<Node | undefined> {
     const r = await this.db.updateTable('nodes').set({ reservation: holder }).where('id', '=', id).where('reservation', 'is', null).returningAll().executeTakeFirst();
     return r && toNode(r);
