@@ -8,6 +8,7 @@ import { createLogger } from '../shared/logger.js';
 import { ConfigError } from '../shared/errors.js';
 import { describeZodError } from '../shared/inventory.js';
 import { AgentClient } from './client.js';
+import { isLoopbackHost } from '../shared/net.js';
 import { HostHardware } from './hardware.js';
 import { GenericCommandFirmware, loadGenericFirmwareConfig } from './firmware.js';
 
@@ -15,6 +16,8 @@ export const agentOptionsSchema = z.strictObject({
   conductor: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$/i, 'must be host:port'),
   state_dir: z.string().min(1).default('/run/ironfleet-agent'),
   ca_file: z.string().min(1).optional(),
+  /** Accept a plaintext (no TLS) conductor that is not on loopback. @default false */
+  insecure: z.boolean().default(false),
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
   firmware_config: z.string().min(1).optional(),
   extra_macs: z.array(z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'must be a MAC address')).default([]),
@@ -46,7 +49,17 @@ export function kernelCmdlineOptions(cmdline: string): Record<string, string> {
 export function compileAgentOptions(raw: Record<string, unknown>): AgentOptions {
   const r = agentOptionsSchema.safeParse(raw);
   if (!r.success) throw new ConfigError(`invalid agent options: ${describeZodError(r.error)}`, r.error.issues[0]?.path.join('.') ?? '');
-  return r.data;
+  const o = r.data;
+  const host = o.conductor.slice(0, o.conductor.lastIndexOf(':'));
+  if (!o.ca_file && !o.insecure && !isLoopbackHost(host)) {
+    // The agent runs as root and erases/writes disks on the conductor's word: a plaintext stream
+    // off this machine can be read and rewritten by anyone on the path.
+    throw new ConfigError(
+      `invalid agent options: conductor ${o.conductor} is not loopback and no CA is given (ca_file / ironfleet.ca=): refusing a plaintext conductor; pass --insecure (ironfleet.insecure=1) to accept it`,
+      'ca_file',
+    );
+  }
+  return o;
 }
 
 export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown>>): Promise<AgentClient> {
@@ -60,6 +73,7 @@ export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown
   const raw: Record<string, unknown> = {
     ...(k.conductor ? { conductor: k.conductor } : {}),
     ...(k.ca ? { ca_file: k.ca } : {}),
+    ...(k.insecure ? { insecure: ['1', 'true', 'yes'].includes(k.insecure.toLowerCase()) } : {}),
     ...(k.firmware_config ? { firmware_config: k.firmware_config } : {}),
     ...(k.log_level ? { log_level: k.log_level } : {}),
     ...(k.deploy_step_priorities ? { deploy_step_priorities: parseStepPriorities(k.deploy_step_priorities) } : {}),

@@ -98,12 +98,13 @@ export function buildCli(): Command {
     .option('--conductor <host:port>', 'conductor agent endpoint (default: ironfleet.conductor= on the kernel command line)')
     .option('--state-dir <dir>', 'journal/token directory (tmpfs)', '/run/ironfleet-agent')
     .option('--ca-file <file>', 'CA bundle to verify the conductor (enables TLS)')
+    .option('--insecure', 'accept a plaintext conductor that is not on loopback (ironfleet.insecure=1)')
     .option('--log-level <level>', 'log level', 'info')
     .option('--extra-mac <mac...>', 'additional MAC addresses to look up with')
     .option('--firmware-config <file>', 'JSON: in-band firmware components and their version/update commands')
     .option('--deploy-step-priorities <list>', 'priorities of this agent\'s deploy steps, e.g. deploy.erase_devices_metadata:85 (default: all 0)')
     .action(async (o) => {
-      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, log_level: o.logLevel, extra_macs: o.extraMac, firmware_config: o.firmwareConfig, deploy_step_priorities: o.deployStepPriorities === undefined ? undefined : parseStepPriorities(o.deployStepPriorities) });
+      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, insecure: o.insecure, log_level: o.logLevel, extra_macs: o.extraMac, firmware_config: o.firmwareConfig, deploy_step_priorities: o.deployStepPriorities === undefined ? undefined : parseStepPriorities(o.deployStepPriorities) });
     });
 
   program

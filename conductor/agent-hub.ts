@@ -19,19 +19,48 @@ import {
   type Hello,
 } from '../shared/gen/ironfleet/agent/v1/agent.js';
 import { AGENT_TOKEN_METADATA, toProtoCommand, type CommandName } from '../shared/commands.js';
+import { UnsafeJsonError, parseUntrustedJson } from '../shared/safe-json.js';
 import { inventorySchema, describeZodError, normaliseMac } from '../shared/inventory.js';
 import { AgentBusyError, AgentNotConnectedError, errorMessage } from '../shared/errors.js';
 import type { AgentCommand, Node, Store } from './db/store.js';
 import { now } from './db/store.js';
 import { agentTokenMatches, hashAgentToken, newAgentToken } from './agent-token.js';
-import { FASTTRACK_LOOKUP_ALLOWED_STATES, isProvisionState } from './states.js';
+import { agentLookupVerdict } from './states.js';
 import type { ConductorConfig } from './config.js';
 
 const MAC_RE = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 const HELLO_TIMEOUT_MS = 15_000;
+/**
+ * The largest legitimate agent message is an inventory (+ plugin data) of a big server: a few
+ * hundred disks and NICs are a few hundred KiB of JSON. 4 MiB leaves room for that and bounds
+ * what one message can make the conductor buffer and parse.
+ */
 const MAX_JSON_BYTES = 4 * 1024 * 1024;
+export const MAX_AGENT_MESSAGE_BYTES = MAX_JSON_BYTES + 64 * 1024;
 const MAX_LOG_LINE = 8 * 1024;
 const PROGRESS_DB_INTERVAL_MS = 1000;
+/** Per stream: log lines and progress messages per second (sustained) and burst; beyond = dropped + counted. */
+const LOG_RATE = { perSecond: 100, burst: 500 };
+const PROGRESS_RATE = { perSecond: 50, burst: 200 };
+/** Commands a session may report on at once (the conductor runs one per node; hello carries ≤ 1000). */
+const MAX_OWNED_COMMANDS = 1024;
+
+/** Token bucket: `take()` is false once the burst is spent faster than the rate refills it. */
+class RateLimit {
+  private tokens: number;
+  private at = Date.now();
+  constructor(private readonly r: { perSecond: number; burst: number }) {
+    this.tokens = r.burst;
+  }
+  take(): boolean {
+    const t = Date.now();
+    this.tokens = Math.min(this.r.burst, this.tokens + ((t - this.at) / 1000) * this.r.perSecond);
+    this.at = t;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+}
 
 type ServerStream = grpc.ServerDuplexStream<AgentMessage, ConductorMessage>;
 
@@ -62,9 +91,9 @@ function parseJsonObject(text: string, field: string): Record<string, unknown> {
   if (text.length > MAX_JSON_BYTES) throw new Error(`${field}: document larger than ${MAX_JSON_BYTES} bytes`);
   let v: unknown;
   try {
-    v = JSON.parse(text);
-  } catch {
-    throw new Error(`${field}: not valid JSON`);
+    v = parseUntrustedJson(text);
+  } catch (err) {
+    throw new Error(err instanceof UnsafeJsonError ? `${field}: ${err.message}` : `${field}: not valid JSON`);
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${field}: must be a JSON object`);
   return v as Record<string, unknown>;
@@ -90,6 +119,15 @@ export class AgentSession {
   private readonly pings = new Map<number, { sentAt: bigint; resolve: (rttMs: number) => void }>();
   private pingNonce = 0;
   private readonly lastProgressWrite = new Map<string, number>();
+  /**
+   * Command ids this stream may report on: the node's open commands at Hello and every command
+   * sent since. Anything else is a made-up id — dropped before any DB work or log line.
+   */
+  readonly owned = new Set<string>();
+  readonly logLimit = new RateLimit(LOG_RATE);
+  readonly progressLimit = new RateLimit(PROGRESS_RATE);
+  /** Dropped messages of this stream, by reason (warned once per reason, summed at the end). */
+  readonly dropped = new Map<string, number>();
   closed = false;
 
   constructor(
@@ -146,12 +184,22 @@ export class AgentSession {
     p.resolve(Number(process.hrtime.bigint() - p.sentAt) / 1e6);
   }
 
+  own(commandId: string): void {
+    if (this.owned.size >= MAX_OWNED_COMMANDS) this.owned.delete(this.owned.values().next().value!);
+    this.owned.add(commandId);
+  }
+
   shouldWriteProgress(commandId: string): boolean {
     const t = Date.now();
     const last = this.lastProgressWrite.get(commandId) ?? 0;
     if (t - last < PROGRESS_DB_INTERVAL_MS) return false;
     this.lastProgressWrite.set(commandId, t);
     return true;
+  }
+
+  forget(commandId: string): void {
+    this.owned.delete(commandId);
+    this.lastProgressWrite.delete(commandId);
   }
 
   end(code: grpc.status, details: string): void {
@@ -173,6 +221,8 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
   boundPort = 0;
   /** Messages received, by oneof case (exported as ironfleet_agent_messages_total). */
   readonly received = new Map<string, number>();
+  /** Messages dropped, by reason (exported as ironfleet_agent_messages_dropped_total). */
+  readonly dropped = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
@@ -188,7 +238,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5_000,
-      'grpc.max_receive_message_length': 16 * 1024 * 1024,
+      'grpc.max_receive_message_length': MAX_AGENT_MESSAGE_BYTES,
     });
     server.addService(AgentServiceService, { connect: (call: ServerStream) => this.handle(call) });
     const creds = this.cfg.agent.tls
@@ -243,6 +293,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     const open = await this.store.listCommands(node.id, { statuses: ['PENDING', 'RUNNING'] });
     if (open.length > 0) throw new AgentBusyError(node.uuid, open[0]!.id);
     const cmd = await this.store.createCommand({ id, node_id: node.id, name, params });
+    session.own(id);
     session.send({ body: { $case: 'command', value: toProtoCommand(id, name, params, timeoutS) } });
     return cmd;
   }
@@ -291,12 +342,17 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     const helloTimer = setTimeout(() => {
       if (!helloDone) call.emit('error', grpcError(grpc.status.DEADLINE_EXCEEDED, 'no Hello received within 15 s'));
     }, HELLO_TIMEOUT_MS);
-    // Messages are handled strictly in order: each waits for the previous one's DB work.
+    // Messages are handled strictly in order: each waits for the previous one's DB work. A stream
+    // that sends faster than that is paused (HTTP/2 flow control pushes back on the agent) once
+    // a window's worth is queued, instead of queueing without bound.
     let chain: Promise<void> = Promise.resolve();
+    let queued = 0;
+    const maxQueued = Math.max(8, this.cfg.agent.window);
 
     call.on('data', (msg: AgentMessage) => {
       const kind = msg.body?.$case ?? 'empty';
       this.received.set(kind, (this.received.get(kind) ?? 0) + 1);
+      if (++queued >= maxQueued && !call.isPaused()) call.pause();
       chain = chain.then(async () => {
         if (call.cancelled || session?.closed) return;
         try {
@@ -318,11 +374,14 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
             this.sessions.get(s.nodeId) === s && this.sessions.delete(s.nodeId);
             s.end(grpc.status.INTERNAL, `conductor error: ${errorMessage(err)}`);
           } else call.emit('error', grpcError(grpc.status.INTERNAL, `conductor error: ${errorMessage(err)}`));
+        } finally {
+          if (--queued < maxQueued >> 1 && call.isPaused()) call.resume();
         }
       });
     });
     const cleanup = (reason: string) => {
       clearTimeout(helloTimer);
+      if (session) this.endSession(session);
       if (session && this.sessions.get(session.nodeId) === session) {
         this.sessions.delete(session.nodeId);
         session.closed = true;
@@ -360,11 +419,14 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       call.emit('error', grpcError(grpc.status.NOT_FOUND, `no node has a port with any of the MAC addresses ${macs.join(', ')}`));
       return undefined;
     }
-    if (isProvisionState(node.provision_state) && !FASTTRACK_LOOKUP_ALLOWED_STATES.has(node.provision_state)) {
-      call.emit(
-        'error',
-        grpcError(grpc.status.FAILED_PRECONDITION, `node ${node.uuid} is in provision state "${node.provision_state}", which does not accept agent lookups`),
-      );
+    const verdict = agentLookupVerdict(node.provision_state, this.cfg.conductor.fast_track);
+    if (verdict === 'refuse' || (verdict === 'reconnect-only' && !node.agent_token_hash)) {
+      const why =
+        verdict === 'refuse'
+          ? `node ${node.uuid} is in provision state "${node.provision_state}", which does not accept agent lookups${this.cfg.conductor.fast_track ? '' : ' (fast-track is off)'}`
+          : `node ${node.uuid} is in provision state "${node.provision_state}": only an agent already holding this boot's token may reconnect; no token is issued there`;
+      this.log.warn({ peer, node: node.uuid, state: node.provision_state }, 'agent lookup refused');
+      call.emit('error', grpcError(grpc.status.FAILED_PRECONDITION, why));
       return undefined;
     }
     if (node.driver_internal_info.retired_agent_boot_id === hello.bootId) {
@@ -405,6 +467,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     const resend: string[] = [];
     const redo: AgentCommand[] = [];
     for (const c of open) {
+      session.own(c.id);
       const k = known.get(c.id);
       if (!k) redo.push(c);
       else if (isTerminal(k.status)) resend.push(c.id);
@@ -479,6 +542,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       }
       case 'commandAccepted': {
         const { commandId, status } = body.value;
+        if (!s.owned.has(commandId)) return this.drop(s, 'unknown_command', commandId);
         if (status === CommandStatus.COMMAND_STATUS_RUNNING) {
           await this.updateOwnedCommand(s, commandId, { status: 'RUNNING' });
           s.busyCommandId = commandId;
@@ -488,9 +552,12 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       case 'commandProgress': {
         s.noteWindowed(msg.seq);
         const p = body.value;
+        // Ownership first: a made-up id must cost no memory, no DB read and no log line.
+        if (!s.owned.has(p.commandId)) return this.drop(s, 'unknown_command', p.commandId);
+        if (!s.progressLimit.take()) return this.drop(s, 'progress_rate');
         const doc = {
           percent: p.percent,
-          stage: p.stage,
+          stage: p.stage.slice(0, 64),
           bytes_done: p.bytesDone,
           bytes_total: p.bytesTotal,
           rate_bytes_per_s: p.rateBytesPerS,
@@ -503,22 +570,39 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
         return;
       }
       case 'commandResult':
+        if (!s.owned.has(body.value.commandId)) return this.drop(s, 'unknown_command', body.value.commandId);
         await this.onResult(s, body.value);
         return;
       case 'log': {
         s.noteWindowed(msg.seq);
+        if (!s.logLimit.take()) return this.drop(s, 'log_rate');
         const l = body.value;
         const level = ['debug', 'info', 'warn', 'error'].includes(l.level) ? (l.level as 'info') : 'info';
-        this.log[level]({ node: s.nodeUuid, source: 'agent', command_id: l.commandId || undefined }, l.message.slice(0, MAX_LOG_LINE));
+        this.log[level]({ node: s.nodeUuid, source: 'agent', command_id: l.commandId.slice(0, 64) || undefined }, l.message.slice(0, MAX_LOG_LINE));
         return;
       }
     }
   }
 
+  /** Counts a dropped message; the first of each reason per stream is logged, the rest summed at its end. */
+  private drop(s: AgentSession, reason: string, commandId?: string): void {
+    this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1);
+    const n = (s.dropped.get(reason) ?? 0) + 1;
+    s.dropped.set(reason, n);
+    if (n === 1) this.log.warn({ node: s.nodeUuid, reason, command_id: commandId?.slice(0, 64) }, 'agent message dropped (further drops of this kind on this stream are counted, not logged)');
+  }
+
+  /** A stream ended: forget what only it could report on, and say how much it had dropped. */
+  private endSession(s: AgentSession): void {
+    for (const id of s.owned) if (this.sessions.get(s.nodeId) === s || !this.sessions.has(s.nodeId)) this.progress.delete(id);
+    if (s.dropped.size) this.log.warn({ node: s.nodeUuid, dropped: Object.fromEntries(s.dropped) }, 'agent stream ended; messages it had dropped');
+    s.dropped.clear();
+  }
+
   private async updateOwnedCommand(s: AgentSession, id: string, patch: Parameters<Store['updateCommand']>[1]): Promise<AgentCommand | undefined> {
     const cmd = await this.store.getCommand(id);
     if (!cmd || cmd.node_id !== s.nodeId) {
-      this.log.warn({ node: s.nodeUuid, command_id: id }, 'agent reported a command this node does not own; ignored');
+      this.drop(s, 'unknown_command', id);
       return undefined;
     }
     if (!(await this.store.updateCommand(id, patch))) return undefined;
@@ -541,6 +625,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     const error = r.error && r.error.code ? { code: r.error.code.slice(0, 64), message: r.error.message.slice(0, 4096), details: r.error.details.slice(0, 16384) } : null;
     const last = this.progress.get(r.commandId);
     this.progress.delete(r.commandId);
+    s.forget(r.commandId);
     if (s.busyCommandId === r.commandId) s.busyCommandId = '';
     const updated = await this.updateOwnedCommand(s, r.commandId, {
       status,

@@ -11,6 +11,8 @@ import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../shared/errors.js';
 import { describeZodError } from '../shared/inventory.js';
+import { PROTO_KEYS } from '../shared/safe-json.js';
+import { isLoopbackHost } from '../shared/net.js';
 
 const listen = { host: z.string().min(1), port: z.number().int().min(0).max(65535) };
 
@@ -50,6 +52,8 @@ export const configSchema = z.strictObject({
       host: listen.host.default('127.0.0.1'),
       port: listen.port.default(6388),
       tls: z.strictObject({ cert_file: z.string().min(1), key_file: z.string().min(1) }).optional(),
+      /** Serve the agent endpoint in plaintext on a non-loopback address (agents run erase/write as root). @default false */
+      allow_insecure: z.boolean().default(false),
       /** @default 10 */
       heartbeat_interval_s: z.number().int().min(1).max(300).default(10),
       /** An agent silent for this long is considered gone. @default 300 */
@@ -166,6 +170,7 @@ function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
     if (!name.startsWith(ENV_PREFIX) || raw === undefined) continue;
     const path = name.slice(ENV_PREFIX.length).toLowerCase().split('__');
     if (path.some((p) => p === '')) continue;
+    if (path.some((p) => PROTO_KEYS.has(p))) throw new ConfigError(`environment variable ${name}: "${path.find((p) => PROTO_KEYS.has(p))}" is not a configuration key`, name);
     let value: unknown = raw;
     try {
       value = JSON.parse(raw);
@@ -185,6 +190,7 @@ function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
 function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) {
+    if (PROTO_KEYS.has(k)) throw new ConfigError(`invalid configuration: "${k}" is not a configuration key`, k);
     const b = out[k];
     out[k] =
       v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)
@@ -204,11 +210,17 @@ export function compileConfig(raw: unknown): ConductorConfig {
     throw new ConfigError(`invalid configuration: ${describeZodError(parsed.error)}`, key);
   }
   const cfg = parsed.data;
-  const loopback = /^(127\.|::1$|localhost$)/.test(cfg.api.host);
+  const loopback = isLoopbackHost(cfg.api.host);
   if (cfg.api.auth.strategy === 'noauth' && !loopback && !cfg.api.allow_insecure_noauth) {
     throw new ConfigError(
       `invalid configuration: api.auth.strategy is noauth but api.host ${cfg.api.host} is not loopback; set api.auth or api.allow_insecure_noauth`,
       'api.auth.strategy',
+    );
+  }
+  if (!cfg.agent.tls && !isLoopbackHost(cfg.agent.host) && !cfg.agent.allow_insecure) {
+    throw new ConfigError(
+      `invalid configuration: agent.host ${cfg.agent.host} is not loopback and agent.tls is not set: agents would receive erase/write commands in plaintext; set agent.tls (cert_file, key_file) or agent.allow_insecure`,
+      'agent.tls',
     );
   }
   if (cfg.api.auth.strategy === 'token' && cfg.api.auth.tokens.length === 0) {

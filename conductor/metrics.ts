@@ -40,6 +40,16 @@ export class ConductorMetrics {
         for (const [kind, n] of conductor.hub.received) this.inc({ kind }, n);
       },
     });
+    new Counter({
+      name: 'ironfleet_agent_messages_dropped_total',
+      help: 'Agent messages dropped unprocessed, by reason (unknown_command: an id this stream does not own; log_rate/progress_rate: over the per-stream rate)',
+      labelNames: ['reason'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [reason, n] of conductor.hub.dropped) this.inc({ reason }, n);
+      },
+    });
     new Gauge({
       name: 'ironfleet_agents_connected',
       help: 'Ramdisk agents with a live stream to this conductor',

@@ -251,7 +251,7 @@ export const SYNC_EXCLUDED_STATES: ReadonlySet<ProvisionState> = new Set([
   'adopting',
 ]);
 
-/** States in which an agent may look itself up (fast-track widens the set). */
+/** States in which an agent may look itself up and be issued a token (Ironic's LOOKUP_ALLOWED_STATES). */
 export const LOOKUP_ALLOWED_STATES: ReadonlySet<ProvisionState> = new Set([
   'deploying',
   'wait call-back',
@@ -264,16 +264,25 @@ export const LOOKUP_ALLOWED_STATES: ReadonlySet<ProvisionState> = new Set([
   'servicing',
   'service wait',
 ]);
-export const FASTTRACK_LOOKUP_ALLOWED_STATES: ReadonlySet<ProvisionState> = new Set([
-  ...LOOKUP_ALLOWED_STATES,
-  'enroll',
-  'manageable',
-  'available',
-  'service hold',
-  'deploy hold',
-  'clean hold',
-  'active',
-]);
+/** With fast-track on, an agent may also be issued a token in these (Ironic's FASTTRACK_LOOKUP_ALLOWED_STATES). */
+export const FASTTRACK_LOOKUP_ALLOWED_STATES: ReadonlySet<ProvisionState> = new Set([...LOOKUP_ALLOWED_STATES, 'enroll', 'manageable', 'available']);
+/**
+ * States where an agent that already holds this boot's token may reconnect, but nobody is issued a
+ * new one: a paused flow (hold) and — with fast-track — an active node under its lease. An active
+ * node normally carries no token: issuing one there would let anyone who knows a MAC of a tenant's
+ * machine lock the real agent out and receive the next deploy's commands.
+ */
+export const HOLD_STATES: ReadonlySet<ProvisionState> = new Set(['deploy hold', 'clean hold', 'service hold']);
+
+export type LookupVerdict = 'issue' | 'reconnect-only' | 'refuse';
+
+/** May an agent look this node up, and may it be issued a token? */
+export function agentLookupVerdict(state: string, fastTrack: boolean): LookupVerdict {
+  if (!isProvisionState(state)) return 'refuse';
+  if ((fastTrack ? FASTTRACK_LOOKUP_ALLOWED_STATES : LOOKUP_ALLOWED_STATES).has(state)) return 'issue';
+  if (HOLD_STATES.has(state) || (fastTrack && state === 'active')) return 'reconnect-only';
+  return 'refuse';
+}
 
 export function isProvisionState(s: string): s is ProvisionState {
   return (STATES as readonly string[]).includes(s);

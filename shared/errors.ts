@@ -3,12 +3,14 @@
  *
  * Every error ironfleet raises on purpose is an IronfleetError carrying a stable string `code`
  * (never reworded once released), typed fields, an optional HTTP status for the API layer, and a
- * `cause`. `instanceof` works across worker threads and duplicate module copies through a
- * Symbol.for marker (structured clone still drops the class, so across piscina use
- * `toErrorResult()` / `fromErrorResult()`).
+ * `cause`. `instanceof` works across duplicate module copies through Symbol.for markers: every
+ * class has its own `kind`, and an instance carries one marker per class in its chain, so
+ * `err instanceof NodeLockedError` is true only for a NodeLockedError (or a subclass), never for
+ * an arbitrary IronfleetError. Structured clone still drops the class, so across piscina use
+ * `toErrorResult()` / `fromErrorResult()`.
  */
 
-const MARK = Symbol.for('ironfleet.error');
+const markerOf = (kind: string): symbol => Symbol.for(`ironfleet.error:${kind}`);
 
 export type ErrorCode =
   | 'IRF_CONFIG_INVALID'
@@ -31,6 +33,8 @@ export interface ErrorFields {
 }
 
 export class IronfleetError extends Error {
+  /** Stable class identity for `instanceof` (class names do not survive bundling). */
+  static readonly kind: string = 'IronfleetError';
   readonly code: ErrorCode;
   readonly httpStatus: number;
   readonly fields: ErrorFields;
@@ -41,15 +45,20 @@ export class IronfleetError extends Error {
     this.code = code;
     this.httpStatus = opts.httpStatus ?? 500;
     this.fields = opts.fields ?? {};
-    Object.defineProperty(this, MARK, { value: true });
+    // One marker per class from the concrete one up to IronfleetError.
+    for (let c = new.target as unknown as { kind?: string } | null; c && c !== (Error as unknown); c = Object.getPrototypeOf(c)) {
+      if (Object.hasOwn(c, 'kind')) Object.defineProperty(this, markerOf(c.kind!), { value: true });
+    }
   }
 
-  static override [Symbol.hasInstance](obj: unknown): boolean {
-    return typeof obj === 'object' && obj !== null && (obj as Record<symbol, unknown>)[MARK] === true;
+  /** `this` is the class on the right of `instanceof`: each class checks its own marker. */
+  static override [Symbol.hasInstance](this: { kind: string }, obj: unknown): boolean {
+    return typeof obj === 'object' && obj !== null && (obj as Record<symbol, unknown>)[markerOf(this.kind)] === true;
   }
 }
 
 export class ConfigError extends IronfleetError {
+  static override readonly kind: string = 'ConfigError';
   constructor(message: string, readonly key: string) {
     super('IRF_CONFIG_INVALID', message, { fields: { key } });
     this.name = 'ConfigError';
@@ -57,6 +66,7 @@ export class ConfigError extends IronfleetError {
 }
 
 export class InvalidInputError extends IronfleetError {
+  static override readonly kind: string = 'InvalidInputError';
   constructor(message: string, readonly field?: string) {
     super('IRF_INVALID_INPUT', message, { httpStatus: 400, fields: { field } });
     this.name = 'InvalidInputError';
@@ -64,6 +74,7 @@ export class InvalidInputError extends IronfleetError {
 }
 
 export class NotFoundError extends IronfleetError {
+  static override readonly kind: string = 'NotFoundError';
   constructor(kind: string, ident: string) {
     super('IRF_NOT_FOUND', `${kind} ${ident} could not be found.`, { httpStatus: 404, fields: { kind, ident } });
     this.name = 'NotFoundError';
@@ -71,6 +82,7 @@ export class NotFoundError extends IronfleetError {
 }
 
 export class ConflictError extends IronfleetError {
+  static override readonly kind: string = 'ConflictError';
   constructor(message: string, fields: ErrorFields = {}) {
     super('IRF_CONFLICT', message, { httpStatus: 409, fields });
     this.name = 'ConflictError';
@@ -78,6 +90,7 @@ export class ConflictError extends IronfleetError {
 }
 
 export class NodeLockedError extends IronfleetError {
+  static override readonly kind: string = 'NodeLockedError';
   constructor(readonly nodeUuid: string, readonly holder: string) {
     super('IRF_NODE_LOCKED', `Node ${nodeUuid} is locked by host ${holder}, please retry after the current operation is completed.`, {
       httpStatus: 409,
@@ -88,6 +101,7 @@ export class NodeLockedError extends IronfleetError {
 }
 
 export class InvalidStateError extends IronfleetError {
+  static override readonly kind: string = 'InvalidStateError';
   constructor(message: string, readonly nodeUuid: string, readonly state: string) {
     super('IRF_INVALID_STATE', message, { httpStatus: 400, fields: { nodeUuid, state } });
     this.name = 'InvalidStateError';
@@ -95,6 +109,7 @@ export class InvalidStateError extends IronfleetError {
 }
 
 export class UnauthorizedError extends IronfleetError {
+  static override readonly kind: string = 'UnauthorizedError';
   constructor(message = 'Authentication required') {
     super('IRF_UNAUTHORIZED', message, { httpStatus: 401 });
     this.name = 'UnauthorizedError';
@@ -102,6 +117,7 @@ export class UnauthorizedError extends IronfleetError {
 }
 
 export class AgentNotConnectedError extends IronfleetError {
+  static override readonly kind: string = 'AgentNotConnectedError';
   constructor(readonly nodeUuid: string) {
     super('IRF_AGENT_NOT_CONNECTED', `No agent is connected for node ${nodeUuid}.`, { httpStatus: 409, fields: { nodeUuid } });
     this.name = 'AgentNotConnectedError';
@@ -109,6 +125,7 @@ export class AgentNotConnectedError extends IronfleetError {
 }
 
 export class AgentBusyError extends IronfleetError {
+  static override readonly kind: string = 'AgentBusyError';
   constructor(readonly nodeUuid: string, readonly runningCommandId: string) {
     super('IRF_AGENT_BUSY', `Agent of node ${nodeUuid} is busy with command ${runningCommandId}.`, {
       httpStatus: 409,
@@ -120,15 +137,18 @@ export class AgentBusyError extends IronfleetError {
 
 /** Ironic's ConcurrentActionLimit: too many nodes deploying / cleaning already; retry later (503). */
 export class ConcurrentActionLimitError extends IronfleetError {
+  static override readonly kind: string = 'ConcurrentActionLimitError';
   constructor(action: 'deploy' | 'clean', count: number, limit: number) {
     super('IRF_CONCURRENT_ACTION_LIMIT', `Unable to process request at this time. The concurrent action limit for ${action} has been reached: ${count} nodes are in ${action} states, the limit (conductor.max_concurrent_${action}) is ${limit}. Retry later.`, {
       httpStatus: 503,
       fields: { action, count, limit },
     });
+    this.name = 'ConcurrentActionLimitError';
   }
 }
 
 export class DriverError extends IronfleetError {
+  static override readonly kind: string = 'DriverError';
   constructor(message: string, fields: ErrorFields = {}, cause?: unknown) {
     super('IRF_DRIVER', message, { httpStatus: 400, fields, cause });
     this.name = 'DriverError';

@@ -13,6 +13,7 @@ import { MAX_VERSION, MIN_VERSION, fmt, parseRequestedVersion, type ApiVersion }
 import { registerNodeRoutes } from './routes-nodes.js';
 import { registerPortRoutes } from './routes-ports.js';
 import { registerMiscRoutes } from './routes-misc.js';
+import { UnsafeJsonError, parseUntrustedJson } from '../../shared/safe-json.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -86,9 +87,10 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(text));
+      done(null, parseUntrustedJson(text));
     } catch (err) {
-      done(new InvalidInputError(`Malformed JSON in request body: ${(err as Error).message}`, '(body)'), undefined);
+      const what = err instanceof UnsafeJsonError ? 'Refused JSON in request body' : 'Malformed JSON in request body';
+      done(new InvalidInputError(`${what}: ${(err as Error).message}`, '(body)'), undefined);
     }
   });
 
