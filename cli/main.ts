@@ -14,6 +14,7 @@ import { runSimAgents } from './sim-agents.js';
 import { runLab } from './lab.js';
 import { startFleet } from '../sim/fleet.js';
 import { AGENT_VERSION } from '../shared/commands.js';
+import { installProcessGuards } from '../shared/process-guard.js';
 
 function int(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string) => {
@@ -67,6 +68,7 @@ export function buildCli(): Command {
       if (o.database) overrides.database = { url: o.database };
       const cfg = loadConfig({ file: o.config, overrides });
       const log = createLogger({ name: 'ironfleet-conductor', level: cfg.logging.level });
+      installProcessGuards(log);
       const running = await startConductor(cfg, log);
       // SIGTERM/SIGINT: graceful stop bounded by conductor.graceful_shutdown_timeout_s. SIGUSR2:
       // drain — take no new work, wait (bounded by drain_shutdown_timeout_s) until this conductor

@@ -18,10 +18,10 @@ import {
   type ConductorMessage,
   type Hello,
 } from '../shared/gen/ironfleet/agent/v1/agent.js';
-import { AGENT_TOKEN_METADATA, toProtoCommand, type CommandName } from '../shared/commands.js';
+import { AGENT_TOKEN_METADATA, COMMANDS, isCommandName, toProtoCommand, type CommandName } from '../shared/commands.js';
 import { UnsafeJsonError, parseUntrustedJson } from '../shared/safe-json.js';
 import { inventorySchema, describeZodError, normaliseMac } from '../shared/inventory.js';
-import { AgentBusyError, AgentNotConnectedError, errorMessage } from '../shared/errors.js';
+import { AgentBusyError, AgentNotConnectedError, InvalidInputError, errorMessage } from '../shared/errors.js';
 import type { AgentCommand, Node, Store } from './db/store.js';
 import { now } from './db/store.js';
 import { agentTokenMatches, hashAgentToken, newAgentToken } from './agent-token.js';
@@ -288,6 +288,12 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
 
   /** Persist and send a command. One command at a time per node. */
   async sendCommand(node: Node, id: string, name: CommandName, params: Record<string, unknown>, timeoutS = 0): Promise<AgentCommand> {
+    // Checked against the shared catalogue before anything is persisted: a command row that cannot
+    // be encoded would be left PENDING for good.
+    if (!isCommandName(name)) throw new InvalidInputError(`name: unknown agent command "${String(name)}"`, 'name');
+    const parsed = COMMANDS[name].params.safeParse(params);
+    if (!parsed.success) throw new InvalidInputError(`params: ${describeZodError(parsed.error, 'params')}`, 'params');
+    params = parsed.data;
     const session = this.sessions.get(node.id);
     if (!session) throw new AgentNotConnectedError(node.uuid);
     const open = await this.store.listCommands(node.id, { statuses: ['PENDING', 'RUNNING'] });
@@ -321,7 +327,9 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     try {
       await this.store.setAgentSeen(batch);
     } catch (err) {
-      this.log.warn({ err }, 'failed to flush agent liveness');
+      // Put the batch back (newer sightings win) so the next flush writes it.
+      for (const { id, seen } of batch) if (!this.seenDirty.has(id)) this.seenDirty.set(id, seen);
+      this.log.warn({ err, nodes: batch.length }, 'failed to flush agent liveness; will retry');
     }
   }
 

@@ -27,6 +27,8 @@ export const configSchema = z.strictObject({
       url: z.string().min(1).default('sqlite:///var/lib/ironfleet/ironfleet.db'),
       /** @default 10 */
       pool_size: z.number().int().min(1).max(200).default(10),
+      /** SQLite: wait this long for another writer's lock before SQLITE_BUSY (then retried with backoff). @default 5000 */
+      busy_timeout_ms: z.number().int().min(0).max(600_000).default(5000),
     })
     .prefault({}),
   api: z

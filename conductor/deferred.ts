@@ -9,6 +9,8 @@
 import type { Logger } from 'pino';
 import type { DeferredAction, Json, Store } from './db/store.js';
 import { NodeLockedError, errorMessage } from '../shared/errors.js';
+import { withDbRetry } from './db/retry.js';
+import { Backoff, sleep } from '../shared/backoff.js';
 import type { Task, TaskManager } from './task-manager.js';
 
 /** A handler may ask to run again later (polling) by returning `{ again: Date }`. */
@@ -59,11 +61,28 @@ export class DeferredScheduler {
     return this.running.size;
   }
 
+  /** Requeues what a previous run left RUNNING (retried while the database is busy or away), then runs. */
   async start(): Promise<void> {
-    const requeued = await this.store.requeueDeferred(this.host);
-    if (requeued) this.log.warn({ requeued }, 'deferred actions interrupted by a restart are queued again');
     this.stopped = false;
+    const backoff = new Backoff({ initialMs: 200, maxMs: 10_000 });
+    for (;;) {
+      try {
+        const requeued = await this.store.requeueDeferred(this.host);
+        if (requeued) this.log.warn({ requeued }, 'deferred actions interrupted by a restart are queued again');
+        break;
+      } catch (err) {
+        if (this.stopped) return;
+        const delay = backoff.next();
+        this.log.error({ err, retry_in_ms: delay }, 'deferred scheduler could not requeue interrupted actions; retrying');
+        await sleep(delay);
+      }
+    }
     this.wake();
+  }
+
+  /** A bookkeeping write on a row: retried while the database is busy or away. */
+  private write(what: string, fn: () => Promise<unknown>): Promise<unknown> {
+    return withDbRetry(fn, { what: `deferred ${what}`, log: this.log });
   }
 
   /** Stop launching; wait for running actions (they finish their current handler call). */
@@ -108,16 +127,22 @@ export class DeferredScheduler {
         for (const a of due) {
           if (this.stopped) break;
           if (!(await this.store.claimDeferred(a.uuid, this.host))) continue;
-          const p = this.runOne(a).finally(() => {
-            this.running.delete(p);
-            this.wake();
-          });
+          const p = this.runOne(a)
+            .catch((err) => {
+              // Only a bookkeeping write that stayed failing lands here; the row is RUNNING and is
+              // requeued by the next start (or by a later scan once it is due again).
+              this.log.error({ err, node_id: a.node_id, call: a.call, action: a.uuid }, 'deferred action bookkeeping failed');
+            })
+            .finally(() => {
+              this.running.delete(p);
+              this.wake();
+            });
           this.running.add(p);
         }
         if (due.length === free) this.rescan = true;
       } while (this.rescan && !this.stopped && this.running.size < (this.o.concurrency ?? 64));
     } catch (err) {
-      this.log.error({ err }, 'deferred scan failed');
+      this.log.error({ err }, 'deferred scan failed; retrying on the next scan');
     } finally {
       this.scanning = false;
     }
@@ -129,7 +154,7 @@ export class DeferredScheduler {
   private async runOne(a: DeferredAction): Promise<void> {
     const handler = this.handlers.get(a.call);
     if (!handler) {
-      await this.store.updateDeferred(a.uuid, { state: 'FAILED', result: `no handler for ${a.call} on ${this.host}` });
+      await this.write('fail', () => this.store.updateDeferred(a.uuid, { state: 'FAILED', result: `no handler for ${a.call} on ${this.host}` }));
       return;
     }
     let task: Task;
@@ -139,7 +164,7 @@ export class DeferredScheduler {
       // Someone holds the node: put the row back, no retry spent.
       this.counters.lock_busy++;
       const busy = err instanceof NodeLockedError;
-      await this.store.updateDeferred(a.uuid, { state: busy ? 'CREATED' : 'FAILED', conductor: null, start_after: new Date(Date.now() + 200), ...(busy ? {} : { result: errorMessage(err) }) });
+      await this.write('requeue', () => this.store.updateDeferred(a.uuid, { state: busy ? 'CREATED' : 'FAILED', conductor: null, start_after: new Date(Date.now() + 200), ...(busy ? {} : { result: errorMessage(err) }) }));
       return;
     }
     this.counters.launched++;
@@ -147,10 +172,10 @@ export class DeferredScheduler {
       const r = await handler(task, a.arguments, a);
       if (r && 'again' in r) {
         // Polling: the same row, due again later.
-        await this.store.updateDeferred(a.uuid, { state: 'CREATED', start_after: r.again, conductor: null });
+        await this.write('poll again', () => this.store.updateDeferred(a.uuid, { state: 'CREATED', start_after: r.again, conductor: null }));
         this.arm(Math.max(0, r.again.getTime() - Date.now()));
       } else {
-        await this.store.updateDeferred(a.uuid, { state: 'COMPLETED', result: 'ok' });
+        await this.write('complete', () => this.store.updateDeferred(a.uuid, { state: 'COMPLETED', result: 'ok' }));
         this.counters.completed++;
       }
     } catch (err) {
@@ -159,11 +184,11 @@ export class DeferredScheduler {
         this.counters.retried++;
         const delay = 1000 * 2 ** Math.max(0, 3 - a.retry_remaining);
         this.log.warn({ node_id: a.node_id, call: a.call, err: msg, retry_in_ms: delay }, 'deferred action failed; will retry');
-        await this.store.updateDeferred(a.uuid, { state: 'PENDING_RETRY', retry_remaining: a.retry_remaining - 1, start_after: new Date(Date.now() + delay), result: msg, conductor: null });
+        await this.write('retry', () => this.store.updateDeferred(a.uuid, { state: 'PENDING_RETRY', retry_remaining: a.retry_remaining - 1, start_after: new Date(Date.now() + delay), result: msg, conductor: null }));
       } else {
         this.counters.failed++;
         this.log.error({ node_id: a.node_id, call: a.call, err: msg }, 'deferred action failed');
-        await this.store.updateDeferred(a.uuid, { state: 'FAILED', result: msg });
+        await this.write('fail', () => this.store.updateDeferred(a.uuid, { state: 'FAILED', result: msg }));
         await this.o.onFailed?.(a, err, task).catch((e) => this.log.error({ err: e }, 'deferred failure hook failed'));
       }
     } finally {

@@ -16,7 +16,7 @@ import type { Json, Node } from './db/store.js';
 import type { Task } from './task-manager.js';
 import type { Conductor } from './manager.js';
 import type { ProvisionState } from './states.js';
-import type { CommandName } from '../shared/commands.js';
+import { COMMANDS, type CommandName } from '../shared/commands.js';
 import { errorMessage, InvalidInputError } from '../shared/errors.js';
 import { targetRaidConfigSchema } from '../agent/raid-plan.js';
 
@@ -71,16 +71,34 @@ const HOLD_STATE: Record<FlowKind, ProvisionState> = { deploy: 'deploy hold', cl
 export function userStepSchemaError(kind: FlowKind, steps: unknown[]): string | undefined {
   for (const [i, s] of steps.entries()) {
     const o = s as Record<string, unknown>;
-    if (typeof o !== 'object' || o === null) return `${kind}_steps.${i}: must be an object`;
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) return `${kind}_steps.${i}: must be an object`;
     for (const k of Object.keys(o)) if (!['interface', 'step', 'args', 'priority'].includes(k)) return `${kind}_steps.${i}.${k}: unknown property`;
     if (typeof o.step !== 'string' || !o.step) return `${kind}_steps.${i}.step: required string`;
     if (o.interface !== undefined && typeof o.interface !== 'string') return `${kind}_steps.${i}.interface: must be a string`;
+    if (o.priority !== undefined && (typeof o.priority !== 'number' || !Number.isInteger(o.priority) || o.priority < 0 || o.priority > 1000)) return `${kind}_steps.${i}.priority: must be an integer 0–1000`;
     if (o.args !== undefined && (typeof o.args !== 'object' || o.args === null || Array.isArray(o.args))) return `${kind}_steps.${i}.args: must be an object`;
+    const args = (o.args ?? {}) as Record<string, unknown>;
     const name = `${o.interface ?? 'deploy'}.${o.step}`;
-    if (!FLOW_CONTROL.has(o.step) && !CONDUCTOR_STEPS.has(name) && !AGENT_STEP_COMMANDS[name]) return `${kind}_steps.${i}: unknown step ${name}`;
+    const cmd = Object.hasOwn(AGENT_STEP_COMMANDS, name) ? AGENT_STEP_COMMANDS[name] : undefined;
+    if (!FLOW_CONTROL.has(o.step) && !CONDUCTOR_STEPS.has(name) && !cmd) return `${kind}_steps.${i}: unknown step ${name}`;
     if (o.step === 'wait') {
-      const secs = (o.args as Record<string, unknown> | undefined)?.seconds;
+      const secs = args.seconds;
       if (typeof secs !== 'number' || !Number.isInteger(secs) || secs < 0 || secs > 86_400) return `${kind}_steps.${i}.args.seconds: wait needs an integer number of seconds (0–86400)`;
+      const extra = Object.keys(args).find((k) => k !== 'seconds');
+      if (extra !== undefined) return `${kind}_steps.${i}.args.${extra}: unknown argument of wait`;
+    } else if (cmd && cmd !== 'raid.create_configuration') {
+      // The agent command's own parameter schema (the catalogue both sides share): a bad value is
+      // a 400 here, before anything is saved, not an encoder error halfway through a flow.
+      const r = COMMANDS[cmd].params.safeParse(args);
+      if (!r.success) {
+        const issue = r.error.issues[0]!;
+        const keys = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]] : issue.path;
+        return `${kind}_steps.${i}.args${keys.length ? '.' + keys.map(String).join('.') : ''}: ${issue.code === 'unrecognized_keys' ? `unknown argument of ${name}` : issue.message}`;
+      }
+    } else {
+      // Conductor steps (and RAID creation, which takes target_raid_config from the node) take no arguments.
+      const extra = Object.keys(args)[0];
+      if (extra !== undefined) return `${kind}_steps.${i}.args.${extra}: step ${name} takes no arguments${cmd ? ' (it uses the node\'s target_raid_config)' : ''}`;
     }
   }
   return undefined;

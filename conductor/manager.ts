@@ -92,7 +92,11 @@ export class Conductor {
   }
 
   static async open(cfg: ConductorConfig, log: Logger): Promise<Conductor> {
-    const db = await openDatabase(cfg.database.url, { poolSize: cfg.database.pool_size });
+    const db = await openDatabase(cfg.database.url, {
+      poolSize: cfg.database.pool_size,
+      busyTimeoutMs: cfg.database.busy_timeout_ms,
+      onPoolError: (err) => log.warn({ err }, 'database connection lost (idle client); reconnecting on next use'),
+    });
     const c = new Conductor(cfg, new Store(db), log);
     await c.recover();
     await c.startBmcPool();
@@ -414,7 +418,7 @@ export class Conductor {
       const steps = args[`${kind}_steps`];
       if (!steps) continue;
       const bad = userStepSchemaError(kind, steps);
-      if (bad) throw new InvalidInputError(bad, `${kind}_steps`);
+      if (bad) throw new InvalidInputError(bad, bad.split(':')[0]);
     }
     if ((effective === 'deploy' || effective === 'rebuild') && hw.deploy.needsAgent) deployImageParams(node);
     if (effective === 'clean' && !args.clean_steps) throw new InvalidInputError('clean_steps: required for manual cleaning', 'clean_steps');

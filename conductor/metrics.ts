@@ -5,6 +5,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Conductor } from './manager.js';
 import type { SweepReport } from './power-sync.js';
+import { processFaults } from '../shared/process-guard.js';
 
 export class ConductorMetrics {
   readonly registry = new Registry();
@@ -48,6 +49,15 @@ export class ConductorMetrics {
       collect() {
         this.reset();
         for (const [reason, n] of conductor.hub.dropped) this.inc({ reason }, n);
+      },
+    });
+    new Counter({
+      name: 'ironfleet_unhandled_rejections_total',
+      help: 'Promise rejections nothing handled (each is a bug; the process logs it and keeps running)',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(processFaults.unhandled_rejections);
       },
     });
     new Gauge({

@@ -340,7 +340,7 @@ export const API_VERBS: Record<string, ProvisionEvent> = {
 };
 
 export function eventForVerb(verb: string): ProvisionEvent {
-  const ev = API_VERBS[verb];
+  const ev = Object.hasOwn(API_VERBS, verb) ? API_VERBS[verb] : undefined;
   if (!ev) throw new InvalidInputError(`target: "${verb}" is not a valid provision state target; expected one of ${Object.keys(API_VERBS).join(', ')}`, 'target');
   return ev;
 }

@@ -7,6 +7,7 @@
 import { NodeLockedError, NotFoundError } from '../shared/errors.js';
 import { sleep } from '../shared/backoff.js';
 import type { Node, Store } from './db/store.js';
+import { withDbRetry } from './db/retry.js';
 
 export interface Task {
   readonly node: Node;
@@ -68,7 +69,8 @@ export class TaskManager {
         if (released) return;
         released = true;
         held.delete(nodeId);
-        await store.releaseNode(nodeId, holder);
+        // A lock left behind blocks the node until a restart: ride out a busy or reconnecting DB.
+        await withDbRetry(() => store.releaseNode(nodeId, holder), { what: `release lock of node ${nodeId}`, attempts: 12 });
       },
     };
   }

@@ -250,6 +250,18 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
 
   app.put<IdParams>('/v1/nodes/:ident/states/provision', async (req, reply) => {
     const body = parseInput(provisionBodySchema, req.body, 'provision');
+    // Accepted by Ironic's API but not carried out here yet: refused, never silently ignored — an
+    // operator must not believe a config drive was written when it was not.
+    for (const f of ['configdrive', 'rescue_password', 'disable_ramdisk'] as const) {
+      if (body[f] !== undefined) throw new InvalidInputError(`${f}: not supported by this conductor yet; the request was refused rather than run without it`, f);
+    }
+    if (body.target === 'rescue' || body.target === 'unrescue') {
+      throw new InvalidInputError(`target: "${body.target}" is not supported by this conductor yet (no rescue interface)`, 'target');
+    }
+    const stepsFor: Record<'clean_steps' | 'deploy_steps' | 'service_steps', string[]> = { clean_steps: ['clean'], deploy_steps: ['active', 'deploy', 'rebuild'], service_steps: ['service'] };
+    for (const [f, targets] of Object.entries(stepsFor) as Array<[keyof typeof stepsFor, string[]]>) {
+      if (body[f] !== undefined && !targets.includes(body.target)) throw new InvalidInputError(`${f}: only valid with target ${targets.map((t) => `"${t}"`).join(' or ')}, not "${body.target}"`, f);
+    }
     const node = await getNode(req.params.ident);
     if (body.target === 'clean' && body.clean_steps === undefined) {
       throw new InvalidInputError('clean_steps: required when target is "clean"', 'clean_steps');

@@ -45,11 +45,11 @@ export const powerBodySchema = z.strictObject({
 });
 
 export const provisionBodySchema = z.strictObject({
-  target: z.string().min(1),
+  target: z.string().min(1).max(32),
   configdrive: z.union([z.string(), dict]).optional(),
-  clean_steps: z.array(dict).optional(),
-  deploy_steps: z.array(dict).optional(),
-  service_steps: z.array(dict).optional(),
+  clean_steps: z.array(dict).max(100).optional(),
+  deploy_steps: z.array(dict).max(100).optional(),
+  service_steps: z.array(dict).max(100).optional(),
   rescue_password: z.string().optional(),
   disable_ramdisk: z.boolean().optional(),
 });

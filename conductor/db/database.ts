@@ -2,7 +2,7 @@
  * Opens the data layer: Kysely over better-sqlite3 (embedded default) or pg (PostgreSQL), and
  * brings the schema up to date. The rest of the conductor only sees `Store` (store.ts).
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
 import SqliteDatabase from 'better-sqlite3';
@@ -48,19 +48,43 @@ function withStatementCache(sqlite: SqliteDatabase.Database, max = 1000): { clos
   };
 }
 
-export async function openDatabase(url: string, opts: { poolSize?: number } = {}): Promise<OpenedDb> {
+/**
+ * The database file holds BMC credentials (sealed, see secret-box.ts), node history and
+ * inventories: its directory is created 0700 and the file (and so its -wal/-shm, which SQLite
+ * creates with the database file's mode) 0600.
+ */
+function prepareSqliteFile(target: string): void {
+  const dir = path.dirname(target);
+  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  closeSync(openSync(target, 'a', 0o600));
+  for (const f of [target, `${target}-wal`, `${target}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+}
+
+export interface OpenDatabaseOptions {
+  poolSize?: number;
+  /** SQLite: how long a statement waits for another process's write lock before SQLITE_BUSY. @default 5000 */
+  busyTimeoutMs?: number;
+  /** Told about errors of idle PostgreSQL connections (a dropped connection must not crash the process). */
+  onPoolError?: (err: Error) => void;
+}
+
+export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}): Promise<OpenedDb> {
   const { dialect, target } = parseDatabaseUrl(url);
   let db: Kysely<Database>;
   if (dialect === 'sqlite') {
-    if (target !== ':memory:') mkdirSync(path.dirname(target), { recursive: true });
+    if (target !== ':memory:') prepareSqliteFile(target);
     const sqlite = new SqliteDatabase(target);
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');
-    sqlite.pragma('busy_timeout = 5000');
+    sqlite.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000))}`);
     sqlite.pragma('foreign_keys = ON');
     db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   } else {
     const pool = new pg.Pool({ connectionString: target, max: opts.poolSize ?? 10 });
+    // An idle client whose connection dies (server restart, failover, pg_terminate_backend)
+    // emits 'error' on the pool; unhandled, that event would end the process. The pool drops the
+    // client and the next query opens a new connection.
+    pool.on('error', (err) => opts.onPoolError?.(err));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   }
   const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
