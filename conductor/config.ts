@@ -47,6 +47,8 @@ export const configSchema = z.strictObject({
         .prefault({}),
       /** noauth on a non-loopback address is refused unless this is set. @default false */
       allow_insecure_noauth: z.boolean().default(false),
+      /** /metrics (node names and uuids) needs the API's credentials. @default true unless api.auth.strategy is noauth */
+      metrics_auth: z.boolean().optional(),
     })
     .prefault({}),
   agent: z
@@ -82,6 +84,8 @@ export const configSchema = z.strictObject({
       node_locked_retry_attempts: z.number().int().min(0).max(100).default(3),
       /** @default 1000 */
       node_locked_retry_interval_ms: z.number().int().min(10).max(60_000).default(1000),
+      /** Finished deferred actions and agent commands are deleted this many days after they ended. @default 14 */
+      retention_days: z.number().min(0.001).max(3650).default(14),
       /** Node history entries kept per node. @default 300 */
       node_history_max_entries: z.number().int().min(1).max(100_000).default(300),
       /** Run automated cleaning (the agent's steps with priority > 0) on provide and undeploy. @default true */
@@ -224,6 +228,10 @@ export function compileConfig(raw: unknown): ConductorConfig {
       `invalid configuration: agent.host ${cfg.agent.host} is not loopback and agent.tls is not set: agents would receive erase/write commands in plaintext; set agent.tls (cert_file, key_file) or agent.allow_insecure`,
       'agent.tls',
     );
+  }
+  cfg.api.metrics_auth ??= cfg.api.auth.strategy !== 'noauth';
+  if (cfg.api.metrics_auth && cfg.api.auth.strategy === 'noauth') {
+    throw new ConfigError('invalid configuration: api.metrics_auth needs an api.auth.strategy other than noauth', 'api.metrics_auth');
   }
   if (cfg.api.auth.strategy === 'token' && cfg.api.auth.tokens.length === 0) {
     throw new ConfigError('invalid configuration: api.auth.tokens must list at least one token for strategy token', 'api.auth.tokens');

@@ -13,6 +13,7 @@ import { AgentHub } from './agent-hub.js';
 import { DriverRegistry } from './drivers/registry.js';
 import type { DriverContext, PowerState, PowerTarget } from './drivers/base.js';
 import {
+  DELETE_ALLOWED_STATES,
   STUCK_STATES_TREATED_AS_FAIL,
   eventForVerb,
   isProvisionState,
@@ -34,6 +35,20 @@ import { DeferredScheduler } from './deferred.js';
 import { FlowEngine, deployImageParams, userStepSchemaError } from './flows.js';
 
 export type Severity = 'INFO' | 'WARNING' | 'ERROR';
+
+/** Agent commands that change disks or firmware: through the API only in DESTRUCTIVE_COMMAND_STATES. */
+const DESTRUCTIVE_COMMANDS: ReadonlySet<string> = new Set(['clean.erase_devices', 'clean.erase_devices_metadata', 'deploy.write_image', 'raid.create_configuration', 'raid.delete_configuration', 'firmware.update']);
+const DESTRUCTIVE_COMMAND_STATES: ReadonlySet<string> = new Set(['enroll', 'manageable', 'available', 'inspect failed', 'clean failed']);
+
+/** The BMC session key of a redfish node, or undefined (other driver, invalid driver_info). */
+function bmcKeyOf(node: Node): string | undefined {
+  if (node.driver !== 'redfish') return undefined;
+  try {
+    return parseRedfishDriverInfo(node.driver_info, node.uuid).key;
+  } catch {
+    return undefined;
+  }
+}
 
 export class Conductor {
   readonly tasks: TaskManager;
@@ -178,9 +193,26 @@ export class Conductor {
       this.firmwareTimer.unref();
     };
     poll();
+    // Retention: finished deferred actions and agent commands would otherwise grow for good.
+    this.retentionTimer = setInterval(() => void this.purgeFinished(), Math.min(3_600_000, this.cfg.conductor.retention_days * 86_400_000)).unref();
   }
 
   private firmwareTimer: NodeJS.Timeout | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
+
+  /** Deletes finished deferred actions and agent commands older than conductor.retention_days. */
+  async purgeFinished(): Promise<{ deferred: number; commands: number }> {
+    const before = new Date(Date.now() - this.cfg.conductor.retention_days * 86_400_000);
+    try {
+      const deferred = await this.store.purgeDeferred(before);
+      const commands = await this.store.purgeCommands(before);
+      if (deferred || commands) this.log.info({ deferred, commands, before: before.toISOString() }, 'retention: purged finished rows');
+      return { deferred, commands };
+    } catch (err) {
+      this.log.warn({ err }, 'retention purge failed; next pass retries');
+      return { deferred: 0, commands: 0 };
+    }
+  }
 
   async startAgentEndpoint(): Promise<number> {
     return this.hub.start();
@@ -220,6 +252,7 @@ export class Conductor {
   async stop(timeoutMs = this.cfg.conductor.graceful_shutdown_timeout_s * 1000): Promise<boolean> {
     this.stopping = true;
     if (this.firmwareTimer) clearTimeout(this.firmwareTimer);
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
     const t0 = Date.now();
     const deferredDone = await this.deferred.stop(timeoutMs);
     const rest = Math.max(0, timeoutMs - (Date.now() - t0));
@@ -296,6 +329,57 @@ export class Conductor {
         }
       })(),
     );
+  }
+
+  // ------------------------------------------------------------------ node changes (API)
+
+  /** Applies a validated patch under the node lock; a BMC no node uses any more is logged out. */
+  async updateNode(node: Node, patched: Partial<Node>): Promise<Node> {
+    if (patched.driver !== undefined && patched.driver !== node.driver) this.drivers.get(patched.driver);
+    const updated = await this.tasks.withLock(
+      node.id,
+      'node update',
+      async (task) => {
+        const fresh = await task.refresh();
+        if (patched.driver !== undefined && patched.driver !== fresh.driver && !['enroll', 'manageable', 'available', 'inspect failed'].includes(fresh.provision_state) && !fresh.maintenance) {
+          throw new InvalidStateError(`Cannot change the driver of node ${fresh.uuid} in state "${fresh.provision_state}".`, fresh.uuid, fresh.provision_state);
+        }
+        return (await this.store.updateNode(fresh.id, patched))!;
+      },
+      { retries: 0 },
+    );
+    const before = bmcKeyOf(node);
+    if (before && before !== bmcKeyOf(updated)) await this.forgetBmcIfUnused(before);
+    return updated;
+  }
+
+  /** Deletes a node (state already checked by the caller's rules here): its agent stream and BMC client go too. */
+  async deleteNode(node: Node): Promise<void> {
+    if (!node.maintenance && !(isProvisionState(node.provision_state) && DELETE_ALLOWED_STATES.has(node.provision_state))) {
+      throw new InvalidStateError(
+        `Can not delete node "${node.uuid}" while it is in provision state "${node.provision_state}". Valid provision states to start deletion are: ${[...DELETE_ALLOWED_STATES].join(', ')}, or set maintenance mode.`,
+        node.uuid,
+        node.provision_state,
+      );
+    }
+    await this.tasks.withLock(
+      node.id,
+      'node delete',
+      async () => {
+        this.hub.disconnect(node.id, 'node deleted');
+        await this.store.deleteNode(node.id);
+      },
+      { retries: 0 },
+    );
+    const key = bmcKeyOf(node);
+    if (key) await this.forgetBmcIfUnused(key);
+  }
+
+  /** Logs out of a BMC and drops its client (and the credentials the worker thread held) once no node uses it. */
+  private async forgetBmcIfUnused(key: string): Promise<void> {
+    if (!this.pool) return;
+    if ((await this.redfishTargets()).has(key)) return;
+    await this.pool.forget([key]).catch((err) => this.log.warn({ err }, 'could not release the BMC client of a deleted node'));
   }
 
   // ------------------------------------------------------------------ power
@@ -620,6 +704,22 @@ export class Conductor {
     const parsed = COMMANDS[name].params.safeParse(params ?? {});
     if (!parsed.success) throw new InvalidInputError(`params: ${describeZodError(parsed.error, 'params')}`, 'params');
     if (!this.hub.isConnected(node.id)) throw new AgentNotConnectedError(node.uuid);
-    return this.tasks.withLock(node.id, `agent command ${name}`, (task) => this.hub.sendCommand(task.node, randomUUID(), name, parsed.data), { retries: 0 });
+    return this.tasks.withLock(
+      node.id,
+      `agent command ${name}`,
+      (task) => {
+        // Disk- and firmware-changing commands only where no tenant owns the disks and no flow
+        // owns the agent: never on an active node (its instance lives there).
+        if (DESTRUCTIVE_COMMANDS.has(name) && !DESTRUCTIVE_COMMAND_STATES.has(task.node.provision_state)) {
+          throw new InvalidStateError(
+            `Agent command ${name} changes disks or firmware and is refused in provision state "${task.node.provision_state}"; allowed in: ${[...DESTRUCTIVE_COMMAND_STATES].join(', ')}.`,
+            task.node.uuid,
+            task.node.provision_state,
+          );
+        }
+        return this.hub.sendCommand(task.node, randomUUID(), name, parsed.data);
+      },
+      { retries: 0 },
+    );
   }
 }

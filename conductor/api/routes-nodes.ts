@@ -17,8 +17,8 @@ import {
 import { applyPatch, patchSchema } from './json-patch.js';
 import { NODE_LIST_DEFAULT_FIELDS, historyView, nodeView, selectFields, portView } from './views.js';
 import type { AgentCommand, Node } from '../db/store.js';
-import { InvalidInputError, InvalidStateError, NotFoundError, ConflictError } from '../../shared/errors.js';
-import { DELETE_ALLOWED_STATES, isProvisionState } from '../states.js';
+import { InvalidInputError, NotFoundError, ConflictError } from '../../shared/errors.js';
+import { isProvisionState } from '../states.js';
 import { scrubSecrets } from '../../shared/redact.js';
 
 type IdParams = { Params: { ident: string } };
@@ -118,7 +118,6 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
     const body = parseInput(nodeCreateSchema, req.body, 'node');
     req.log.debug({ node: body }, 'node create request');
     conductor.drivers.get(body.driver); // 400 naming the field when not enabled
-    if (body.name && /^[0-9a-f]{8}-[0-9a-f]{4}-/i.test(body.name)) throw new InvalidInputError('name: must not look like a UUID', 'name');
     const node = await store.createNode({
       uuid: body.uuid ?? randomUUID(),
       name: body.name ?? null,
@@ -156,42 +155,15 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
       conductor_group: node.conductor_group,
     };
     const patched = parseInput(nodePatchableSchema, applyPatch(current, ops, NODE_PATCHABLE), 'node');
-    if (patched.driver !== node.driver) conductor.drivers.get(patched.driver);
-    const updated = await conductor.tasks.withLock(
-      node.id,
-      'node update',
-      async (task) => {
-        const fresh = await task.refresh();
-        if (patched.driver !== fresh.driver && !['enroll', 'manageable', 'available', 'inspect failed'].includes(fresh.provision_state) && !fresh.maintenance) {
-          throw new InvalidStateError(`Cannot change the driver of node ${fresh.uuid} in state "${fresh.provision_state}".`, fresh.uuid, fresh.provision_state);
-        }
-        return store.updateNode(fresh.id, patched);
-      },
-      { retries: 0 },
-    );
+    const updated = await conductor.updateNode(node, patched);
     const changed = ops.map((o) => o.path).join(', ');
     await conductor.history(node, `Node updated: ${changed}`, 'update', 'INFO', req.user);
-    return view(updated!, req);
+    return view(updated, req);
   });
 
   app.delete<IdParams>('/v1/nodes/:ident', async (req, reply) => {
     const node = await getNode(req.params.ident);
-    if (!node.maintenance && !(isProvisionState(node.provision_state) && DELETE_ALLOWED_STATES.has(node.provision_state))) {
-      throw new InvalidStateError(
-        `Can not delete node "${node.uuid}" while it is in provision state "${node.provision_state}". Valid provision states to start deletion are: ${[...DELETE_ALLOWED_STATES].join(', ')}, or set maintenance mode.`,
-        node.uuid,
-        node.provision_state,
-      );
-    }
-    await conductor.tasks.withLock(
-      node.id,
-      'node delete',
-      async () => {
-        conductor.hub.disconnect(node.id, 'node deleted');
-        await store.deleteNode(node.id);
-      },
-      { retries: 0 },
-    );
+    await conductor.deleteNode(node);
     return reply.status(204).send();
   });
 

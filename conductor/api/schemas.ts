@@ -2,11 +2,14 @@
 import { z } from 'zod';
 
 const dict = z.record(z.string(), z.unknown());
+const UUID_LIKE = /^[0-9a-f]{8}-[0-9a-f]{4}-/i;
+/** Ironic's logical names; never UUID-shaped (an ident that looks like a UUID is looked up as one). */
 const logicalName = z
   .string()
   .min(1)
   .max(255)
-  .regex(/^[a-zA-Z0-9\-._~]+$/, 'may contain only letters, digits and - . _ ~');
+  .regex(/^[a-zA-Z0-9\-._~]+$/, 'may contain only letters, digits and - . _ ~')
+  .refine((s) => !UUID_LIKE.test(s), 'must not look like a UUID');
 const groupName = z.string().max(255).regex(/^[a-zA-Z0-9_\-.]*$/, 'may contain only letters, digits and _ - .');
 export const macAddress = z
   .string()

@@ -107,7 +107,9 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
 
   app.addHook('onRequest', async (req) => {
     req.apiVersion = parseRequestedVersion(req.headers);
-    const open = req.url === '/' || req.url === '/v1' || req.url === '/v1/' || req.url.startsWith('/metrics');
+    // Exact paths only: version discovery is open (as Ironic's); /metrics only when metrics_auth is off.
+    const p = req.url.split('?')[0]!;
+    const open = p === '/' || p === '/v1' || p === '/v1/' || (p === '/metrics' && !cfg.api.metrics_auth);
     const auth = cfg.api.auth;
     if (open || auth.strategy === 'noauth') return;
     if (auth.strategy === 'token') {

@@ -216,13 +216,13 @@ export class Store {
     return r && toNode(r);
   }
 
-  /** By UUID or by name (Ironic accepts either in URLs). */
+  /**
+   * By UUID or by name (Ironic accepts either in URLs). A UUID-shaped ident is only ever a UUID
+   * (names may not look like one), so one node can never shadow another through its name.
+   */
   async findNode(ident: string): Promise<Node | undefined> {
-    const r = await this.db
-      .selectFrom('nodes')
-      .selectAll()
-      .where((eb) => eb.or([eb('uuid', '=', ident), eb('name', '=', ident)]))
-      .executeTakeFirst();
+    if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(ident)) return this.getNodeByUuid(ident);
+    const r = await this.db.selectFrom('nodes').selectAll().where('name', '=', ident).executeTakeFirst();
     return r && toNode(r);
   }
 
@@ -640,8 +640,23 @@ export class Store {
   }
 
   /** Purge terminal actions older than `before`. */
+  /** Retention: finished deferred actions last touched before `before`. */
   async purgeDeferred(before: Date): Promise<number> {
-    const r = await this.db.deleteFrom('deferred_actions').where('state', 'in', ['COMPLETED', 'FAILED']).where('updated_at', '<', before.toISOString()).executeTakeFirst();
+    const r = await this.db
+      .deleteFrom('deferred_actions')
+      .where('state', 'in', ['COMPLETED', 'FAILED'])
+      .where((eb) => eb(eb.fn.coalesce('updated_at', 'created_at'), '<', before.toISOString()))
+      .executeTakeFirst();
+    return Number(r.numDeletedRows);
+  }
+
+  /** Retention: finished agent commands last touched before `before` (open ones are kept whatever their age). */
+  async purgeCommands(before: Date): Promise<number> {
+    const r = await this.db
+      .deleteFrom('agent_commands')
+      .where('status', 'in', ['SUCCEEDED', 'FAILED', 'CANCELLED'])
+      .where((eb) => eb(eb.fn.coalesce('updated_at', 'created_at'), '<', before.toISOString()))
+      .executeTakeFirst();
     return Number(r.numDeletedRows);
   }
 

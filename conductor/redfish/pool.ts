@@ -119,6 +119,13 @@ export class BmcPool {
     await this.importSessions(exported.filter((s) => targets.has(s.key)).map((s) => ({ ...s, target: targets.get(s.key)! })));
   }
 
+  /** Log out of these BMCs and drop their clients (no node uses them any more). */
+  async forget(keys: string[]): Promise<void> {
+    const groups = this.shards.map(() => [] as string[]);
+    for (const k of keys) groups[this.shardOf(k)]!.push(k);
+    await Promise.all(groups.map((g, i) => (g.length ? this.exec(i, { op: 'forget', keys: g }) : undefined)));
+  }
+
   async stats(): Promise<Record<string, number>> {
     const per = (await Promise.all(this.shards.map((s) => s.run({ op: 'stats' } satisfies Task)))) as Array<Record<string, number>>;
     const total: Record<string, number> = {};

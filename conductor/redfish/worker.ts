@@ -55,6 +55,7 @@ export type Task =
   | { op: 'export-sessions' }
   | { op: 'import-sessions'; sessions: Array<SessionRecord & { target?: RedfishTarget }> }
   | { op: 'stats' }
+  | { op: 'forget'; keys: string[] }
   | { op: 'shutdown' };
 
 export interface SweepItem {
@@ -160,6 +161,20 @@ export default async function run(task: Task): Promise<unknown> {
         if (c.breakerOpen) total.breakers_open++;
       }
       return total;
+    }
+    case 'forget': {
+      // The BMC's last node was deleted (or moved to another BMC): log out, drop its sockets and
+      // the credentials this thread kept for it.
+      const events: SessionEvent[] = [];
+      for (const k of task.keys) {
+        const c = clients.get(k);
+        if (!c) continue;
+        clients.delete(k);
+        await c.logout();
+        events.push(...c.takeSessionEvents());
+        await c.close();
+      }
+      return { sessionEvents: events };
     }
     case 'shutdown': {
       const events: SessionEvent[] = [];
