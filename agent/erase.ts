@@ -16,8 +16,15 @@ export interface EraseProgress {
 
 export interface EraseResult {
   device: string;
+  /** What erased the device: discard (verified to read back zeros), zero overwrite, or metadata only. */
   method: 'metadata' | 'discard' | 'zero';
   bytes: number;
+  /**
+   * What discard did: `verified` (sampled ranges read back as zeros), `left-data` (discard
+   * succeeded but data was still readable, so the device was overwritten), `unsupported`
+   * (discard refused), `disabled`. Absent for metadata erasure.
+   */
+  discard?: 'verified' | 'left-data' | 'unsupported' | 'disabled';
 }
 
 function run(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
@@ -110,22 +117,61 @@ export async function eraseMetadata(devices: string[], progress?: (p: EraseProgr
   );
 }
 
-/** erase_devices: blkdiscard (whole device) when supported, else overwrite every byte with zeros. */
+/** Ranges checked after a discard: the first and last MiB plus this many spread across the device. */
+const DISCARD_SAMPLES = 64;
+const SAMPLE_BYTES = 64 * 1024;
+
+/**
+ * Discard does not promise that reads return zeros (only drives with "deterministic read zeroes
+ * after TRIM" do; some accept the command and keep the data). So after a successful discard, read
+ * back the first and last MiB and evenly spread samples (with a random phase, so no fixed pattern
+ * can be prepared to pass), after dropping the device's buffer cache.
+ */
+async function readsBackZeros(device: string, size: number): Promise<boolean> {
+  await run('blockdev', ['--flushbufs', device]);
+  const ranges: Array<[number, number]> = [
+    [0, Math.min(MiB, size)],
+    [Math.max(0, size - MiB), Math.min(MiB, size)],
+  ];
+  const stride = size / DISCARD_SAMPLES;
+  for (let i = 0; i < DISCARD_SAMPLES; i++) {
+    const at = Math.floor(i * stride + Math.random() * Math.max(0, stride - SAMPLE_BYTES));
+    ranges.push([Math.min(at, Math.max(0, size - SAMPLE_BYTES)), Math.min(SAMPLE_BYTES, size)]);
+  }
+  const fh = await open(device, 'r');
+  try {
+    const buf = Buffer.alloc(MiB);
+    for (const [off, len] of ranges) {
+      const { bytesRead } = await fh.read(buf, 0, len, off);
+      for (let i = 0; i < bytesRead; i++) if (buf[i] !== 0) return false;
+    }
+    return true;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * erase_devices: blkdiscard (whole device) when supported and verified to read back zeros, else
+ * overwrite every byte with zeros. Each result says which method erased the device.
+ */
 export async function eraseDevices(devices: string[], progress?: (p: EraseProgress) => void, signal?: AbortSignal, allowDiscard = true): Promise<EraseResult[]> {
   return eachDevice(
     devices,
     (s) => s,
     progress,
     async (dev, size, tick) => {
+      let discard: EraseResult['discard'] = 'disabled';
       if (allowDiscard) {
         const r = await run('blkdiscard', ['--force', dev]);
-        if (r.code === 0) {
+        if (r.code !== 0) discard = 'unsupported';
+        else if (await readsBackZeros(dev, size)) {
           tick(size);
-          return { device: dev, method: 'discard' as const, bytes: size };
-        }
+          return { device: dev, method: 'discard' as const, bytes: size, discard: 'verified' };
+        } else discard = 'left-data';
       }
       await zeroRange(dev, 0, size, tick, signal);
-      return { device: dev, method: 'zero' as const, bytes: size };
+      return { device: dev, method: 'zero' as const, bytes: size, discard };
     },
   );
 }

@@ -15,6 +15,7 @@ import { runLab } from './lab.js';
 import { startFleet } from '../sim/fleet.js';
 import { AGENT_VERSION } from '../shared/commands.js';
 import { installProcessGuards } from '../shared/process-guard.js';
+import { rotateSecretsKey } from './secrets.js';
 
 function int(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string) => {
@@ -92,6 +93,19 @@ export function buildCli(): Command {
       // are installed: until then the OS default for SIGTERM/SIGUSR2 is to kill the process, and a
       // supervisor that signals right after reading this line would do exactly that.
       process.stdout.write(`${JSON.stringify({ ready: true, api_port: running.apiPort, agent_port: running.agentPort })}\n`);
+    });
+
+  const secrets = program.command('secrets').description('secrets at rest (security.secrets_key_file)');
+  secrets
+    .command('rotate')
+    .description('seal every stored secret with a new key (old keys kept for reading unless --drop-old)')
+    .option('-c, --config <file>', 'conductor config file (YAML or JSON)')
+    .option('--database <url>', 'override database.url')
+    .option('--drop-old', 'remove the old keys from the key file once every value is re-sealed')
+    .action(async (o) => {
+      const cfg = loadConfig({ file: o.config, overrides: o.database ? { database: { url: o.database } } : {} });
+      const r = await rotateSecretsKey(cfg, { dropOld: Boolean(o.dropOld) });
+      console.log(`sealed ${r.rows} row(s) with new key ${r.key} (${r.file})${r.dropped.length ? `; dropped keys ${r.dropped.join(', ')}` : ''}`);
     });
 
   program

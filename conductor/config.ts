@@ -158,6 +158,16 @@ export const configSchema = z.strictObject({
       poll_interval_ms: z.number().int().min(100).max(600_000).default(5000),
     })
     .prefault({}),
+  security: z
+    .strictObject({
+      /**
+       * AES-256-GCM keys sealing secrets at rest (BMC passwords, URL credentials, session tokens);
+       * generated 0600 on first start when absent. Every conductor sharing a database needs the
+       * same file. @default secrets.key next to a SQLite database, else /var/lib/ironfleet/secrets.key
+       */
+      secrets_key_file: z.string().min(1).optional(),
+    })
+    .prefault({}),
   logging: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

@@ -6,7 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ConductorConfig } from './config.js';
-import { openDatabase } from './db/database.js';
+import path from 'node:path';
+import { openDatabase, parseDatabaseUrl } from './db/database.js';
+import { SecretBox } from './secret-box.js';
 import { Store, type AgentCommand, type Node } from './db/store.js';
 import { TaskManager, type Task } from './task-manager.js';
 import { AgentHub } from './agent-hub.js';
@@ -35,6 +37,13 @@ import { DeferredScheduler } from './deferred.js';
 import { FlowEngine, deployImageParams, userStepSchemaError } from './flows.js';
 
 export type Severity = 'INFO' | 'WARNING' | 'ERROR';
+
+/** The key file sealing secrets at rest: configured, else next to a SQLite database, else /var/lib/ironfleet. */
+export function secretsKeyFile(cfg: ConductorConfig): string {
+  if (cfg.security.secrets_key_file) return cfg.security.secrets_key_file;
+  const { dialect, target } = parseDatabaseUrl(cfg.database.url);
+  return dialect === 'sqlite' && target !== ':memory:' ? path.join(path.dirname(target), 'secrets.key') : '/var/lib/ironfleet/secrets.key';
+}
 
 /** Agent commands that change disks or firmware: through the API only in DESTRUCTIVE_COMMAND_STATES. */
 const DESTRUCTIVE_COMMANDS: ReadonlySet<string> = new Set(['clean.erase_devices', 'clean.erase_devices_metadata', 'deploy.write_image', 'raid.create_configuration', 'raid.delete_configuration', 'firmware.update']);
@@ -112,7 +121,17 @@ export class Conductor {
       busyTimeoutMs: cfg.database.busy_timeout_ms,
       onPoolError: (err) => log.warn({ err }, 'database connection lost (idle client); reconnecting on next use'),
     });
-    const c = new Conductor(cfg, new Store(db), log);
+    let box: SecretBox;
+    try {
+      box = SecretBox.load(secretsKeyFile(cfg), { create: true });
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+    const store = new Store(db, box);
+    const sealed = await store.sealAtRest();
+    if (sealed) log.warn({ rows: sealed }, 'sealed secrets that were stored in plaintext (written before sealing at rest existed)');
+    const c = new Conductor(cfg, store, log);
     await c.recover();
     await c.startBmcPool();
     return c;

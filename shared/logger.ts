@@ -1,10 +1,10 @@
 /**
  * pino logger factory. Every logger ironfleet creates goes through here so that secret scrubbing
  * (shared/redact.ts) applies to every structured field at any depth, plus pino's own path-based
- * redaction for request headers.
+ * redaction for request headers, and URL credentials are masked in every message string.
  */
 import { pino, stdSerializers, destination, type Logger, type LevelWithSilent, type DestinationStream } from 'pino';
-import { scrubSecrets, MASK } from './redact.js';
+import { scrubSecrets, scrubText, MASK } from './redact.js';
 
 export type { Logger };
 
@@ -32,6 +32,13 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       },
       formatters: {
         log: (obj) => scrubSecrets(obj),
+      },
+      // The message string too: a message quoting an image or BMC URL must not carry its credentials.
+      hooks: {
+        logMethod(args, method) {
+          for (let i = 0; i < args.length; i++) if (typeof args[i] === 'string') args[i] = scrubText(args[i] as string);
+          return method.apply(this, args as Parameters<typeof method>);
+        },
       },
       serializers: {
         err: (err: unknown) => scrubSecrets(stdSerializers.err(err as Error)),

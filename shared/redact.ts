@@ -1,9 +1,12 @@
 /**
- * Secret scrubbing shared by logs and API output.
+ * Secret scrubbing shared by logs, API output, node history and error messages.
  *
- * A key is secret when its name matches SECRET_KEY (password, token, secret, authorization,
- * x-auth-token, private key...). Scrubbing is structural (by key, at any depth) so a secret nested
- * anywhere in a driver_info, a config dump or an error's fields never reaches a log line.
+ * Two kinds of secret are recognised:
+ * - by key: a value whose key matches SECRET_KEY (password, token, secret, authorization,
+ *   x-auth-token, private key...) is replaced by MASK, at any depth (cycle-safe, no depth cutoff);
+ * - inside strings: credentials embedded in URLs — userinfo (`https://user:pw@host`) and
+ *   credential-like query parameters (`?token=…`, `X-Amz-Signature=…`, `temp_url_sig=…`) — are
+ *   masked wherever a URL appears in free text (an error message quoting an image URL, a log line).
  */
 
 export const MASK = '******';
@@ -17,20 +20,59 @@ export function isSecretKey(key: string): boolean {
   return SECRET_KEY.test(key) && !NOT_SECRET.has(key);
 }
 
-/** Deep copy of `value` with every secret-named key's value replaced by MASK. */
-export function scrubSecrets<T>(value: T, depth = 0): T {
-  if (depth > 12 || value === null || typeof value !== 'object') return value;
-  if (Array.isArray(value)) return value.map((v) => scrubSecrets(v, depth + 1)) as T;
-  if (value instanceof Error) {
-    const out: Record<string, unknown> = { type: value.name, message: value.message };
-    for (const [k, v] of Object.entries(value)) out[k] = isSecretKey(k) ? MASK : scrubSecrets(v, depth + 1);
-    if (value.stack) out.stack = value.stack;
-    return out as T;
+/** scheme://userinfo@ — userinfo up to the first '@' before any '/', '?', '#' or whitespace. */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@"'<>]+@/gi;
+/** Query parameters that carry credentials (object-store signatures, tokens, passwords, keys). */
+const CREDENTIAL_PARAM = /([?&](?:[a-z0-9_.-]*(?:token|passw(?:or)?d|secret|signature|credential|api_?key|access_?key)|sig|temp_url_sig|x-amz-security-token|auth|key)=)[^&#\s"'<>]*/gi;
+
+/** True when `s` holds a URL credential that redactUrl would mask. */
+export function hasUrlCredential(s: string): boolean {
+  if (!s.includes('://') && !s.includes('=')) return false;
+  URL_USERINFO.lastIndex = 0;
+  CREDENTIAL_PARAM.lastIndex = 0;
+  const found = URL_USERINFO.test(s) || CREDENTIAL_PARAM.test(s);
+  URL_USERINFO.lastIndex = 0;
+  CREDENTIAL_PARAM.lastIndex = 0;
+  return found;
+}
+
+/** Masks URL userinfo and credential-like query parameters anywhere in `s`. */
+export function redactUrl(s: string): string {
+  if (!s.includes('://') && !s.includes('=')) return s;
+  return s.replace(URL_USERINFO, `$1${MASK}@`).replace(CREDENTIAL_PARAM, `$1${MASK}`);
+}
+
+/** Free text (messages, last_error, history events): URL credentials masked. */
+export const scrubText = redactUrl;
+
+/** Deep copy of `value` with every secret-named key's value and every URL credential masked. */
+export function scrubSecrets<T>(value: T): T {
+  return scrub(value, new WeakMap()) as T;
+}
+
+function scrub(value: unknown, seen: WeakMap<object, unknown>): unknown {
+  if (typeof value === 'string') return redactUrl(value);
+  if (value === null || typeof value !== 'object') return value;
+  if (Buffer.isBuffer(value) || ArrayBuffer.isView(value)) return value;
+  const prior = seen.get(value);
+  if (prior !== undefined) return prior;
+  if (Array.isArray(value)) {
+    const out: unknown[] = [];
+    seen.set(value, out);
+    for (const v of value) out.push(scrub(v, seen));
+    return out;
   }
-  if (Buffer.isBuffer(value)) return value;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    out[k] = isSecretKey(k) && v !== null && v !== undefined && v !== '' ? MASK : scrubSecrets(v, depth + 1);
+  seen.set(value, out);
+  if (value instanceof Error) {
+    out.type = value.name;
+    out.message = redactUrl(value.message);
+    if (value.stack) out.stack = redactUrl(value.stack);
   }
-  return out as T;
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (value instanceof Error && (k === 'message' || k === 'stack')) continue;
+    const masked = isSecretKey(k) && v !== null && v !== undefined && v !== '' && typeof v !== 'boolean';
+    Object.defineProperty(out, k, { value: masked ? MASK : scrub(v, seen), enumerable: true, writable: true, configurable: true });
+  }
+  return out;
 }

@@ -75,7 +75,7 @@ export async function startConductorProcess(o: { dir: string; database?: string;
   const logFile = path.join(o.dir, `${o.name ?? 'conductor'}.log`);
   const args = ['conductor', '--api-port', String(o.apiPort ?? 0), '--agent-port', String(o.agentPort ?? 0), '--database', o.database ?? `sqlite://${path.join(o.dir, 'ironfleet.db')}`];
   if (o.config) args.push('--config', o.config);
-  const p = spawnLogged(args, logFile, { IRONFLEET_HOST: 'test-conductor', IRONFLEET_AGENT__LIVENESS_FLUSH_MS: '200', ...o.env });
+  const p = spawnLogged(args, logFile, { IRONFLEET_HOST: 'test-conductor', IRONFLEET_AGENT__LIVENESS_FLUSH_MS: '200', IRONFLEET_SECURITY__SECRETS_KEY_FILE: path.join(o.dir, 'secrets.key'), ...o.env });
   const ready = await new Promise<{ api_port: number; agent_port: number }>((resolve, reject) => {
     let buf = '';
     const t = setTimeout(() => reject(new Error(`conductor did not start:\n${buf}`)), 30_000);

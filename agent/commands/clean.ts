@@ -2,11 +2,12 @@ import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import { CommandFailure, type CommandContext } from './registry.js';
 import { eraseDevices, eraseMetadata, type EraseProgress } from '../erase.js';
+import { resolveOwnDevice } from '../device-guard.js';
 
 async function eraseTargets(ctx: CommandContext): Promise<string[]> {
   const given = ctx.params.devices as string[] | undefined;
   const names = given?.length ? given : (await ctx.hardware.inventory()).disks.map((d) => d.name);
-  return names.map((n) => ctx.hardware.devicePath?.(n) ?? n);
+  return Promise.all(names.map((n, i) => resolveOwnDevice(ctx, n, `devices.${i}`)));
 }
 
 const eraseProgress = (ctx: CommandContext, stage: string) => (p: EraseProgress) =>

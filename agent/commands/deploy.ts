@@ -1,6 +1,8 @@
 import { CommandFailure, type CommandContext } from './registry.js';
 import { writeImage, ImageWriteError, type DiskFormat } from '../image-writer.js';
 import { selectRootDevice, RootDeviceHintError } from '../root-device.js';
+import { resolveOwnDevice } from '../device-guard.js';
+import { redactUrl } from '../../shared/redact.js';
 
 /**
  * The deploy steps this agent offers, in IPA's shape. All have priority 0 (run only when asked
@@ -38,12 +40,13 @@ export async function writeImageCommand(ctx: CommandContext): Promise<Record<str
     }
     if (!target) throw new CommandFailure('NO_ROOT_DEVICE', `no disk matches the root device hints ${JSON.stringify(p.root_device ?? {})}`);
   }
-  ctx.remoteLog('info', `write_image: ${p.url} -> ${target}`);
+  const path = await resolveOwnDevice(ctx, target, 'target');
+  ctx.remoteLog('info', `write_image: ${redactUrl(p.url)} -> ${target}`);
   try {
     const r = await writeImage(
       { url: p.url, checksum: p.checksum, checksum_algo: p.checksum_algo, disk_format: p.disk_format },
       {
-        target: ctx.hardware.devicePath?.(target) ?? target,
+        target: path,
         md5Allowed: ctx.md5Allowed,
         verify: p.verify,
         signal: ctx.signal,

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { CommandFailure, type CommandContext } from './registry.js';
+import { resolveOwnDevice } from '../device-guard.js';
 import { planSoftwareRaid, RaidConfigError } from '../raid-plan.js';
 import { applyRaidPlan, deleteRaidConfiguration, RaidExecError } from '../raid-exec.js';
 
@@ -38,7 +39,10 @@ export async function createConfiguration(ctx: CommandContext): Promise<Record<s
 /** raid.delete_configuration: stop arrays, zero superblocks, wipe holder partition tables. */
 export async function deleteConfiguration(ctx: CommandContext): Promise<Record<string, unknown>> {
   const given = ctx.params.devices as string[] | undefined;
-  for (const d of given ?? []) if (!existsSync(d)) throw new CommandFailure('INVALID_PARAMS', `device ${d} does not exist`);
+  for (const [i, d] of (given ?? []).entries()) {
+    if (!existsSync(d)) throw new CommandFailure('INVALID_PARAMS', `devices.${i}: device ${d} does not exist`);
+    await resolveOwnDevice(ctx, d, `devices.${i}`);
+  }
   try {
     const r = await deleteRaidConfiguration(given, { log: (m) => ctx.log.info(m) });
     await ctx.sendInventory().catch(() => undefined);

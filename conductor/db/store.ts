@@ -6,6 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { AgentCommandRow, Database, DeferredActionRow, HistoryRow, NodeRow, PortRow } from './schema.js';
 import type { OpenedDb } from './database.js';
+import { isSealed, type SecretBox } from '../secret-box.js';
+import { scrubSecrets, scrubText } from '../../shared/redact.js';
 import type { SqlDialect } from './migrations.js';
 import { ConflictError } from '../../shared/errors.js';
 
@@ -95,14 +97,20 @@ function parseJson<T>(text: string | null): T {
   return (text === null ? null : JSON.parse(text)) as T;
 }
 
-function toNode(r: NodeRow): Node {
+/** Opens sealed values only in documents that hold one (a substring test is far cheaper than a walk). */
+function parseSealed<T>(text: string | null, box: SecretBox | undefined): T {
+  const v = parseJson<T>(text);
+  return box && text !== null && text.includes('enc:v1:') ? box.openDoc(v) : v;
+}
+
+function toNode(r: NodeRow, box?: SecretBox): Node {
   return {
     ...r,
-    driver_info: parseJson(r.driver_info),
-    properties: parseJson(r.properties),
-    instance_info: parseJson(r.instance_info),
-    driver_internal_info: parseJson(r.driver_internal_info),
-    extra: parseJson(r.extra),
+    driver_info: parseSealed(r.driver_info, box),
+    properties: parseSealed(r.properties, box),
+    instance_info: parseSealed(r.instance_info, box),
+    driver_internal_info: parseSealed(r.driver_internal_info, box),
+    extra: parseSealed(r.extra, box),
     maintenance: Boolean(r.maintenance),
   };
 }
@@ -111,10 +119,10 @@ function toPort(r: PortRow): Port {
   return { ...r, extra: parseJson(r.extra), local_link_connection: parseJson(r.local_link_connection), pxe_enabled: Boolean(r.pxe_enabled) };
 }
 
-function toCommand(r: AgentCommandRow): AgentCommand {
+function toCommand(r: AgentCommandRow, box?: SecretBox): AgentCommand {
   return {
     ...r,
-    params: parseJson(r.params),
+    params: parseSealed(r.params, box),
     status: r.status as AgentCommand['status'],
     result: parseJson(r.result),
     error: parseJson(r.error),
@@ -152,9 +160,26 @@ export class Store {
   /** Inserts per node since its history was last pruned. */
   private readonly historyInserts = new Map<number, number>();
 
-  constructor(private readonly opened: OpenedDb) {
+  private readonly toNode: (r: NodeRow) => Node;
+  private readonly toCommand: (r: AgentCommandRow) => AgentCommand;
+
+  /**
+   * `box`: seals secrets at rest (secret-box.ts) in the nodes' JSON documents, agent command
+   * parameters and BMC session tokens. Without it values are stored as given (unit tests).
+   */
+  constructor(
+    private readonly opened: OpenedDb,
+    readonly box?: SecretBox,
+  ) {
     this.db = opened.db;
     this.dialect = opened.dialect;
+    this.toNode = (r) => toNode(r, box);
+    this.toCommand = (r) => toCommand(r, box);
+  }
+
+  /** JSON text of a document, with its secrets sealed. */
+  private sealJson(doc: unknown): string {
+    return JSON.stringify(this.box ? this.box.sealDoc(doc) : doc);
   }
 
   close(): Promise<void> {
@@ -169,11 +194,11 @@ export class Store {
       uuid: input.uuid,
       name: input.name ?? null,
       driver: input.driver,
-      driver_info: JSON.stringify(input.driver_info ?? {}),
-      properties: JSON.stringify(input.properties ?? {}),
-      instance_info: JSON.stringify(input.instance_info ?? {}),
-      driver_internal_info: JSON.stringify(input.driver_internal_info ?? {}),
-      extra: JSON.stringify(input.extra ?? {}),
+      driver_info: this.sealJson(input.driver_info ?? {}),
+      properties: this.sealJson(input.properties ?? {}),
+      instance_info: this.sealJson(input.instance_info ?? {}),
+      driver_internal_info: this.sealJson(input.driver_internal_info ?? {}),
+      extra: this.sealJson(input.extra ?? {}),
       instance_uuid: input.instance_uuid ?? null,
       resource_class: input.resource_class ?? null,
       provision_state: input.provision_state,
@@ -208,12 +233,12 @@ export class Store {
 
   async getNodeByUuid(uuid: string, db: Db = this.db): Promise<Node | undefined> {
     const r = await db.selectFrom('nodes').selectAll().where('uuid', '=', uuid).executeTakeFirst();
-    return r && toNode(r);
+    return r && this.toNode(r);
   }
 
   async getNodeById(id: number, db: Db = this.db): Promise<Node | undefined> {
     const r = await db.selectFrom('nodes').selectAll().where('id', '=', id).executeTakeFirst();
-    return r && toNode(r);
+    return r && this.toNode(r);
   }
 
   /**
@@ -223,7 +248,7 @@ export class Store {
   async findNode(ident: string): Promise<Node | undefined> {
     if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(ident)) return this.getNodeByUuid(ident);
     const r = await this.db.selectFrom('nodes').selectAll().where('name', '=', ident).executeTakeFirst();
-    return r && toNode(r);
+    return r && this.toNode(r);
   }
 
   async listNodes(o: ListNodesOptions = {}): Promise<Node[]> {
@@ -253,7 +278,7 @@ export class Store {
     q = q.orderBy(key, dir);
     if (sortKey !== 'id') q = q.orderBy('id', dir);
     if (o.limit !== undefined) q = q.limit(o.limit);
-    return (await q.execute()).map(toNode);
+    return (await q.execute()).map(this.toNode);
   }
 
   /** Nodes whose provision state is one of `states`. */
@@ -271,7 +296,8 @@ export class Store {
     const row: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(patch)) {
       if (v === undefined) continue;
-      if ((JSON_NODE_FIELDS as readonly string[]).includes(k)) row[k] = JSON.stringify(v);
+      if ((JSON_NODE_FIELDS as readonly string[]).includes(k)) row[k] = this.sealJson(v);
+      else if ((k === 'last_error' || k === 'maintenance_reason') && typeof v === 'string') row[k] = scrubText(v);
       else if (k === 'maintenance') row[k] = v ? 1 : 0;
       else row[k] = v;
     }
@@ -290,7 +316,7 @@ export class Store {
     if (expect.reservation !== undefined) q = q.where('reservation', expect.reservation === null ? 'is' : '=', expect.reservation);
     try {
       const r = await q.returningAll().executeTakeFirst();
-      return r && toNode(r);
+      return r && this.toNode(r);
     } catch (err) {
       if (isUniqueViolation(err)) throw new ConflictError(`A node with name ${patch.name} already exists.`, { field: 'name' });
       throw err;
@@ -313,7 +339,7 @@ export class Store {
   /** Atomic reservation: takes the node's lock if it is free; the locked node, or undefined when someone holds it. */
   async reserveNode(id: number, holder: string): Promise<Node | undefined> {
     const r = await this.db.updateTable('nodes').set({ reservation: holder }).where('id', '=', id).where('reservation', 'is', null).returningAll().executeTakeFirst();
-    return r && toNode(r);
+    return r && this.toNode(r);
   }
 
   async releaseNode(id: number, holder: string): Promise<boolean> {
@@ -381,7 +407,7 @@ export class Store {
           uuid,
           address: input.address.toLowerCase(),
           node_id: input.node_id,
-          extra: JSON.stringify(input.extra ?? {}),
+          extra: this.sealJson(input.extra ?? {}),
           pxe_enabled: input.pxe_enabled === false ? 0 : 1,
           local_link_connection: JSON.stringify(input.local_link_connection ?? {}),
           physical_network: input.physical_network ?? null,
@@ -448,7 +474,7 @@ export class Store {
   // ---------------------------------------------------------------- history
 
   async addHistory(e: Omit<HistoryEvent, 'uuid' | 'created_at'>, maxEntries: number): Promise<void> {
-    await this.db.insertInto('node_history').values({ ...e, uuid: randomUUID(), created_at: now() }).execute();
+    await this.db.insertInto('node_history').values({ ...e, event: scrubText(e.event), uuid: randomUUID(), created_at: now() }).execute();
     // Keep at most maxEntries per node (Ironic's node_history_max_entries). Pruning on every
     // insert cost as much as the insert, so prune every `every` inserts per node (≤ 10% overshoot).
     const every = Math.max(1, Math.min(20, Math.floor(maxEntries / 10)));
@@ -499,14 +525,14 @@ export class Store {
   async createCommand(c: { id: string; node_id: number; name: string; params: Json }): Promise<AgentCommand> {
     await this.db
       .insertInto('agent_commands')
-      .values({ ...c, params: JSON.stringify(c.params), status: 'PENDING', result: null, error: null, progress: null, created_at: now(), updated_at: null })
+      .values({ ...c, params: this.sealJson(c.params), status: 'PENDING', result: null, error: null, progress: null, created_at: now(), updated_at: null })
       .execute();
     return (await this.getCommand(c.id))!;
   }
 
   async getCommand(id: string): Promise<AgentCommand | undefined> {
     const r = await this.db.selectFrom('agent_commands').selectAll().where('id', '=', id).executeTakeFirst();
-    return r && toCommand(r);
+    return r && this.toCommand(r);
   }
 
   async listCommands(nodeId: number, o: { limit?: number; statuses?: AgentCommand['status'][] } = {}): Promise<AgentCommand[]> {
@@ -514,16 +540,17 @@ export class Store {
     if (o.statuses) q = q.where('status', 'in', o.statuses);
     q = q.orderBy('created_at', 'asc').orderBy('id', 'asc');
     if (o.limit !== undefined) q = q.limit(o.limit);
-    return (await q.execute()).map(toCommand);
+    return (await q.execute()).map(this.toCommand);
   }
 
   /** Moves a command forward; a terminal command never changes again (first result wins). */
   async updateCommand(id: string, patch: { status?: AgentCommand['status']; result?: Json | null; error?: AgentCommand['error']; progress?: Json | null }): Promise<boolean> {
     const row: Record<string, unknown> = { updated_at: now() };
     if (patch.status !== undefined) row.status = patch.status;
-    if (patch.result !== undefined) row.result = patch.result === null ? null : JSON.stringify(patch.result);
-    if (patch.error !== undefined) row.error = patch.error === null ? null : JSON.stringify(patch.error);
-    if (patch.progress !== undefined) row.progress = patch.progress === null ? null : JSON.stringify(patch.progress);
+    // What an agent reports may quote a URL it was given (with its credentials): masked before it is stored.
+    if (patch.result !== undefined) row.result = patch.result === null ? null : JSON.stringify(scrubSecrets(patch.result));
+    if (patch.error !== undefined) row.error = patch.error === null ? null : JSON.stringify(scrubSecrets(patch.error));
+    if (patch.progress !== undefined) row.progress = patch.progress === null ? null : JSON.stringify(scrubSecrets(patch.progress));
     const res = await this.db
       .updateTable('agent_commands')
       .set(row)
@@ -536,10 +563,11 @@ export class Store {
   // ---------------------------------------------------------------- BMC sessions
 
   async putBmcSession(s: { bmc_key: string; session_uri: string; token: string; conductor: string; created_at: string }): Promise<void> {
+    const token = this.box ? this.box.seal(s.token) : s.token;
     await this.db
       .insertInto('bmc_sessions')
-      .values(s)
-      .onConflict((oc) => oc.column('bmc_key').doUpdateSet({ session_uri: s.session_uri, token: s.token, conductor: s.conductor, created_at: s.created_at }))
+      .values({ ...s, token })
+      .onConflict((oc) => oc.column('bmc_key').doUpdateSet({ session_uri: s.session_uri, token, conductor: s.conductor, created_at: s.created_at }))
       .execute();
   }
 
@@ -550,7 +578,62 @@ export class Store {
   }
 
   async listBmcSessions(conductor: string): Promise<Array<{ bmc_key: string; session_uri: string; token: string; created_at: string }>> {
-    return this.db.selectFrom('bmc_sessions').select(['bmc_key', 'session_uri', 'token', 'created_at']).where('conductor', '=', conductor).execute();
+    const rows = await this.db.selectFrom('bmc_sessions').select(['bmc_key', 'session_uri', 'token', 'created_at']).where('conductor', '=', conductor).execute();
+    const box = this.box;
+    return box ? rows.map((r) => ({ ...r, token: isSealed(r.token) ? box.open(r.token) : r.token })) : rows;
+  }
+
+  /**
+   * Seals every secret at rest that is not sealed with the primary key yet: values written before
+   * sealing existed (upgrade) or sealed with an older key (`force`, key rotation). Returns the
+   * number of rows rewritten. SQLite: the freed pages that held plaintext are vacuumed away.
+   */
+  async sealAtRest(force = false): Promise<number> {
+    const box = this.box;
+    if (!box) return 0;
+    let changed = 0;
+    const nodes = await this.db.selectFrom('nodes').select(['id', ...JSON_NODE_FIELDS]).execute();
+    for (const r of nodes) {
+      const patch: Record<string, string> = {};
+      for (const f of JSON_NODE_FIELDS) {
+        const next = JSON.stringify(box.sealDoc(parseSealed(r[f], box), force));
+        if (next !== r[f]) patch[f] = next;
+      }
+      if (Object.keys(patch).length) {
+        await this.db.updateTable('nodes').set(patch).where('id', '=', r.id).execute();
+        changed++;
+      }
+    }
+    const cmds = await this.db.selectFrom('agent_commands').select(['id', 'params']).execute();
+    for (const r of cmds) {
+      const next = JSON.stringify(box.sealDoc(parseSealed(r.params, box), force));
+      if (next !== r.params) {
+        await this.db.updateTable('agent_commands').set({ params: next }).where('id', '=', r.id).execute();
+        changed++;
+      }
+    }
+    const sessions = await this.db.selectFrom('bmc_sessions').select(['bmc_key', 'token']).execute();
+    for (const r of sessions) {
+      const next = isSealed(r.token) ? (force ? box.reseal(r.token) : r.token) : box.seal(r.token);
+      if (next !== r.token) {
+        await this.db.updateTable('bmc_sessions').set({ token: next }).where('bmc_key', '=', r.bmc_key).execute();
+        changed++;
+      }
+    }
+    const history = await this.db.selectFrom('node_history').select(['id', 'event']).where('event', 'like', '%://%').execute();
+    for (const r of history) {
+      const next = scrubText(r.event);
+      if (next !== r.event) {
+        await this.db.updateTable('node_history').set({ event: next }).where('id', '=', r.id).execute();
+        changed++;
+      }
+    }
+    if (changed && this.dialect === 'sqlite') {
+      await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(this.db);
+      await sql`VACUUM`.execute(this.db);
+      await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(this.db);
+    }
+    return changed;
   }
 
   // ---------------------------------------------------------------- deferred actions
