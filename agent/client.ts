@@ -42,6 +42,11 @@ export interface AgentClientOptions {
   firmwareManagers?: FirmwareManager[];
   /** Priorities of this agent's deploy steps ("interface.step" → priority). */
   deployStepPriorities?: Record<string, number>;
+  /**
+   * Test and lab agents on a real host: regular files under this directory are accepted as
+   * `target`/`devices` (stand-ins for disks). Never set on a ramdisk. Default: none.
+   */
+  fileTargetDir?: string;
   /** Inventory sent after Welcome; default true. */
   sendInventory?: boolean;
 }
@@ -349,6 +354,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
           md5Allowed: this.settings.md5Allowed,
           firmware: this.opts.firmwareManagers ?? [],
           deployStepPriorities: this.opts.deployStepPriorities ?? {},
+          fileTargetDir: this.opts.fileTargetDir,
           log,
           progress: (p) => this.progress(cmd.commandId, p),
           sendInventory: () => this.sendInventory(),

@@ -16,6 +16,8 @@ export const agentOptionsSchema = z.strictObject({
   conductor: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$/i, 'must be host:port'),
   state_dir: z.string().min(1).default('/run/ironfleet-agent'),
   ca_file: z.string().min(1).optional(),
+  /** Test/lab agents on a host: regular files under this directory may stand in for disks. */
+  file_target_dir: z.string().min(1).optional(),
   /** Accept a plaintext (no TLS) conductor that is not on loopback. @default false */
   insecure: z.boolean().default(false),
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
@@ -89,6 +91,7 @@ export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown
     caPem: opts.ca_file ? readFileSync(opts.ca_file) : undefined,
     firmwareManagers: opts.firmware_config ? [new GenericCommandFirmware(loadGenericFirmwareConfig(opts.firmware_config))] : [],
     deployStepPriorities: opts.deploy_step_priorities,
+    fileTargetDir: opts.file_target_dir,
   });
   await client.start();
   const stop = async (sig: string) => {

@@ -10,12 +10,25 @@ import { createLogger } from '../shared/logger.js';
 import { IronfleetError, errorMessage } from '../shared/errors.js';
 import { parseStepPriorities, runAgent } from '../agent/main.js';
 import { ApiClient, ApiError } from './api-client.js';
-import { runSimAgents } from './sim-agents.js';
-import { runLab } from './lab.js';
-import { startFleet } from '../sim/fleet.js';
 import { AGENT_VERSION } from '../shared/commands.js';
 import { installProcessGuards } from '../shared/process-guard.js';
 import { rotateSecretsKey } from './secrets.js';
+
+/**
+ * The simulator, the lab and the ramdisk builder need development packages (certificate
+ * generation, esbuild) that a production install (`npm ci --omit=dev`) leaves out: they are
+ * loaded only when asked for, so the conductor and the agent run without them.
+ */
+async function devTool<T>(load: () => Promise<T>, what: string): Promise<T> {
+  try {
+    return await load();
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND') {
+      throw new IronfleetError('IRF_CONFIG_INVALID', `"ironfleet ${what}" needs the development packages (npm ci without --omit=dev): ${errorMessage(err)}`);
+    }
+    throw err;
+  }
+}
 
 function int(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string) => {
@@ -114,13 +127,14 @@ export function buildCli(): Command {
     .option('--conductor <host:port>', 'conductor agent endpoint (default: ironfleet.conductor= on the kernel command line)')
     .option('--state-dir <dir>', 'journal/token directory (tmpfs)', '/run/ironfleet-agent')
     .option('--ca-file <file>', 'CA bundle to verify the conductor (enables TLS)')
+    .option('--file-target-dir <dir>', 'tests/labs on a host: regular files under <dir> may stand in for disks as target/devices')
     .option('--insecure', 'accept a plaintext conductor that is not on loopback (ironfleet.insecure=1)')
     .option('--log-level <level>', 'log level', 'info')
     .option('--extra-mac <mac...>', 'additional MAC addresses to look up with')
     .option('--firmware-config <file>', 'JSON: in-band firmware components and their version/update commands')
     .option('--deploy-step-priorities <list>', 'priorities of this agent\'s deploy steps, e.g. deploy.erase_devices_metadata:85 (default: all 0)')
     .action(async (o) => {
-      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, insecure: o.insecure, log_level: o.logLevel, extra_macs: o.extraMac, firmware_config: o.firmwareConfig, deploy_step_priorities: o.deployStepPriorities === undefined ? undefined : parseStepPriorities(o.deployStepPriorities) });
+      await runAgent({ conductor: o.conductor, state_dir: o.stateDir, ca_file: o.caFile, insecure: o.insecure, file_target_dir: o.fileTargetDir, log_level: o.logLevel, extra_macs: o.extraMac, firmware_config: o.firmwareConfig, deploy_step_priorities: o.deployStepPriorities === undefined ? undefined : parseStepPriorities(o.deployStepPriorities) });
     });
 
   program
@@ -132,6 +146,7 @@ export function buildCli(): Command {
     .option('--first <index>', 'index of the first machine', int('first', 0), 0)
     .option('--log-level <level>', 'log level', 'warn')
     .action(async (o) => {
+      const { runSimAgents } = await devTool(() => import('./sim-agents.js'), 'sim-agents');
       await runSimAgents({ conductor: o.conductor, count: o.count, seed: o.seed, first: o.first, logLevel: o.logLevel });
     });
 
@@ -148,6 +163,7 @@ export function buildCli(): Command {
     .option('--duration <s>', 'stop by itself after this many seconds (0 = until Ctrl-C)', int('duration', 0), 3600)
     .option('--no-qemu', 'leave out the qemu VM machine (one machine booting the real deploy ramdisk, deployed onto mdadm RAID-1)')
     .action(async (o) => {
+      const { runLab } = await devTool(() => import('./lab.js'), 'lab');
       await runLab({ nodes: o.nodes, profile: o.profile, apiPort: o.apiPort, agentPort: o.agentPort, bmcPort: o.bmcPort, simAdminPort: o.simAdminPort, dir: o.dir, durationS: o.duration, qemu: Boolean(o.qemu) });
     });
 
@@ -185,6 +201,7 @@ export function buildCli(): Command {
           throw new InvalidArgumentError('--profile-override must be a JSON object');
         }
       }
+      const { startFleet } = await devTool(() => import('../sim/fleet.js'), 'sim');
       const fleet = await startFleet({
         bmcs: o.bmcs,
         profile: o.profile,
@@ -222,7 +239,7 @@ export function buildCli(): Command {
     .option('--out <dir>', 'output directory', 'var/ramdisk')
     .option('--force', 'rebuild even when up to date')
     .action(async (o) => {
-      const { buildRamdisk } = await import('../agent/ramdisk/build.js');
+      const { buildRamdisk } = await devTool(() => import('../agent/ramdisk/build.js'), 'ramdisk build');
       const m = await buildRamdisk({ outDir: o.out, force: o.force, log: (l) => console.error(`ramdisk: ${l}`) });
       const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
       console.error(`ramdisk: ${m.cached ? 'up to date' : `built in ${(m.build_ms / 1000).toFixed(1)} s`}: kernel ${m.kernel_version} (${mib(m.kernel_bytes)}), initramfs ${mib(m.initramfs_bytes)} (${mib(m.initramfs_unpacked_bytes)} unpacked, agent bundle ${mib(m.agent_bundle_bytes)}), ${m.modules.length} modules`);

@@ -34,6 +34,8 @@ export interface CommandContext {
   firmware: FirmwareManager[];
   /** Priorities this ramdisk gives its deploy steps ("interface.step" → priority; default 0). */
   deployStepPriorities: Record<string, number>;
+  /** Regular files under this directory may stand in for disks (test/lab agents on a host). */
+  fileTargetDir?: string;
   /** Streamed to the conductor's log, tagged with the command id. */
   remoteLog(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
 }

@@ -70,7 +70,7 @@ describe('deploy.write_image through conductor and agent processes', () => {
     api = new ApiClient({ url: conductor.apiUrl });
     node = (await api.post<{ uuid: string }>('/v1/nodes', { driver: 'fake-hardware', name: 'wi-node' })).uuid;
     for (const mac of hostMacs()) await api.post('/v1/ports', { address: mac, node_uuid: node });
-    agent = startAgentProcess({ dir, conductor: conductor.agentAddr, stateDir: path.join(dir, 'state'), extraArgs: ['--firmware-config', fwConfig] });
+    agent = startAgentProcess({ dir, conductor: conductor.agentAddr, stateDir: path.join(dir, 'state'), extraArgs: ['--firmware-config', fwConfig, '--file-target-dir', dir] });
     await waitFor(async () => (await api.get<{ connected: boolean }>(`/v1/nodes/${node}/agent`)).connected, 30_000, 'agent');
   });
   afterAll(async () => {
