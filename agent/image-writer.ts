@@ -23,6 +23,7 @@ import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { Duplex, type Transform } from 'node:stream';
 import { request } from 'undici';
+import { redactUrl } from '../shared/redact.js';
 
 export class ImageWriteError extends Error {
   constructor(
@@ -84,6 +85,22 @@ export interface WriteResult {
   read_back_checksum?: string;
 }
 
+/**
+ * Image servers behind HTTP basic auth are given as `https://user:pass@host/…`. The credentials
+ * travel as an Authorization header (never in the request line) and never in a message: every
+ * error quotes the URL with its userinfo masked.
+ */
+export function withUrlCredentials(url: string): { url: string; headers: Record<string, string>; shown: string } {
+  const u = new URL(url);
+  const headers: Record<string, string> = {};
+  if (u.username || u.password) {
+    headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`;
+    u.username = '';
+    u.password = '';
+  }
+  return { url: u.toString(), headers, shown: redactUrl(url) };
+}
+
 /** sha256 / sha512 / md5 from the digest length, as IPA infers it. */
 export function algoForDigest(hex: string): 'sha256' | 'sha512' | 'md5' | undefined {
   if (!/^[0-9a-f]+$/i.test(hex)) return undefined;
@@ -93,15 +110,16 @@ export function algoForDigest(hex: string): 'sha256' | 'sha512' | 'md5' | undefi
 async function resolveChecksum(info: ImageInfo): Promise<{ algo: 'sha256' | 'sha512' | 'md5'; digest: string }> {
   let digest = info.checksum.trim();
   if (/^https?:\/\//.test(digest)) {
-    const res = await request(digest).catch((err: Error) => {
-      throw new ImageWriteError('CHECKSUM_INVALID', `cannot fetch checksum file ${digest}: ${err.message}`);
+    const src = withUrlCredentials(digest);
+    const res = await request(src.url, { headers: src.headers }).catch((err: Error) => {
+      throw new ImageWriteError('CHECKSUM_INVALID', `cannot fetch checksum file ${src.shown}: ${err.message}`);
     });
     const text = await res.body.text();
-    if (res.statusCode !== 200) throw new ImageWriteError('CHECKSUM_INVALID', `checksum file ${digest}: HTTP ${res.statusCode}`);
+    if (res.statusCode !== 200) throw new ImageWriteError('CHECKSUM_INVALID', `checksum file ${src.shown}: HTTP ${res.statusCode}`);
     const file = new URL(info.url).pathname.split('/').pop() ?? '';
     const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
     const hit = lines.find((l) => l.split(/\s+/).slice(1).some((n) => n.replace(/^\*/, '') === file)) ?? (lines.length === 1 ? lines[0] : undefined);
-    if (!hit) throw new ImageWriteError('CHECKSUM_INVALID', `checksum file ${digest} has no entry for ${file}`);
+    if (!hit) throw new ImageWriteError('CHECKSUM_INVALID', `checksum file ${redactUrl(digest)} has no entry for ${file}`);
     digest = hit.split(/\s+/)[0]!;
   }
   const algo = info.checksum_algo ?? algoForDigest(digest);
@@ -446,27 +464,28 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
       decDone.catch(() => {});
     };
     let started = false;
+    const src = withUrlCredentials(info.url);
     for (let attempt = 0; ; attempt++) {
       if (o.signal?.aborted) throw new ImageWriteError('CANCELLED', 'image write cancelled');
-      const headers: Record<string, string> = downloaded > 0 ? { range: `bytes=${downloaded}-` } : {};
+      const headers: Record<string, string> = downloaded > 0 ? { ...src.headers, range: `bytes=${downloaded}-` } : { ...src.headers };
       let res;
       try {
-        res = await request(info.url, { headers, signal: o.signal, headersTimeout: 30_000, bodyTimeout: 60_000 });
+        res = await request(src.url, { headers, signal: o.signal, headersTimeout: 30_000, bodyTimeout: 60_000 });
       } catch (err) {
         if (o.signal?.aborted) throw new ImageWriteError('CANCELLED', 'image write cancelled');
-        if (attempt >= maxRetries) throw new ImageWriteError('DOWNLOAD_FAILED', `download of ${info.url} failed: ${(err as Error).message}`);
+        if (attempt >= maxRetries) throw new ImageWriteError('DOWNLOAD_FAILED', `download of ${redactUrl(info.url)} failed: ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
         continue;
       }
       if (res.statusCode >= 400) {
         await res.body.dump();
-        throw new ImageWriteError('HTTP_ERROR', `download of ${info.url} failed: HTTP ${res.statusCode}`);
+        throw new ImageWriteError('HTTP_ERROR', `download of ${redactUrl(info.url)} failed: HTTP ${res.statusCode}`);
       }
       if (downloaded > 0) {
         const cr = String(res.headers['content-range'] ?? '');
         if (res.statusCode !== 206 || !cr.startsWith(`bytes ${downloaded}-`)) {
           await res.body.dump();
-          throw new ImageWriteError('DOWNLOAD_FAILED', `server cannot resume ${info.url} at byte ${downloaded} (HTTP ${res.statusCode}); not restarting a partial write`);
+          throw new ImageWriteError('DOWNLOAD_FAILED', `server cannot resume ${redactUrl(info.url)} at byte ${downloaded} (HTTP ${res.statusCode}); not restarting a partial write`);
         }
         resumed++;
       } else {
@@ -494,17 +513,17 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
         break;
       } catch (err) {
         if (err instanceof ImageWriteError) throw err;
-        if (attempt >= maxRetries) throw new ImageWriteError('DOWNLOAD_FAILED', `download of ${info.url} kept failing: ${(err as Error).message}`);
+        if (attempt >= maxRetries) throw new ImageWriteError('DOWNLOAD_FAILED', `download of ${redactUrl(info.url)} kept failing: ${(err as Error).message}`);
         // Resume from `downloaded` with a Range request on the next attempt.
       }
     }
-    if (!started) throw new ImageWriteError('DOWNLOAD_FAILED', `${info.url} is empty`);
+    if (!started) throw new ImageWriteError('DOWNLOAD_FAILED', `${redactUrl(info.url)} is empty`);
     dec?.end();
     await decDone;
     const fin = await sink!.finish();
     if (fin.digest !== digest) {
       await sink!.wipe();
-      throw new ImageWriteError('CHECKSUM_MISMATCH', `checksum mismatch for ${info.url}: expected ${algo} ${digest}, got ${fin.digest}; ${wroteTarget ? 'the target was wiped' : 'nothing was written to the target'}`);
+      throw new ImageWriteError('CHECKSUM_MISMATCH', `checksum mismatch for ${redactUrl(info.url)}: expected ${algo} ${digest}, got ${fin.digest}; ${wroteTarget ? 'the target was wiped' : 'nothing was written to the target'}`);
     }
     if (format === 'qcow2') written = await convertQcow2(sinkTarget, o.target);
     let readBack: string | undefined;

@@ -9,7 +9,7 @@ import { forEachLimit } from '../shared/pool.js';
 import { mkdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,8 @@ export interface LabOptions {
   durationS: number;
   /** One more machine: a qemu VM booting the built deploy ramdisk. */
   qemu?: boolean;
+  /** The conductor's log level (its log file). @default info */
+  logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error';
 }
 
 const SEED = 'lab';
@@ -91,17 +93,26 @@ export async function runLab(o: LabOptions): Promise<void> {
   for (let i = 0; i < image.length; i += 4096) image.writeUInt32LE(i * 2654435761 >>> 0, i);
   image.write('IRONFLEET-LAB-IMAGE', 0);
   const imageSha = createHash('sha256').update(image).digest('hex');
-  const imageServer = http.createServer((_req, res) => {
+  // Behind HTTP basic auth, as image stores often are: the credentials ride in the image URL and
+  // must never show up in the API, node history, logs or the database in clear.
+  const imagePassword = randomBytes(12).toString('base64url');
+  const imageAuth = `Basic ${Buffer.from(`lab:${imagePassword}`).toString('base64')}`;
+  const imageServer = http.createServer((req, res) => {
+    if (req.headers.authorization !== imageAuth) {
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="lab images"' });
+      return res.end();
+    }
     res.writeHead(200, { 'content-length': image.length });
     res.end(image);
   });
   await new Promise<void>((r) => imageServer.listen(0, '127.0.0.1', () => r()));
   imageServer.unref();
-  const imageUrl = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}/lab-image.raw`;
+  const imagePort = (imageServer.address() as AddressInfo).port;
+  const imageUrl = `http://lab:${imagePassword}@127.0.0.1:${imagePort}/lab-image.raw`;
 
   // 2. The conductor on its embedded database.
   const logFile = path.join(dir, 'conductor.log');
-  const log = createLogger({ name: 'ironfleet-lab', level: 'info', destination: destination({ dest: logFile, mkdir: true, sync: false }) });
+  const log = createLogger({ name: 'ironfleet-lab', level: o.logLevel ?? 'info', destination: destination({ dest: logFile, mkdir: true, sync: false }) });
   const cfg = compileConfig({
     host: 'lab-conductor',
     database: { url: `sqlite://${path.join(dir, 'ironfleet.db')}` },
@@ -210,7 +221,7 @@ export async function runLab(o: LabOptions): Promise<void> {
   };
   setInterval(() => void tick(), 400).unref();
   if (o.qemu) {
-    void runVm({ api, dir, say, agentPort: running.agentPort, imagePort: Number(new URL(imageUrl).port), imageSha, children }).catch((err: Error) => say(`qemu VM: ${err.message}`));
+    void runVm({ api, dir, say, agentPort: running.agentPort, imagePort, imagePassword, imageSha, children }).catch((err: Error) => say(`qemu VM: ${err.message}`));
   }
 
   let cmdOk = 0;
@@ -239,7 +250,7 @@ export async function runLab(o: LabOptions): Promise<void> {
  * deploy ramdisk built from Debian packages; the conductor inspects it, cleans it and deploys the
  * lab image onto an mdadm RAID-1 across two of its three virtio disks, reading it back from the array.
  */
-async function runVm(o: { api: ApiClient; dir: string; say: (s: string) => void; agentPort: number; imagePort: number; imageSha: string; children: ChildProcess[] }): Promise<void> {
+async function runVm(o: { api: ApiClient; dir: string; say: (s: string) => void; agentPort: number; imagePort: number; imagePassword: string; imageSha: string; children: ChildProcess[] }): Promise<void> {
   const t0 = Date.now();
   const secs = () => `${((Date.now() - t0) / 1000).toFixed(0)} s`;
   const out = path.resolve('var', 'ramdisk');
@@ -259,7 +270,7 @@ async function runVm(o: { api: ApiClient; dir: string; say: (s: string) => void;
     driver: 'redfish',
     name,
     driver_info: { redfish_address: b.address, redfish_username: b.username, redfish_password: b.password, redfish_system_id: b.system_id },
-    instance_info: { image_source: `http://${GUEST_HOST}:${o.imagePort}/lab-image.raw`, image_os_hash_algo: 'sha256', image_os_hash_value: o.imageSha, image_verify: true },
+    instance_info: { image_source: `http://lab:${o.imagePassword}@${GUEST_HOST}:${o.imagePort}/lab-image.raw`, image_os_hash_algo: 'sha256', image_os_hash_value: o.imageSha, image_verify: true },
   });
   for (const mac of b.macs) await o.api.post('/v1/ports', { address: mac, node_uuid: uuid });
   await o.api.put(`/v1/nodes/${name}/states/raid`, {

@@ -161,10 +161,14 @@ export function buildCli(): Command {
     .option('--sim-admin-port <port>', 'simulator admin API port', int('sim-admin-port', 0, 65535), 9400)
     .option('--dir <dir>', 'working directory (database, manifest, logs)', 'var/lab')
     .option('--duration <s>', 'stop by itself after this many seconds (0 = until Ctrl-C)', int('duration', 0), 3600)
+    .option('--log-level <level>', 'conductor log level (its log file): trace | debug | info | warn | error', (v: string) => {
+      if (!['trace', 'debug', 'info', 'warn', 'error'].includes(v)) throw new InvalidArgumentError('--log-level must be one of trace, debug, info, warn, error');
+      return v;
+    }, 'info')
     .option('--no-qemu', 'leave out the qemu VM machine (one machine booting the real deploy ramdisk, deployed onto mdadm RAID-1)')
     .action(async (o) => {
       const { runLab } = await devTool(() => import('./lab.js'), 'lab');
-      await runLab({ nodes: o.nodes, profile: o.profile, apiPort: o.apiPort, agentPort: o.agentPort, bmcPort: o.bmcPort, simAdminPort: o.simAdminPort, dir: o.dir, durationS: o.duration, qemu: Boolean(o.qemu) });
+      await runLab({ nodes: o.nodes, profile: o.profile, apiPort: o.apiPort, agentPort: o.agentPort, bmcPort: o.bmcPort, simAdminPort: o.simAdminPort, dir: o.dir, durationS: o.duration, qemu: Boolean(o.qemu), logLevel: o.logLevel });
     });
 
   program

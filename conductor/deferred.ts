@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { DeferredAction, Json, Store } from './db/store.js';
 import { NodeLockedError, errorMessage } from '../shared/errors.js';
-import { withDbRetry } from './db/retry.js';
+import { isTransientDbError, withDbRetry } from './db/retry.js';
 import { Backoff, sleep } from '../shared/backoff.js';
 import type { Task, TaskManager } from './task-manager.js';
 
@@ -163,7 +163,8 @@ export class DeferredScheduler {
     } catch (err) {
       // Someone holds the node: put the row back, no retry spent.
       this.counters.lock_busy++;
-      const busy = err instanceof NodeLockedError;
+      // Someone holds the node, or the database is busy: put the row back. Anything else fails it.
+      const busy = err instanceof NodeLockedError || isTransientDbError(err);
       await this.write('requeue', () => this.store.updateDeferred(a.uuid, { state: busy ? 'CREATED' : 'FAILED', conductor: null, start_after: new Date(Date.now() + 200), ...(busy ? {} : { result: errorMessage(err) }) }));
       return;
     }
@@ -180,7 +181,12 @@ export class DeferredScheduler {
       }
     } catch (err) {
       const msg = errorMessage(err);
-      if (a.retry_remaining > 0) {
+      if (isTransientDbError(err)) {
+        // The database, not the action, failed: run it again without spending a retry.
+        this.counters.retried++;
+        this.log.warn({ node_id: a.node_id, call: a.call, err: msg }, 'deferred action hit a busy or unavailable database; will run again');
+        await this.write('requeue', () => this.store.updateDeferred(a.uuid, { state: 'PENDING_RETRY', start_after: new Date(Date.now() + 1000), result: msg, conductor: null }));
+      } else if (a.retry_remaining > 0) {
         this.counters.retried++;
         const delay = 1000 * 2 ** Math.max(0, 3 - a.retry_remaining);
         this.log.warn({ node_id: a.node_id, call: a.call, err: msg, retry_in_ms: delay }, 'deferred action failed; will retry');

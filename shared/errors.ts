@@ -26,6 +26,7 @@ export type ErrorCode =
   | 'IRF_AGENT_PROTOCOL'
   | 'IRF_DRIVER'
   | 'IRF_CONCURRENT_ACTION_LIMIT'
+  | 'IRF_DB_UNAVAILABLE'
   | 'IRF_INTERNAL';
 
 export interface ErrorFields {

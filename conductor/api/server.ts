@@ -14,6 +14,7 @@ import { registerNodeRoutes } from './routes-nodes.js';
 import { registerPortRoutes } from './routes-ports.js';
 import { registerMiscRoutes } from './routes-misc.js';
 import { UnsafeJsonError, parseUntrustedJson } from '../../shared/safe-json.js';
+import { isTransientDbError } from '../db/retry.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -163,6 +164,12 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
     if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return ironicError(reply, 415, `Unsupported media type: ${e.message}`, 'IRF_INVALID_INPUT');
     if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return ironicError(reply, 413, 'Request body too large', 'IRF_INVALID_INPUT');
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) return ironicError(reply, e.statusCode, e.message ?? 'Bad request');
+    if (isTransientDbError(err)) {
+      // Busy or reconnecting database: nothing was changed; the client may retry.
+      req.log.warn({ err }, 'database busy or unavailable during an API request');
+      reply.header('Retry-After', '1');
+      return ironicError(reply, 503, 'The database is busy or unavailable; nothing was changed. Retry later.', 'IRF_DB_UNAVAILABLE');
+    }
     req.log.error({ err }, 'unhandled api error');
     return ironicError(reply, 500, 'Internal server error', 'IRF_INTERNAL');
   });
