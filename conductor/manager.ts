@@ -722,20 +722,24 @@ export class Conductor {
     if (!isCommandName(name)) throw new InvalidInputError(`name: unknown agent command "${name}"; known: ${Object.keys(COMMANDS).join(', ')}`, 'name');
     const parsed = COMMANDS[name].params.safeParse(params ?? {});
     if (!parsed.success) throw new InvalidInputError(`params: ${describeZodError(parsed.error, 'params')}`, 'params');
+    const refuse = (n: Node) => {
+      // Disk- and firmware-changing commands only where no tenant owns the disks and no flow
+      // owns the agent: never on an active node (its instance lives there).
+      if (DESTRUCTIVE_COMMANDS.has(name) && !DESTRUCTIVE_COMMAND_STATES.has(n.provision_state)) {
+        throw new InvalidStateError(
+          `Agent command ${name} changes disks or firmware and is refused in provision state "${n.provision_state}"; allowed in: ${[...DESTRUCTIVE_COMMAND_STATES].join(', ')}.`,
+          n.uuid,
+          n.provision_state,
+        );
+      }
+    };
+    refuse(node);
     if (!this.hub.isConnected(node.id)) throw new AgentNotConnectedError(node.uuid);
     return this.tasks.withLock(
       node.id,
       `agent command ${name}`,
       (task) => {
-        // Disk- and firmware-changing commands only where no tenant owns the disks and no flow
-        // owns the agent: never on an active node (its instance lives there).
-        if (DESTRUCTIVE_COMMANDS.has(name) && !DESTRUCTIVE_COMMAND_STATES.has(task.node.provision_state)) {
-          throw new InvalidStateError(
-            `Agent command ${name} changes disks or firmware and is refused in provision state "${task.node.provision_state}"; allowed in: ${[...DESTRUCTIVE_COMMAND_STATES].join(', ')}.`,
-            task.node.uuid,
-            task.node.provision_state,
-          );
-        }
+        refuse(task.node); // again under the lock: the state may have moved since
         return this.hub.sendCommand(task.node, randomUUID(), name, parsed.data);
       },
       { retries: 0 },

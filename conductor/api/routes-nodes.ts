@@ -9,6 +9,7 @@ import {
   firmwareUpdateBodySchema,
   listQuerySchema,
   maintenanceBodySchema,
+  raidConfigBodySchema,
   nodeCreateSchema,
   nodePatchableSchema,
   powerBodySchema,
@@ -137,7 +138,11 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
 
   app.get<IdParams & { Querystring: { fields?: string } }>('/v1/nodes/:ident', async (req) => {
     const node = await getNode(req.params.ident);
-    return selectFields(view(node, req), parseFields(req.query.fields));
+    const v = view(node, req);
+    const fields = parseFields(req.query.fields);
+    const bad = fields?.filter((f) => !(f in v)) ?? [];
+    if (bad.length) throw new InvalidInputError(`Field(s) "${bad.join(', ')}" are not valid`, 'fields');
+    return selectFields(v, fields);
   });
 
   app.patch<IdParams>('/v1/nodes/:ident', async (req) => {
@@ -188,7 +193,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
   // Ironic: PUT /v1/nodes/{node}/states/raid sets target_raid_config (software RAID here).
   app.put<IdParams>('/v1/nodes/:ident/states/raid', async (req, reply) => {
     const node = await getNode(req.params.ident);
-    const body = (req.body ?? {}) as Record<string, unknown>;
+    const body = parseInput(raidConfigBodySchema, req.body ?? {}, 'target_raid_config');
     if (Object.keys(body).length > 0) validateTargetRaidConfig(body);
     await conductor.tasks.withLock(node.id, 'set target_raid_config', async (task) => {
       await conductor.patchInternal(task, { target_raid_config: Object.keys(body).length ? body : null });

@@ -57,6 +57,9 @@ export const provisionBodySchema = z.strictObject({
   disable_ramdisk: z.boolean().optional(),
 });
 
+/** PUT /v1/nodes/{id}/states/raid: a target_raid_config document ({} clears it). */
+export const raidConfigBodySchema = dict;
+
 export const maintenanceBodySchema = z.strictObject({ reason: z.string().max(4096).optional() });
 
 export const portCreateSchema = z.strictObject({

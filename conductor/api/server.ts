@@ -46,6 +46,22 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown, resou
   throw new InvalidInputError(`Invalid input for field/attribute ${path || resource}: ${issue.message}`, path || resource);
 }
 
+const LIST = ['limit', 'marker', 'sort_key', 'sort_dir', 'fields', 'detail'];
+/**
+ * Query parameters each route understands; any other is a 400 naming it (a misspelt filter
+ * must not silently list the whole fleet). Routes not listed take none.
+ */
+export const QUERY_KEYS: Readonly<Record<string, readonly string[]>> = {
+  '/v1/nodes': [...LIST, 'provision_state', 'maintenance', 'associated', 'driver', 'conductor_group'],
+  '/v1/nodes/detail': [...LIST, 'provision_state', 'maintenance', 'associated', 'driver', 'conductor_group'],
+  '/v1/nodes/:ident': ['fields'],
+  '/v1/nodes/:ident/history': ['limit', 'marker', 'detail'],
+  '/v1/nodes/:ident/ports': ['limit', 'marker', 'detail'],
+  '/v1/nodes/:ident/steps': ['kind'],
+  '/v1/ports': [...LIST, 'node', 'node_uuid', 'address'],
+  '/v1/ports/detail': [...LIST, 'node', 'node_uuid', 'address'],
+};
+
 function ironicError(reply: FastifyReply, status: number, message: string, code?: string): FastifyReply {
   // Ironic wraps a JSON document in a string under error_message; python-ironicclient unwraps it.
   const faultcode = status >= 500 ? 'Server' : 'Client';
@@ -134,6 +150,16 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
       }
     }
     throw new UnauthorizedError('The request you have made requires authentication (HTTP basic).');
+  });
+
+  app.addHook('preValidation', async (req) => {
+    const q = req.query as Record<string, unknown> | undefined;
+    if (!q) return;
+    const allowed = QUERY_KEYS[req.routeOptions.url ?? ''] ?? [];
+    for (const [k, v] of Object.entries(q)) {
+      if (!allowed.includes(k)) throw new InvalidInputError(`Unknown query parameter "${k.slice(0, 64)}"${allowed.length ? `; this resource takes ${allowed.join(', ')}` : '; this resource takes none'}`, k.slice(0, 64));
+      if (typeof v !== 'string') throw new InvalidInputError(`Query parameter "${k}" given more than once`, k);
+    }
   });
 
   app.addHook('onSend', async (req, reply) => {
