@@ -41,6 +41,8 @@ const MAX_LOG_LINE = 8 * 1024;
 const PROGRESS_DB_INTERVAL_MS = 1000;
 /** Per stream: log lines and progress messages per second (sustained) and burst; beyond = dropped + counted. */
 const LOG_RATE = { perSecond: 100, burst: 500 };
+/** All streams together: agent log lines written per second (many rogue streams must not flood the log either). */
+const LOG_RATE_ALL = { perSecond: 1000, burst: 5000 };
 const PROGRESS_RATE = { perSecond: 50, burst: 200 };
 /** Commands a session may report on at once (the conductor runs one per node; hello carries ≤ 1000). */
 const MAX_OWNED_COMMANDS = 1024;
@@ -223,6 +225,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
   readonly received = new Map<string, number>();
   /** Messages dropped, by reason (exported as ironfleet_agent_messages_dropped_total). */
   readonly dropped = new Map<string, number>();
+  private readonly logLimitAll = new RateLimit(LOG_RATE_ALL);
 
   constructor(
     private readonly store: Store,
@@ -583,7 +586,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
         return;
       case 'log': {
         s.noteWindowed(msg.seq);
-        if (!s.logLimit.take()) return this.drop(s, 'log_rate');
+        if (!s.logLimit.take() || !this.logLimitAll.take()) return this.drop(s, 'log_rate');
         const l = body.value;
         const level = ['debug', 'info', 'warn', 'error'].includes(l.level) ? (l.level as 'info') : 'info';
         this.log[level]({ node: s.nodeUuid, source: 'agent', command_id: l.commandId.slice(0, 64) || undefined }, l.message.slice(0, MAX_LOG_LINE));
