@@ -15,6 +15,7 @@ import { registerPortRoutes } from './routes-ports.js';
 import { registerMiscRoutes } from './routes-misc.js';
 import { UnsafeJsonError, parseUntrustedJson } from '../../shared/safe-json.js';
 import { isTransientDbError } from '../db/retry.js';
+import { scrubText } from '../../shared/redact.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -68,7 +69,8 @@ function ironicError(reply: FastifyReply, status: number, message: string, code?
   return reply
     .status(status)
     .header('content-type', 'application/json')
-    .send({ error_message: JSON.stringify({ faultcode, faultstring: message, debuginfo: null, ...(code ? { code } : {}) }) });
+    // An error may quote what it was given (a URL with credentials): masked on the way out.
+    .send({ error_message: JSON.stringify({ faultcode, faultstring: scrubText(message), debuginfo: null, ...(code ? { code } : {}) }) });
 }
 
 function safeEqual(a: string, b: string): boolean {

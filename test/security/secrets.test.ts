@@ -1,0 +1,138 @@
+/**
+ * Secrets never at rest in clear, never in a log, never in API output.
+ *
+ * 1. A lab run (`ironfleet lab`, debug log): BMC passwords from the simulator's manifest, the live
+ *    Redfish session tokens (read from the database and opened with the key file mid-run) and the
+ *    image server's basic-auth credentials (carried in every node's image URL) are searched for in
+ *    the raw database files and the full conductor log after the run.
+ * 2. A conductor process with a raw agent: the agent token issued in Welcome and presented on
+ *    reconnect, a BMC password and URL credentials given through the API are nowhere in the
+ *    database file, the debug log, the API's answers or node history.
+ */
+import { describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { BIN, startConductorProcess, tmpDir, waitFor } from '../helpers.js';
+import { SecretBox } from '../../conductor/secret-box.js';
+import { openDatabase } from '../../conductor/db/database.js';
+import { Store } from '../../conductor/db/store.js';
+import { hello, raw, rawAgent } from './helpers.js';
+
+/** Every byte the database left on disk (main file, WAL, shared memory). */
+function dbBytes(dir: string): Buffer {
+  return Buffer.concat(readdirSync(dir).filter((f) => f.startsWith('ironfleet.db')).map((f) => readFileSync(path.join(dir, f))));
+}
+
+/** URL userinfo that is not masked: scheme://user:password@ */
+const CLEAR_USERINFO = /:\/\/[^\s/@*"'\\]+:[^\s/@*"'\\]+@/;
+
+describe('secrets at rest and in logs', () => {
+  it('a lab run: no BMC password, session token or image URL credential in the database or the debug log', async () => {
+    const dir = tmpDir('ironfleet-sec-lab-');
+    const port = 30_000 + Math.floor(Math.random() * 9_000);
+    const lab = spawn(
+      process.execPath,
+      [BIN, 'lab', '--nodes', '6', '--no-qemu', '--duration', '40', '--dir', dir, '--log-level', 'debug', '--api-port', String(port), '--agent-port', String(port + 1), '--bmc-port', String(port + 2), '--sim-admin-port', String(port + 3)],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    lab.stdout!.on('data', (d) => (out += d));
+    lab.stderr!.on('data', (d) => (out += d));
+    const exited = new Promise<number | null>((r) => lab.once('exit', r));
+    try {
+      const api = `http://127.0.0.1:${port}`;
+      await waitFor(() => /nodes deployed/.test(out), 40_000, `lab deploys:\n${out}`);
+      // Mid-run: the sessions the conductor holds, opened with its key (the test plays the operator).
+      const box = SecretBox.load(path.join(dir, 'secrets.key'));
+      const db = new Database(path.join(dir, 'ironfleet.db'), { readonly: true, fileMustExist: true });
+      const sealed = db.prepare('SELECT token FROM bmc_sessions').all() as Array<{ token: string }>;
+      db.close();
+      expect(sealed.length).toBeGreaterThan(0);
+      for (const s of sealed) expect(s.token).toMatch(/^enc:v1:/);
+      const tokens = sealed.map((s) => box.open(s.token));
+      // The API shows masked values only.
+      const nodes = await raw(api, 'GET', '/v1/nodes/detail');
+      expect(nodes.status).toBe(200);
+      expect(nodes.text).toContain('******');
+      expect(nodes.text).not.toMatch(CLEAR_USERINFO);
+      const manifest = JSON.parse(readFileSync(path.join(dir, 'fleet.json'), 'utf8')) as { bmcs: Array<{ password: string }> };
+      const passwords = manifest.bmcs.map((b) => b.password);
+      for (const p of passwords) expect(nodes.text).not.toContain(p);
+
+      expect(await exited).toBe(0);
+      const log = readFileSync(path.join(dir, 'conductor.log'), 'utf8');
+      const bytes = dbBytes(dir);
+      expect(log.split('\n').filter((l) => l.includes('"level":20')).length).toBeGreaterThan(10); // it really is a debug log
+      expect(log).toContain('******@'); // image URLs were logged — masked
+      for (const secret of [...passwords, ...tokens]) {
+        expect(log.includes(secret), `log holds ${secret.slice(0, 4)}…`).toBe(false);
+        expect(bytes.includes(Buffer.from(secret)), `database holds ${secret.slice(0, 4)}…`).toBe(false);
+      }
+      expect(log).not.toMatch(CLEAR_USERINFO);
+      expect(bytes.toString('latin1')).not.toMatch(CLEAR_USERINFO);
+      // The key file and the database are private to the conductor's user.
+      expect(statSync(path.join(dir, 'secrets.key')).mode & 0o077).toBe(0);
+      expect(statSync(path.join(dir, 'ironfleet.db')).mode & 0o077).toBe(0);
+    } finally {
+      if (lab.exitCode === null) lab.kill('SIGTERM');
+      await exited;
+    }
+  }, 120_000);
+
+  it('agent token, BMC password and URL credentials given through the API and the agent endpoint', async () => {
+    const dir = tmpDir('ironfleet-sec-secrets-');
+    const c = await startConductorProcess({ dir, env: { IRONFLEET_LOGGING__LEVEL: 'debug' } });
+    try {
+      const password = 'Bmc-Passw0rd-9f3a';
+      const imagePw = 'img-S3cret-77';
+      const sig = 'sig-0a1b2c3d4e5f';
+      const n = await raw(c.apiUrl, 'POST', '/v1/nodes', {
+        body: {
+          driver: 'fake-hardware',
+          name: 'sec-1',
+          driver_info: { redfish_address: `https://root:${password}@127.0.0.1:1`, redfish_username: 'root', redfish_password: password },
+          instance_info: { image_source: `https://deploy:${imagePw}@images.example/img.raw?temp_url_sig=${sig}&temp_url_expires=1`, image_checksum: 'a'.repeat(64) },
+        },
+      });
+      expect(n.status, n.text).toBe(201);
+      const uuid = (n.json as { uuid: string }).uuid;
+      await raw(c.apiUrl, 'POST', '/v1/ports', { body: { address: '52:54:00:cc:00:01', node_uuid: uuid } });
+      const patched = await raw(c.apiUrl, 'PATCH', `/v1/nodes/${uuid}`, { body: [{ op: 'add', path: '/extra/mirror', value: `http://u:${imagePw}@mirror.example/` }] });
+      const bad = await raw(c.apiUrl, 'PATCH', `/v1/nodes/${uuid}`, { body: [{ op: 'replace', path: '/driver', value: `https://x:${password}@nope` }] });
+      expect(bad.status).toBe(400);
+
+      // The agent: lookup issues a token; reconnecting presents it in metadata.
+      const a = rawAgent(c.agentAddr);
+      a.call.write(hello(['52:54:00:cc:00:01'], 'boot-sec'));
+      const w = await a.welcome();
+      const token = w.body?.$case === 'welcome' ? w.body.value.agentToken : '';
+      expect(token.length).toBe(43);
+      a.close();
+      const b = rawAgent(c.agentAddr, token);
+      b.call.write(hello(['52:54:00:cc:00:01'], 'boot-sec'));
+      await b.welcome();
+      b.close();
+
+      const answers = [n.text, patched.text, bad.text, (await raw(c.apiUrl, 'GET', `/v1/nodes/${uuid}`)).text, (await raw(c.apiUrl, 'GET', `/v1/nodes/${uuid}/history?detail=true`)).text, (await raw(c.apiUrl, 'GET', '/v1/nodes/detail')).text];
+      await c.kill('SIGTERM');
+      const log = c.logs();
+      expect(log).toContain('agent hello'); // the debug line with the metadata was written
+      const bytes = dbBytes(dir);
+      for (const secret of [password, imagePw, sig, token]) {
+        for (const a2 of answers) expect(a2).not.toContain(secret);
+        expect(log.includes(secret), `log holds ${secret.slice(0, 6)}`).toBe(false);
+        expect(bytes.includes(Buffer.from(secret)), `database holds ${secret.slice(0, 6)}`).toBe(false);
+      }
+      // With the key, the conductor's data layer still reads the real values.
+      const store = new Store(await openDatabase(`sqlite://${path.join(dir, 'ironfleet.db')}`), SecretBox.load(path.join(dir, 'secrets.key')));
+      const node = await store.getNodeByUuid(uuid);
+      await store.close();
+      expect(node!.driver_info.redfish_password).toBe(password);
+      expect(String(node!.instance_info.image_source)).toContain(`deploy:${imagePw}@`);
+    } finally {
+      await c.kill('SIGTERM');
+    }
+  }, 90_000);
+});
