@@ -65,7 +65,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
     if (fields && (detail || q.detail)) throw new InvalidInputError('Can not specify ?detail=True and fields in the same request.', 'fields');
     if (fields) {
       const sample = view({ ...(await emptyNodeProbe()) }, req);
-      const bad = fields.filter((f) => !(f in sample));
+      const bad = fields.filter((f) => !Object.hasOwn(sample, f));
       if (bad.length) throw new InvalidInputError(`Field(s) "${bad.join(', ')}" are not valid`, 'fields');
     }
     if (q.provision_state !== undefined && !isProvisionState(q.provision_state)) {
@@ -140,7 +140,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
     const node = await getNode(req.params.ident);
     const v = view(node, req);
     const fields = parseFields(req.query.fields);
-    const bad = fields?.filter((f) => !(f in v)) ?? [];
+    const bad = fields?.filter((f) => !Object.hasOwn(v, f)) ?? [];
     if (bad.length) throw new InvalidInputError(`Field(s) "${bad.join(', ')}" are not valid`, 'fields');
     return selectFields(v, fields);
   });
@@ -193,7 +193,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
   // Ironic: PUT /v1/nodes/{node}/states/raid sets target_raid_config (software RAID here).
   app.put<IdParams>('/v1/nodes/:ident/states/raid', async (req, reply) => {
     const node = await getNode(req.params.ident);
-    const body = parseInput(raidConfigBodySchema, req.body ?? {}, 'target_raid_config');
+    const body = parseInput(raidConfigBodySchema, req.body === undefined ? {} : req.body, 'target_raid_config');
     if (Object.keys(body).length > 0) validateTargetRaidConfig(body);
     await conductor.tasks.withLock(node.id, 'set target_raid_config', async (task) => {
       await conductor.patchInternal(task, { target_raid_config: Object.keys(body).length ? body : null });
@@ -249,7 +249,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
   });
 
   app.put<IdParams>('/v1/nodes/:ident/maintenance', async (req, reply) => {
-    const body = parseInput(maintenanceBodySchema, req.body ?? {}, 'maintenance');
+    const body = parseInput(maintenanceBodySchema, req.body === undefined ? {} : req.body, 'maintenance');
     const node = await getNode(req.params.ident);
     await store.updateNode(node.id, { maintenance: true, maintenance_reason: body.reason ?? null });
     await conductor.history(node, `Maintenance set: ${body.reason ?? '(no reason)'}`, 'maintenance', 'INFO', req.user);

@@ -51,7 +51,13 @@ export function registerPortRoutes(app: FastifyInstance, ctx: ApiContext): void 
     }
     const limit = q.limit ?? 1000;
     const ports = await store.listPorts({ nodeId, address, limit, markerId });
-    const fields = q.fields ? q.fields.split(',').map((s) => s.trim()) : undefined;
+    const fields = q.fields ? q.fields.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+    if (fields && (detail || q.detail)) throw new InvalidInputError('Can not specify ?detail=True and fields in the same request.', 'fields');
+    if (fields) {
+      const known = new Set(Object.keys(portView({ uuid: '', address: '', node_id: 0, extra: {}, pxe_enabled: true, local_link_connection: {}, physical_network: null, created_at: '', updated_at: null } as unknown as Port, '', '')));
+      const bad = fields.filter((f) => !known.has(f));
+      if (bad.length) throw new InvalidInputError(`Field(s) "${bad.slice(0, 10).join(', ')}" are not valid`, 'fields');
+    }
     const wanted = detail || q.detail ? undefined : (fields ?? PORT_LIST_DEFAULT_FIELDS);
     const out = [];
     for (const p of ports) out.push(selectFields(await view(p, req), wanted));

@@ -53,15 +53,29 @@ const LIST = ['limit', 'marker', 'sort_key', 'sort_dir', 'fields', 'detail'];
  * must not silently list the whole fleet). Routes not listed take none.
  */
 export const QUERY_KEYS: Readonly<Record<string, readonly string[]>> = {
-  '/v1/nodes': [...LIST, 'provision_state', 'maintenance', 'associated', 'driver', 'conductor_group'],
-  '/v1/nodes/detail': [...LIST, 'provision_state', 'maintenance', 'associated', 'driver', 'conductor_group'],
-  '/v1/nodes/:ident': ['fields'],
-  '/v1/nodes/:ident/history': ['limit', 'marker', 'detail'],
-  '/v1/nodes/:ident/ports': ['limit', 'marker', 'detail'],
-  '/v1/nodes/:ident/steps': ['kind'],
-  '/v1/ports': [...LIST, 'node', 'node_uuid', 'address'],
-  '/v1/ports/detail': [...LIST, 'node', 'node_uuid', 'address'],
+  'GET /v1/nodes': [...LIST, 'provision_state', 'maintenance', 'associated', 'driver', 'conductor_group'],
+  'GET /v1/nodes/detail': [...LIST, 'provision_state', 'maintenance', 'associated', 'driver', 'conductor_group'],
+  'GET /v1/nodes/:ident': ['fields'],
+  'GET /v1/nodes/:ident/history': ['limit', 'marker', 'detail'],
+  'GET /v1/nodes/:ident/ports': ['detail'],
+  'GET /v1/nodes/:ident/steps': ['kind'],
+  'GET /v1/ports': ['limit', 'marker', 'fields', 'detail', 'node', 'node_uuid', 'address'],
+  'GET /v1/ports/detail': ['limit', 'marker', 'fields', 'detail', 'node', 'node_uuid', 'address'],
 };
+
+/** Routes that take a request body; any other refuses one (a body must never be silently ignored). */
+const BODY_ROUTES: ReadonlySet<string> = new Set([
+  'POST /v1/nodes',
+  'PATCH /v1/nodes/:ident',
+  'PUT /v1/nodes/:ident/states/raid',
+  'PUT /v1/nodes/:ident/states/power',
+  'PUT /v1/nodes/:ident/states/provision',
+  'PUT /v1/nodes/:ident/maintenance',
+  'POST /v1/nodes/:ident/firmware/update',
+  'POST /v1/nodes/:ident/agent/commands',
+  'POST /v1/ports',
+  'PATCH /v1/ports/:uuid',
+]);
 
 function ironicError(reply: FastifyReply, status: number, message: string, code?: string): FastifyReply {
   // Ironic wraps a JSON document in a string under error_message; python-ironicclient unwraps it.
@@ -87,6 +101,13 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
     bodyLimit: 2 * 1024 * 1024,
     routerOptions: { ignoreTrailingSlash: true },
     return503OnClosing: true,
+    // Errors the router raises before any route runs (undecodable URL, path parameter too long):
+    // in the Ironic envelope too, never Fastify's own shape.
+    frameworkErrors: (err, _req, reply) => {
+      const e = err as { code?: string; statusCode?: number; message: string };
+      const status = e.statusCode && e.statusCode >= 400 && e.statusCode < 500 ? e.statusCode : 400;
+      return ironicError(reply, status, e.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path parameter is too long' : e.code === 'FST_ERR_BAD_URL' ? 'The URL is not valid (undecodable percent-encoding)' : e.message, 'IRF_INVALID_INPUT');
+    },
   });
 
   const metrics = conductor.metrics;
@@ -125,6 +146,10 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
   app.decorateRequest('user', null);
 
   app.addHook('onRequest', async (req) => {
+    // Fastify never parses a GET body: refuse one rather than ignore it.
+    if ((req.method === 'GET' || req.method === 'HEAD') && (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined)) {
+      throw new InvalidInputError(`${req.method} requests take no body`, '(body)');
+    }
     req.apiVersion = parseRequestedVersion(req.headers);
     // Exact paths only: version discovery is open (as Ironic's); /metrics only when metrics_auth is off.
     const p = req.url.split('?')[0]!;
@@ -155,9 +180,12 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
   });
 
   app.addHook('preValidation', async (req) => {
+    if (req.body !== undefined && !BODY_ROUTES.has(`${req.method} ${req.routeOptions.url ?? ''}`)) {
+      throw new InvalidInputError(`${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]} takes no request body`, '(body)');
+    }
     const q = req.query as Record<string, unknown> | undefined;
     if (!q) return;
-    const allowed = QUERY_KEYS[req.routeOptions.url ?? ''] ?? [];
+    const allowed = QUERY_KEYS[`${req.method} ${req.routeOptions.url ?? ''}`] ?? [];
     for (const [k, v] of Object.entries(q)) {
       if (!allowed.includes(k)) throw new InvalidInputError(`Unknown query parameter "${k.slice(0, 64)}"${allowed.length ? `; this resource takes ${allowed.join(', ')}` : '; this resource takes none'}`, k.slice(0, 64));
       if (typeof v !== 'string') throw new InvalidInputError(`Query parameter "${k}" given more than once`, k);

@@ -66,7 +66,7 @@ export function nodeView(n: Node, base: string, hw: HardwareType | undefined, co
 export function selectFields(view: Record<string, unknown>, fields: string[] | undefined): Record<string, unknown> {
   if (!fields) return view;
   const out: Record<string, unknown> = {};
-  for (const f of fields) if (f in view) out[f] = view[f];
+  for (const f of fields) if (Object.hasOwn(view, f)) out[f] = view[f];
   return out;
 }
 

@@ -23,7 +23,15 @@ export async function raw(base: string, method: string, path: string, o: { body?
     body = JSON.stringify(o.body);
     headers['content-type'] ??= 'application/json';
   } else if (body !== undefined) headers['content-type'] ??= 'application/json';
-  const res = await request(`${base}${path}`, { method: method as 'GET', headers, body, headersTimeout: 20_000, bodyTimeout: 20_000 });
+  let res;
+  try {
+    res = await request(`${base}${path}`, { method: method as 'GET', headers, body, headersTimeout: 20_000, bodyTimeout: 20_000 });
+  } catch (err) {
+    // The server closed the connection before the whole body was sent (e.g. past its body limit).
+    const code = (err as { code?: string }).code ?? '';
+    if (['EPIPE', 'ECONNRESET', 'UND_ERR_SOCKET'].includes(code)) return { status: 0, headers: {}, text: `connection closed: ${code}`, json: undefined };
+    throw err;
+  }
   const text = await res.body.text();
   let json: unknown;
   try {
