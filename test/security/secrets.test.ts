@@ -135,4 +135,46 @@ describe('secrets at rest and in logs', () => {
       await c.kill('SIGTERM');
     }
   }, 90_000);
+
+  it('ironfleet secrets rotate: every value re-sealed with a new key, old keys dropped on request, the conductor reads on', async () => {
+    const dir = tmpDir('ironfleet-sec-rotate-');
+    const keyFile = path.join(dir, 'secrets.key');
+    const db = `sqlite://${path.join(dir, 'ironfleet.db')}`;
+    const c = await startConductorProcess({ dir });
+    const n = await raw(c.apiUrl, 'POST', '/v1/nodes', { body: { driver: 'fake-hardware', name: 'rot-1', driver_info: { redfish_password: 'Rotate-Me-1234' } } });
+    expect(n.status).toBe(201);
+    await c.kill('SIGTERM');
+    const firstKey = readFileSync(keyFile, 'utf8').split('\n').find((l) => /^k/.test(l))!.split(' ')[0]!;
+    const rotate = (...extra: string[]) =>
+      new Promise<string>((resolve, reject) => {
+        const p = spawn(process.execPath, [BIN, 'secrets', 'rotate', '--database', db, ...extra], { env: { ...process.env, IRONFLEET_SECURITY__SECRETS_KEY_FILE: keyFile } });
+        let o = '';
+        p.stdout.on('data', (d) => (o += d));
+        p.stderr.on('data', (d) => (o += d));
+        p.on('exit', (code) => (code === 0 ? resolve(o) : reject(new Error(o))));
+      });
+    const out = await rotate();
+    expect(out).toMatch(/sealed [1-9]\d* row\(s\) with new key k/);
+    const keys = () => readFileSync(keyFile, 'utf8').split('\n').filter((l) => /^k/.test(l)).map((l) => l.split(' ')[0]!);
+    expect(keys()).toHaveLength(2);
+    expect(keys()[1]).toBe(firstKey);
+    const sealedWith = () => {
+      const d = new Database(path.join(dir, 'ironfleet.db'), { readonly: true });
+      const row = d.prepare("SELECT driver_info FROM nodes WHERE name = 'rot-1'").get() as { driver_info: string };
+      d.close();
+      return (JSON.parse(row.driver_info) as { redfish_password: string }).redfish_password.split(':')[2];
+    };
+    expect(sealedWith()).toBe(keys()[0]);
+    expect(await rotate('--drop-old')).toMatch(/dropped keys/);
+    expect(keys()).toHaveLength(1);
+    expect(keys()).not.toContain(firstKey);
+    expect(sealedWith()).toBe(keys()[0]);
+    expect(statSync(keyFile).mode & 0o077).toBe(0);
+    const store = new Store(await openDatabase(db), SecretBox.load(keyFile));
+    expect((await store.findNode('rot-1'))!.driver_info.redfish_password).toBe('Rotate-Me-1234');
+    await store.close();
+    const c2 = await startConductorProcess({ dir, name: 'after-rotate' });
+    expect((await raw(c2.apiUrl, 'GET', '/v1/nodes/rot-1')).status).toBe(200);
+    await c2.kill('SIGTERM');
+  }, 60_000);
 });
