@@ -68,6 +68,7 @@ describe('agent endpoint: lookups', () => {
     const logBefore = readFileSync(c.logFile, 'utf8').split('\n').length;
     const rssBefore = rssKiB(c.child.pid!);
     const N = 20_000;
+    const t0 = Date.now();
     const big = 'L'.repeat(1000);
     let seq = 1;
     for (let i = 0; i < N; i++) {
@@ -80,12 +81,16 @@ describe('agent endpoint: lookups', () => {
     const metrics = async () => (await raw(c.apiUrl, 'GET', '/metrics')).text;
     await waitFor(async () => /ironfleet_agent_messages_dropped_total\{reason="unknown_command"\} 20000/.test(await metrics()), 60_000, 'all made-up progress dropped');
     const m = await metrics();
+    const elapsedS = (Date.now() - t0) / 1000;
+    // At most the burst (500) plus the refill (100/s) over the flood's duration is written — on a
+    // loaded machine the flood takes longer and more lines pass; the rest is dropped and counted.
+    const allowed = 500 + 100 * elapsedS;
     const logDrops = Number(m.match(/ironfleet_agent_messages_dropped_total\{reason="log_rate"\} (\d+)/)?.[1] ?? 0);
-    expect(logDrops).toBeGreaterThan(N - 2000); // the burst (500) and the refill are written, the rest dropped
+    expect(logDrops).toBeGreaterThanOrEqual(N - allowed);
     const rssAfter = rssKiB(c.child.pid!);
     const newLines = readFileSync(c.logFile, 'utf8').split('\n').length - logBefore;
     // 20,000 fake progress messages stored nothing; logs are rate limited per stream.
-    expect(newLines).toBeLessThan(2_000);
+    expect(newLines).toBeLessThan(allowed + 100);
     expect(rssAfter - rssBefore).toBeLessThan(40 * 1024);
     const cmds = (await raw(c.apiUrl, 'GET', `/v1/nodes/${uuid}/agent/commands`)).json as { commands: unknown[] };
     expect(cmds.commands).toHaveLength(0);
