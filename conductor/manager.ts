@@ -119,7 +119,7 @@ export class Conductor {
     const db = await openDatabase(cfg.database.url, {
       poolSize: cfg.database.pool_size,
       busyTimeoutMs: cfg.database.busy_timeout_ms,
-      onPoolError: (err) => log.warn({ err }, 'database connection lost (idle client); reconnecting on next use'),
+      onPoolError: (err) => log.warn({ err }, 'database connection lost; reconnecting on next use'),
     });
     let box: SecretBox;
     try {

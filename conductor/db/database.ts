@@ -64,7 +64,7 @@ export interface OpenDatabaseOptions {
   poolSize?: number;
   /** SQLite: how long a statement waits for another process's write lock before SQLITE_BUSY. @default 5000 */
   busyTimeoutMs?: number;
-  /** Told about errors of idle PostgreSQL connections (a dropped connection must not crash the process). */
+  /** Told about errors of PostgreSQL connections, idle or checked out (a dropped connection must not crash the process). */
   onPoolError?: (err: Error) => void;
 }
 
@@ -85,6 +85,14 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
     // emits 'error' on the pool; unhandled, that event would end the process. The pool drops the
     // client and the next query opens a new connection.
     pool.on('error', (err) => opts.onPoolError?.(err));
+    // A client that is checked out (inside a transaction, between two of its statements) has no
+    // pool listener at that moment: its connection dying there emitted an 'error' nobody handled,
+    // which ended the process (found by CI killing backends under a running conductor). Every
+    // client gets a listener of its own for its whole life; the statement in flight still fails
+    // (and is retried or answered 503 by the caller), and the pool discards the dead client on release.
+    pool.on('connect', (client) => {
+      client.on('error', (err) => opts.onPoolError?.(err));
+    });
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   }
   const migrator = new Migrator({ db, provider: migrationProvider(dialect) });

@@ -47,7 +47,7 @@ describe('SQLite busy: another process holds the write lock', () => {
     other.exec('ROLLBACK');
     other.close();
     expect(saw503).toBe(true);
-    expect(c.child.exitCode).toBe(null);
+    expect(c.child.exitCode, c.logs().slice(-3000)).toBe(null);
     await waitFor(async () => (await state(c.apiUrl, node)) === 'manageable', 30_000, 'clean finished after the lock');
     const hist = (await raw(c.apiUrl, 'GET', `/v1/nodes/${node}/history?detail=true`)).json as { history: Array<{ event: string }> };
     expect(hist.history.some((h) => /clean/i.test(h.event) && /manageable/.test(h.event))).toBe(true);
@@ -83,7 +83,7 @@ describe('PostgreSQL drops every connection of the conductor', () => {
       await new Promise((r) => setTimeout(r, 300));
     }
     await admin.end();
-    expect(c.child.exitCode).toBe(null);
+    expect(c.child.exitCode, c.logs().slice(-3000)).toBe(null);
     // A request may meet a connection that died under it (503); a retry gets a new one.
     const ok = await waitFor(async () => (await raw(c.apiUrl, 'GET', `/v1/nodes/${node}`)).status === 200, 10_000, 'API back');
     expect(ok).toBe(true);
