@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import type { InventoryDisk } from '../shared/inventory.js';
+import { targetRaidConfigSchema } from '../shared/raid-config.js';
 import { compileHints, matchesHints } from './root-device.js';
 
 const GIB = 2 ** 30;
@@ -15,21 +16,7 @@ export const UEFI_ESP_END_MIB = 551;
 /** BIOS + gpt: 8 MiB for bios_grub. */
 export const BIOS_GPT_RESERVED_MIB = 8;
 
-const logicalDiskSchema = z.strictObject({
-  raid_level: z.enum(['JBOD', '0', '1', '2', '5', '6', '1+0', '5+0', '6+0']),
-  size_gb: z.union([z.number().int().min(0), z.literal('MAX')]),
-  volume_name: z.string().min(1).max(32).regex(/^[A-Za-z0-9_.-]+$/, 'may contain only letters, digits and _ . -').optional(),
-  is_root_volume: z.boolean().optional(),
-  share_physical_disks: z.boolean().optional(),
-  disk_type: z.enum(['hdd', 'ssd']).optional(),
-  interface_type: z.enum(['sata', 'scsi', 'sas']).optional(),
-  number_of_physical_disks: z.number().int().min(1).optional(),
-  controller: z.string().optional(),
-  physical_disks: z.array(z.record(z.string(), z.unknown())).optional(),
-});
-
-export const targetRaidConfigSchema = z.strictObject({ logical_disks: z.array(logicalDiskSchema).min(1) });
-export type TargetRaidConfig = z.infer<typeof targetRaidConfigSchema>;
+export { targetRaidConfigSchema, type TargetRaidConfig } from '../shared/raid-config.js';
 
 export class RaidConfigError extends Error {
   constructor(

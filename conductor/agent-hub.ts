@@ -27,6 +27,7 @@ import { now } from './db/store.js';
 import { agentTokenMatches, hashAgentToken, newAgentToken } from './agent-token.js';
 import { agentLookupVerdict } from './states.js';
 import type { ConductorConfig } from './config.js';
+import type { AgentLink, AgentLinkEvents } from './agent-link.js';
 
 const MAC_RE = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 const HELLO_TIMEOUT_MS = 15_000;
@@ -66,12 +67,7 @@ class RateLimit {
 
 type ServerStream = grpc.ServerDuplexStream<AgentMessage, ConductorMessage>;
 
-export interface AgentHubEvents {
-  connected: [node: Node, session: AgentSession];
-  disconnected: [nodeId: number, reason: string];
-  inventory: [node: Node];
-  'command-finished': [cmd: AgentCommand];
-}
+export type AgentHubEvents = AgentLinkEvents;
 
 const STATUS_NAMES: Record<number, AgentCommand['status']> = {
   [CommandStatus.COMMAND_STATUS_RUNNING]: 'RUNNING',
@@ -213,7 +209,7 @@ export class AgentSession {
   }
 }
 
-export class AgentHub extends EventEmitter<AgentHubEvents> {
+export class AgentHub extends EventEmitter<AgentHubEvents> implements AgentLink {
   readonly sessions = new Map<number, AgentSession>();
   private server: grpc.Server | undefined;
   private readonly seenDirty = new Map<number, string>();
@@ -287,6 +283,14 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
 
   session(nodeId: number): AgentSession | undefined {
     return this.sessions.get(nodeId);
+  }
+
+  bootId(nodeId: number): string | undefined {
+    return this.sessions.get(nodeId)?.bootId;
+  }
+
+  connectedCount(): number {
+    return this.sessions.size;
   }
 
   /** Persist and send a command. One command at a time per node. */

@@ -1,11 +1,20 @@
 /**
  * The conductor's Prometheus registry: API, agents, power sync, BMC pool and per-node sensors.
- * Everything is exposed at GET /metrics.
+ * Everything is exposed at GET /metrics. Power sync and sensors are observed through their
+ * diagnostics channels (events.ts); agents and the BMC pool are read through the narrow
+ * `MetricsSources` at scrape time. Nothing here holds the conductor.
  */
+import type diagnostics_channel from 'node:diagnostics_channel';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Conductor } from './manager.js';
-import type { SweepReport } from './power-sync.js';
+import { channels, type SensorReadingMessage, type SweepReport } from './events.js';
 import { processFaults } from '../shared/process-guard.js';
+
+/** What the registry reads at scrape time. */
+export interface MetricsSources {
+  agents: { readonly received: ReadonlyMap<string, number>; readonly dropped: ReadonlyMap<string, number>; connectedCount(): number };
+  /** The BMC pool once started. */
+  bmc(): { stats(): Promise<Record<string, number>>; utilization(): number; readonly poolSize: number } | undefined;
+}
 
 export class ConductorMetrics {
   readonly registry = new Registry();
@@ -20,7 +29,11 @@ export class ConductorMetrics {
   readonly sensorReads: Counter<'outcome'>;
   readonly sensorCycle: Histogram;
 
-  constructor(conductor: Conductor) {
+  /** Sensor series per node uuid, so a node that leaves the collection drops its gauges. */
+  private readonly series = new Map<string, { name: string; temps: string[]; fans: string[] }>();
+  private readonly subscriptions: Array<[diagnostics_channel.Channel, (msg: unknown) => void]> = [];
+
+  constructor(src: MetricsSources) {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'ironfleet_' });
     this.apiRequests = new Counter({ name: 'ironfleet_api_requests_total', help: 'API requests', labelNames: ['method', 'route', 'status'], registers: [r] });
@@ -38,7 +51,7 @@ export class ConductorMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const [kind, n] of conductor.hub.received) this.inc({ kind }, n);
+        for (const [kind, n] of src.agents.received) this.inc({ kind }, n);
       },
     });
     new Counter({
@@ -48,7 +61,7 @@ export class ConductorMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const [reason, n] of conductor.hub.dropped) this.inc({ reason }, n);
+        for (const [reason, n] of src.agents.dropped) this.inc({ reason }, n);
       },
     });
     new Counter({
@@ -65,7 +78,7 @@ export class ConductorMetrics {
       help: 'Ramdisk agents with a live stream to this conductor',
       registers: [r],
       collect() {
-        this.set(conductor.hub.sessions.size);
+        this.set(src.agents.connectedCount());
       },
     });
     this.sweepDuration = new Histogram({
@@ -76,7 +89,7 @@ export class ConductorMetrics {
     });
     this.sweepNodes = new Gauge({ name: 'ironfleet_power_sync_nodes', help: 'Nodes in the last power sync sweep, by outcome', labelNames: ['outcome'], registers: [r] });
     this.syncErrors = new Counter({ name: 'ironfleet_power_sync_errors_total', help: 'Power sync failures by error code', labelNames: ['code'], registers: [r] });
-    const bmcStats = async (): Promise<Record<string, number>> => (conductor.pool ? conductor.pool.stats() : {});
+    const bmcStats = async (): Promise<Record<string, number>> => (src.bmc()?.stats() ?? {});
     new Gauge({
       name: 'ironfleet_bmc_sessions',
       help: 'Live Redfish sessions held (at most one per BMC and user)',
@@ -109,7 +122,7 @@ export class ConductorMetrics {
       help: 'Utilisation of the BMC worker threads (0..1)',
       registers: [r],
       collect() {
-        this.set(conductor.pool?.utilization() ?? 0);
+        this.set(src.bmc()?.utilization() ?? 0);
       },
     });
     new Gauge({
@@ -117,7 +130,7 @@ export class ConductorMetrics {
       help: 'BMC worker threads (shards)',
       registers: [r],
       collect() {
-        this.set(conductor.pool?.poolSize ?? 0);
+        this.set(src.bmc()?.poolSize ?? 0);
       },
     });
     this.temperature = new Gauge({ name: 'ironfleet_node_temperature_celsius', help: 'Node temperature sensors', labelNames: ['node_uuid', 'node_name', 'sensor'], registers: [r] });
@@ -125,13 +138,46 @@ export class ConductorMetrics {
     this.powerWatts = new Gauge({ name: 'ironfleet_node_power_watts', help: 'Node power consumption', labelNames: ['node_uuid', 'node_name'], registers: [r] });
     this.sensorReads = new Counter({ name: 'ironfleet_sensor_reads_total', help: 'Sensor collections by outcome', labelNames: ['outcome'], registers: [r] });
     this.sensorCycle = new Histogram({ name: 'ironfleet_sensor_batch_duration_seconds', help: 'Duration of one staggered sensor batch', buckets: [0.05, 0.1, 0.5, 1, 2, 5, 10, 30], registers: [r] });
+    this.on(channels.powerSweep, (rep) => this.recordSweep(rep as SweepReport));
+    this.on(channels.sensorReading, (msg) => this.recordSensors(msg as SensorReadingMessage));
+    this.on(channels.sensorOutcome, (msg) => this.sensorReads.inc({ outcome: (msg as { outcome: string }).outcome }));
+    this.on(channels.sensorBatch, (msg) => this.sensorCycle.observe((msg as { ms: number }).ms / 1000));
+    this.on(channels.sensorForget, (msg) => this.dropSeries((msg as { node: string }).node));
   }
 
-  recordSweep(rep: SweepReport): void {
+  private on(ch: diagnostics_channel.Channel, fn: (msg: unknown) => void): void {
+    ch.subscribe(fn);
+    this.subscriptions.push([ch, fn]);
+  }
+
+  /** Stops observing the channels (a stopped conductor's registry must not keep counting). */
+  close(): void {
+    for (const [ch, fn] of this.subscriptions.splice(0)) ch.unsubscribe(fn);
+  }
+
+  private recordSweep(rep: SweepReport): void {
     this.sweepDuration.observe(rep.duration_ms / 1000);
     this.sweepNodes.set({ outcome: 'ok' }, rep.ok);
     this.sweepNodes.set({ outcome: 'failed' }, rep.failed);
     this.sweepNodes.set({ outcome: 'skipped' }, rep.skipped);
     for (const [code, n] of Object.entries(rep.errors_by_code)) this.syncErrors.inc({ code }, n);
+  }
+
+  private recordSensors(r: SensorReadingMessage): void {
+    const prev = this.series.get(r.node);
+    if (prev && prev.name !== r.name) this.dropSeries(r.node);
+    for (const t of r.temperatures) this.temperature.set({ node_uuid: r.node, node_name: r.name, sensor: t.name }, t.celsius);
+    for (const f of r.fans) this.fanRpm.set({ node_uuid: r.node, node_name: r.name, sensor: f.name }, f.rpm);
+    if (r.power_watts !== null) this.powerWatts.set({ node_uuid: r.node, node_name: r.name }, r.power_watts);
+    this.series.set(r.node, { name: r.name, temps: r.temperatures.map((t) => t.name), fans: r.fans.map((f) => f.name) });
+  }
+
+  private dropSeries(uuid: string): void {
+    const s = this.series.get(uuid);
+    if (!s) return;
+    for (const t of s.temps) this.temperature.remove({ node_uuid: uuid, node_name: s.name, sensor: t });
+    for (const f of s.fans) this.fanRpm.remove({ node_uuid: uuid, node_name: s.name, sensor: f });
+    this.powerWatts.remove({ node_uuid: uuid, node_name: s.name });
+    this.series.delete(uuid);
   }
 }

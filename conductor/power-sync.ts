@@ -7,28 +7,30 @@
  * deadline per sweep and never delays the others.
  */
 import type { Logger } from 'pino';
-import type { Conductor } from './manager.js';
-import type { Node } from './db/store.js';
+import type { Node, Store } from './db/store.js';
 import { SYNC_EXCLUDED_STATES, isProvisionState } from './states.js';
-import { nodeRef } from './drivers/redfish.js';
-import type { BmcPool, NodeRef, SweepItem } from './redfish/pool.js';
+import type { DriverRegistry } from './drivers/registry.js';
+import type { HardwareType, PowerSweepItem } from './drivers/base.js';
+import type { ConductorConfig } from './config.js';
+import type { Severity } from './node-ops.js';
+import { channels, publish, type SweepReport } from './events.js';
+
+export type { SweepReport };
 import { errorMessage } from '../shared/errors.js';
+import { internalInfo } from './internal-info.js';
+
+export interface PowerSyncDeps {
+  store: Store;
+  drivers: DriverRegistry;
+  cfg: ConductorConfig['power_sync'];
+  history(node: Pick<Node, 'id'>, event: string, eventType: string, severity: Severity): Promise<void>;
+  /** Forces a node back to its recorded power state (force_power_state), as an API action would. */
+  setPowerState(node: Node, target: 'power on' | 'power off'): Promise<void>;
+  log: Logger;
+}
 
 export const POWER_FAILURE_FAULT = 'power failure';
 
-export interface SweepReport {
-  started_at: string;
-  duration_ms: number;
-  nodes: number;
-  skipped: number;
-  ok: number;
-  failed: number;
-  changed_power: number;
-  changed_health: number;
-  entered_maintenance: number;
-  recovered: number;
-  errors_by_code: Record<string, number>;
-}
 
 export class PowerSync {
   /** Consecutive failures per node uuid (Ironic's power_state_sync_count). */
@@ -39,14 +41,19 @@ export class PowerSync {
   lastReport: SweepReport | undefined;
   readonly reports: SweepReport[] = [];
 
-  constructor(
-    private readonly conductor: Conductor,
-    private readonly pool: () => BmcPool,
-    private readonly log: Logger,
-  ) {}
+  private readonly log: Logger;
+
+  constructor(private readonly d: PowerSyncDeps) {
+    this.log = d.log;
+  }
 
   private get cfg() {
-    return this.conductor.cfg.power_sync;
+    return this.d.cfg;
+  }
+
+  private syncedHardware(n: Node): HardwareType | undefined {
+    const hw = this.d.drivers.has(n.driver) ? this.d.drivers.get(n.driver) : undefined;
+    return hw?.power.sweep ? hw : undefined;
   }
 
   start(): void {
@@ -77,12 +84,11 @@ export class PowerSync {
 
   /** Which nodes a sweep looks at, and why the others are skipped. */
   private eligible(n: Node): boolean {
-    const hw = this.conductor.drivers.has(n.driver) ? this.conductor.drivers.get(n.driver) : undefined;
-    if (!hw?.power.supportsPowerSync) return false;
+    if (!this.syncedHardware(n)) return false;
     if (n.reservation || n.target_power_state) return false;
     if (isProvisionState(n.provision_state) && SYNC_EXCLUDED_STATES.has(n.provision_state)) return false;
     if (n.maintenance && n.fault !== POWER_FAILURE_FAULT) return false;
-    if (n.driver_internal_info.firmware_update) return false;
+    if (internalInfo(n).firmware_update) return false;
     return true;
   }
 
@@ -107,48 +113,56 @@ export class PowerSync {
       recovered: 0,
       errors_by_code: {},
     };
-    const store = this.conductor.store;
+    const store = this.d.store;
     const all = await store.listNodes();
     const byUuid = new Map<string, Node>();
-    const refs: NodeRef[] = [];
+    // Eligible nodes grouped by hardware type: each type sweeps its own nodes (all at once).
+    const groups = new Map<HardwareType, Node[]>();
     for (const n of all) {
       if (!this.eligible(n)) {
-        if (this.conductor.drivers.has(n.driver) && this.conductor.drivers.get(n.driver).power.supportsPowerSync) report.skipped++;
+        if (this.syncedHardware(n)) report.skipped++;
         continue;
       }
-      try {
-        refs.push(nodeRef(n));
-        byUuid.set(n.uuid, n);
-      } catch (err) {
+      const hw = this.syncedHardware(n)!;
+      let g = groups.get(hw);
+      if (!g) groups.set(hw, (g = []));
+      g.push(n);
+      byUuid.set(n.uuid, n);
+    }
+    const results = await Promise.all([...groups].map(([hw, nodes]) => hw.power.sweep!(nodes, this.cfg.sweep_deadline_ms)));
+    for (const { invalid } of results) {
+      for (const { node: n, message } of invalid) {
         // Bad driver_info: a clear per-node error; the sweep goes on.
+        byUuid.delete(n.uuid);
         report.failed++;
         report.errors_by_code.RF_CONFIG = (report.errors_by_code.RF_CONFIG ?? 0) + 1;
-        const msg = `Power sync cannot reach the BMC: ${errorMessage(err)}`;
+        const msg = `Power sync cannot reach the BMC: ${message}`;
         if (n.last_error !== msg) await store.updateNode(n.id, { last_error: msg }, { reservation: null });
       }
     }
-    report.nodes = refs.length;
-    const items = refs.length ? await this.pool().sweep(refs, this.cfg.sweep_deadline_ms) : [];
-    for (const it of items) {
-      const node = byUuid.get(it.uuid);
-      if (!node) continue;
-      try {
-        await this.apply(node, it, report);
-      } catch (err) {
-        this.log.warn({ err, node: node.uuid }, 'power sync could not record a result');
+    report.nodes = byUuid.size;
+    for (const { items } of results) {
+      for (const it of items) {
+        const node = byUuid.get(it.uuid);
+        if (!node) continue;
+        try {
+          await this.apply(node, it, report);
+        } catch (err) {
+          this.log.warn({ err, node: node.uuid }, 'power sync could not record a result');
+        }
       }
     }
     report.duration_ms = Date.now() - t0;
     this.lastReport = report;
     this.reports.push(report);
     if (this.reports.length > 20) this.reports.shift();
-    this.conductor.metrics?.recordSweep(report);
+    publish(channels.powerSweep, report);
     this.log.info({ ...report, errors_by_code: report.errors_by_code }, 'power sync sweep');
     return report;
   }
 
-  private async apply(node: Node, it: SweepItem, report: SweepReport): Promise<void> {
-    const store = this.conductor.store;
+  private async apply(node: Node, it: PowerSweepItem, report: SweepReport): Promise<void> {
+    const store = this.d.store;
     if (!it.ok) {
       report.failed++;
       const code = it.error?.code ?? 'RF_INTERNAL';
@@ -160,7 +174,7 @@ export class PowerSync {
         const updated = await store.updateNode(node.id, { maintenance: true, fault: POWER_FAILURE_FAULT, maintenance_reason: reason, power_state: null, last_error: it.error?.message ?? null }, { reservation: null });
         if (updated) {
           report.entered_maintenance++;
-          await this.conductor.history(node, `Power sync failed ${n} times (${code}); node put into maintenance: ${it.error?.message}`, 'monitoring', 'ERROR');
+          await this.d.history(node, `Power sync failed ${n} times (${code}); node put into maintenance: ${it.error?.message}`, 'monitoring', 'ERROR');
         }
       }
       return;
@@ -194,10 +208,10 @@ export class PowerSync {
       const updated = await store.updateNode(node.id, patch, { reservation: null });
       if (!updated) return; // an action took the node meanwhile: it owns the truth now
     }
-    for (const [e, sev] of events) await this.conductor.history(node, e, 'monitoring', sev);
+    for (const [e, sev] of events) await this.d.history(node, e, 'monitoring', sev);
     if (force) {
       try {
-        await this.conductor.setPowerState(node, force);
+        await this.d.setPowerState(node, force);
       } catch (err) {
         this.log.info({ node: node.uuid, err: errorMessage(err) }, 'could not force power state (node busy)');
       }

@@ -1,31 +1,45 @@
 /**
  * Sensor collection (Thermal + Power) on a staggered schedule: each node gets a fixed second in the
- * interval (hash of its uuid), so the fleet is read evenly instead of in one burst. Readings become
- * Prometheus gauges labelled per node; series of vanished nodes are removed.
+ * interval (hash of its uuid), so the fleet is read evenly instead of in one burst. Reads go through
+ * the hardware type's management interface (readSensors); readings are published on diagnostics
+ * channels (events.ts), where the metrics registry turns them into per-node gauges and drops the
+ * series of nodes that left the collection.
  */
 import type { Logger } from 'pino';
-import type { Conductor } from './manager.js';
-import type { Node } from './db/store.js';
-import { nodeRef } from './drivers/redfish.js';
-import { fnv1a, type BmcPool, type NodeRef } from './redfish/pool.js';
-import type { SensorReadings } from './redfish/ops.js';
+import type { Node, Store } from './db/store.js';
+import type { DriverRegistry } from './drivers/registry.js';
+import type { HardwareType } from './drivers/base.js';
+import { fnv1a } from '../shared/hash.js';
+import { channels, publish, type SensorReadingMessage } from './events.js';
+
+export interface SensorDeps {
+  store: Store;
+  drivers: DriverRegistry;
+  cfg: { interval_s: number; include_undeployed: boolean; deadline_ms: number };
+  log: Logger;
+}
 
 export class SensorCollector {
   private timer: NodeJS.Timeout | undefined;
   private nodes: Node[] = [];
   private refreshedAt = 0;
   private tick = 0;
-  private readonly series = new Map<string, { name: string; temps: string[]; fans: string[] }>();
+  /** Nodes whose readings were published (so a node leaving the collection is announced once). */
+  private readonly published = new Set<string>();
   private busy = false;
+  private readonly log: Logger;
 
-  constructor(
-    private readonly conductor: Conductor,
-    private readonly pool: () => BmcPool,
-    private readonly log: Logger,
-  ) {}
+  constructor(private readonly d: SensorDeps) {
+    this.log = d.log;
+  }
 
   private get interval(): number {
-    return this.conductor.cfg.sensors.interval_s;
+    return this.d.cfg.interval_s;
+  }
+
+  private reader(n: Node): HardwareType | undefined {
+    const hw = this.d.drivers.has(n.driver) ? this.d.drivers.get(n.driver) : undefined;
+    return hw?.management.readSensors ? hw : undefined;
   }
 
   start(): void {
@@ -39,19 +53,16 @@ export class SensorCollector {
   }
 
   private async refresh(): Promise<void> {
-    const all = await this.conductor.store.listNodes({ driver: 'redfish' });
-    this.nodes = all.filter((n) => !n.maintenance && (this.conductor.cfg.sensors.include_undeployed || n.provision_state === 'active'));
+    const drivers = this.d.drivers.names().filter((name) => this.d.drivers.get(name).management.readSensors);
+    const all = (await Promise.all(drivers.map((driver) => this.d.store.listNodes({ driver })))).flat();
+    this.nodes = all.filter((n) => !n.maintenance && (this.d.cfg.include_undeployed || n.provision_state === 'active'));
     const live = new Set(this.nodes.map((n) => n.uuid));
-    for (const [uuid, s] of this.series) if (!live.has(uuid)) this.dropSeries(uuid, s);
+    for (const uuid of this.published) {
+      if (live.has(uuid)) continue;
+      this.published.delete(uuid);
+      publish(channels.sensorForget, { node: uuid });
+    }
     this.refreshedAt = Date.now();
-  }
-
-  private dropSeries(uuid: string, s: { name: string; temps: string[]; fans: string[] }): void {
-    const m = this.conductor.metrics;
-    for (const t of s.temps) m.temperature.remove({ node_uuid: uuid, node_name: s.name, sensor: t });
-    for (const f of s.fans) m.fanRpm.remove({ node_uuid: uuid, node_name: s.name, sensor: f });
-    m.powerWatts.remove({ node_uuid: uuid, node_name: s.name });
-    this.series.delete(uuid);
   }
 
   private async onTick(): Promise<void> {
@@ -69,51 +80,45 @@ export class SensorCollector {
     }
   }
 
-  /** Reads sensors of these nodes now and updates the gauges; returns per-node outcomes. */
+  /** Reads sensors of these nodes now and publishes the readings; returns per-node outcomes. */
   async collect(nodes: Node[]): Promise<{ ok: number; failed: number; ms: number }> {
     const t0 = Date.now();
-    const refs: NodeRef[] = [];
-    const byUuid = new Map<string, Node>();
+    const groups = new Map<HardwareType, Node[]>();
     for (const n of nodes) {
-      try {
-        refs.push(nodeRef(n));
-        byUuid.set(n.uuid, n);
-      } catch {
-        this.conductor.metrics.sensorReads.inc({ outcome: 'bad_driver_info' });
-      }
+      const hw = this.reader(n);
+      if (!hw) continue;
+      let g = groups.get(hw);
+      if (!g) groups.set(hw, (g = []));
+      g.push(n);
     }
-    const res = await this.pool().sensors<SensorReadings>(refs, this.conductor.cfg.power_sync.sweep_deadline_ms);
+    const byUuid = new Map(nodes.map((n) => [n.uuid, n]));
     let ok = 0;
     let failed = 0;
-    const m = this.conductor.metrics;
-    for (const r of res) {
-      const node = byUuid.get(r.uuid)!;
-      if (!r.ok || !r.value) {
-        failed++;
-        m.sensorReads.inc({ outcome: r.error?.code ?? 'error' });
-        continue;
+    for (const [hw, group] of groups) {
+      const res = await hw.management.readSensors!(group, this.d.cfg.deadline_ms);
+      for (const _ of res.invalid) publish(channels.sensorOutcome, { outcome: 'bad_driver_info' });
+      for (const r of res.items) {
+        const node = byUuid.get(r.uuid)!;
+        if (!r.ok || !r.value) {
+          failed++;
+          publish(channels.sensorOutcome, { outcome: r.error?.code ?? 'error' });
+          continue;
+        }
+        ok++;
+        publish(channels.sensorOutcome, { outcome: 'ok' });
+        const msg: SensorReadingMessage = {
+          node: node.uuid,
+          name: node.name ?? '',
+          temperatures: r.value.temperatures.flatMap((t) => (t.celsius === null ? [] : [{ name: t.name, celsius: t.celsius }])),
+          fans: r.value.fans.flatMap((f) => (f.rpm === null ? [] : [{ name: f.name, rpm: f.rpm }])),
+          power_watts: r.value.power_watts,
+        };
+        this.published.add(node.uuid);
+        publish(channels.sensorReading, msg);
       }
-      ok++;
-      m.sensorReads.inc({ outcome: 'ok' });
-      const name = node.name ?? '';
-      const prev = this.series.get(node.uuid);
-      if (prev && prev.name !== name) this.dropSeries(node.uuid, prev);
-      const s = { name, temps: [] as string[], fans: [] as string[] };
-      for (const t of r.value.temperatures) {
-        if (t.celsius === null) continue;
-        m.temperature.set({ node_uuid: node.uuid, node_name: name, sensor: t.name }, t.celsius);
-        s.temps.push(t.name);
-      }
-      for (const f of r.value.fans) {
-        if (f.rpm === null) continue;
-        m.fanRpm.set({ node_uuid: node.uuid, node_name: name, sensor: f.name }, f.rpm);
-        s.fans.push(f.name);
-      }
-      if (r.value.power_watts !== null) m.powerWatts.set({ node_uuid: node.uuid, node_name: name }, r.value.power_watts);
-      this.series.set(node.uuid, s);
     }
     const ms = Date.now() - t0;
-    m.sensorCycle.observe(ms / 1000);
+    publish(channels.sensorBatch, { ms });
     return { ok, failed, ms };
   }
 }

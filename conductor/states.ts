@@ -344,3 +344,36 @@ export function eventForVerb(verb: string): ProvisionEvent {
   if (!ev) throw new InvalidInputError(`target: "${verb}" is not a valid provision state target; expected one of ${Object.keys(API_VERBS).join(', ')}`, 'target');
   return ev;
 }
+
+// ---------------------------------------------------------------- state groups used by the conductor
+// Named once here so no module retypes a list of states as literals.
+
+export type FlowKind = 'deploy' | 'clean' | 'service';
+
+/** The three states of each step-running flow: running a step, waiting on an event, paused by a hold step. */
+export const FLOW_STATES: Readonly<Record<FlowKind, { run: ProvisionState; wait: ProvisionState; hold: ProvisionState }>> = {
+  deploy: { run: 'deploying', wait: 'wait call-back', hold: 'deploy hold' },
+  clean: { run: 'cleaning', wait: 'clean wait', hold: 'clean hold' },
+  service: { run: 'servicing', wait: 'service wait', hold: 'service hold' },
+};
+
+/** Every state in which a flow of `kind` is in progress. */
+export function flowInProgressStates(kind: FlowKind): ProvisionState[] {
+  const f = FLOW_STATES[kind];
+  return [f.run, f.wait, f.hold];
+}
+
+/** Every state in which some flow is in progress (a failed flow action fails the node from these). */
+export const FLOW_IN_PROGRESS_STATES: ReadonlySet<ProvisionState> = new Set((['deploy', 'clean', 'service'] as const).flatMap(flowInProgressStates));
+
+/** A node's driver may change only here (or in maintenance): no action owns its hardware. */
+export const DRIVER_CHANGE_STATES: ReadonlySet<ProvisionState> = new Set(['enroll', 'manageable', 'available', 'inspect failed']);
+
+/** Disk- and firmware-changing agent commands through the API only here: no tenant owns the disks, no flow owns the agent. */
+export const DESTRUCTIVE_COMMAND_STATES: ReadonlySet<ProvisionState> = new Set(['enroll', 'manageable', 'available', 'inspect failed', 'clean failed']);
+
+/** A fast-track lease that expires acts only on a node at rest in one of these. */
+export const LEASE_STATES: ReadonlySet<ProvisionState> = new Set(['available', 'manageable', 'active', 'enroll']);
+
+/** Events refused while a node is in maintenance. */
+export const MAINTENANCE_BLOCKED_EVENTS: ReadonlySet<ProvisionEvent> = new Set(['deploy', 'rebuild', 'provide', 'clean', 'inspect']);

@@ -28,6 +28,8 @@ export interface LockOptions {
 export class TaskManager {
   /** Locks this process holds: node id → purpose. */
   readonly held = new Map<number, string>();
+  /** Background work started by spawn(), awaited by drain(). */
+  private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(
     private readonly store: Store,
@@ -73,6 +75,59 @@ export class TaskManager {
         await withDbRetry(() => store.releaseNode(nodeId, holder), { what: `release lock of node ${nodeId}`, attempts: 12 });
       },
     };
+  }
+
+  /**
+   * Ironic's spawn_after: take the lock, run `prepare` (state checks and the first writes; a throw
+   * releases the lock and reaches the caller, so the API can answer a precise 4xx), then run `work`
+   * in the background still holding the lock, and release it when `work` ends. Returns once
+   * `prepare` succeeded (the API answers 202). `work` reports its own failures; one that escapes is
+   * given to `onError`.
+   */
+  async spawn(nodeId: number, purpose: string, prepare: (task: Task) => Promise<void>, work: (task: Task) => Promise<void>, onError: (err: unknown) => void): Promise<void> {
+    const task = await this.acquire(nodeId, purpose);
+    try {
+      await prepare(task);
+    } catch (err) {
+      await task.release();
+      throw err;
+    }
+    this.track(
+      (async () => {
+        try {
+          await work(task);
+        } catch (err) {
+          onError(err);
+        } finally {
+          await task.release();
+        }
+      })(),
+    );
+  }
+
+  /** Keep a background promise until it settles (drain() waits for it). */
+  track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /** Background work still running. */
+  get inFlight(): number {
+    return this.inflight.size;
+  }
+
+  /** Wait (bounded) for background work; true when all of it finished. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), Math.max(0, timeoutMs));
+      timer.unref();
+    });
+    const done = await Promise.race([Promise.allSettled([...this.inflight]).then(() => true), timeout]);
+    clearTimeout(timer);
+    return done;
   }
 
   /** Acquire, run fn, always release. */

@@ -1,7 +1,7 @@
 /** Version discovery, drivers, conductors, OpenAPI, Prometheus metrics. */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { ApiContext } from './server.js';
+import type { ApiContext } from './context.js';
 import { MAX_VERSION, MIN_VERSION, fmt } from './versions.js';
 import { links } from './views.js';
 import { NotFoundError } from '../../shared/errors.js';

@@ -1,8 +1,8 @@
 /** /v1/nodes and its sub-resources. */
-import { validateTargetRaidConfig } from '../flows.js';
+import { internalInfo } from '../internal-info.js';
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { parseInput, type ApiContext } from './server.js';
+import { parseInput, type ApiContext } from './context.js';
 import {
   NODE_PATCHABLE,
   agentCommandBodySchema,
@@ -118,20 +118,21 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
   app.post('/v1/nodes', async (req, reply) => {
     const body = parseInput(nodeCreateSchema, req.body, 'node');
     req.log.debug({ node: body }, 'node create request');
-    conductor.drivers.get(body.driver); // 400 naming the field when not enabled
-    const node = await store.createNode({
-      uuid: body.uuid ?? randomUUID(),
-      name: body.name ?? null,
-      driver: body.driver,
-      driver_info: body.driver_info ?? {},
-      properties: body.properties ?? {},
-      extra: body.extra ?? {},
-      instance_info: body.instance_info ?? {},
-      resource_class: body.resource_class ?? null,
-      conductor_group: body.conductor_group ?? conductor.cfg.conductor_group,
-      provision_state: 'enroll',
-    });
-    await conductor.history(node, 'Node created', 'provisioning', 'INFO', req.user);
+    const node = await conductor.createNode(
+      {
+        uuid: body.uuid ?? randomUUID(),
+        name: body.name ?? null,
+        driver: body.driver,
+        driver_info: body.driver_info ?? {},
+        properties: body.properties ?? {},
+        extra: body.extra ?? {},
+        instance_info: body.instance_info ?? {},
+        resource_class: body.resource_class ?? null,
+        conductor_group: body.conductor_group ?? conductor.cfg.conductor_group,
+        provision_state: 'enroll',
+      },
+      req.user,
+    );
     reply.status(201).header('Location', `${ctx.baseUrl(req)}/v1/nodes/${node.uuid}`);
     return view(node, req);
   });
@@ -160,9 +161,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
       conductor_group: node.conductor_group,
     };
     const patched = parseInput(nodePatchableSchema, applyPatch(current, ops, NODE_PATCHABLE), 'node');
-    const updated = await conductor.updateNode(node, patched);
-    const changed = ops.map((o) => o.path).join(', ');
-    await conductor.history(node, `Node updated: ${changed}`, 'update', 'INFO', req.user);
+    const updated = await conductor.updateNode(node, patched, ops.map((o) => o.path).join(', '), req.user);
     return view(updated, req);
   });
 
@@ -194,10 +193,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
   app.put<IdParams>('/v1/nodes/:ident/states/raid', async (req, reply) => {
     const node = await getNode(req.params.ident);
     const body = parseInput(raidConfigBodySchema, req.body === undefined ? {} : req.body, 'target_raid_config');
-    if (Object.keys(body).length > 0) validateTargetRaidConfig(body);
-    await conductor.tasks.withLock(node.id, 'set target_raid_config', async (task) => {
-      await conductor.patchInternal(task, { target_raid_config: Object.keys(body).length ? body : null });
-    });
+    await conductor.setTargetRaidConfig(node, body);
     return reply.status(204).send();
   });
 
@@ -206,8 +202,8 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
     const node = await getNode(req.params.ident);
     const kind = req.query.kind ?? 'deploy';
     if (kind !== 'deploy' && kind !== 'clean') throw new InvalidInputError(`kind: must be "deploy" or "clean", got "${kind}"`, 'kind');
-    const p = await conductor.flows.previewSteps(node, kind);
-    const flow = node.driver_internal_info.flow as { kind: string; steps: unknown[]; index: number } | undefined;
+    const p = conductor.previewSteps(node, kind);
+    const flow = internalInfo(node).flow;
     return {
       kind,
       steps: p.steps.map(({ runner: _r, ...s }) => s),
@@ -251,15 +247,13 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
   app.put<IdParams>('/v1/nodes/:ident/maintenance', async (req, reply) => {
     const body = parseInput(maintenanceBodySchema, req.body === undefined ? {} : req.body, 'maintenance');
     const node = await getNode(req.params.ident);
-    await store.updateNode(node.id, { maintenance: true, maintenance_reason: body.reason ?? null });
-    await conductor.history(node, `Maintenance set: ${body.reason ?? '(no reason)'}`, 'maintenance', 'INFO', req.user);
+    await conductor.setMaintenance(node, body.reason ?? null, req.user);
     return reply.status(202).send();
   });
 
   app.delete<IdParams>('/v1/nodes/:ident/maintenance', async (req, reply) => {
     const node = await getNode(req.params.ident);
-    await store.updateNode(node.id, { maintenance: false, maintenance_reason: null, fault: null });
-    await conductor.history(node, 'Maintenance cleared', 'maintenance', 'INFO', req.user);
+    await conductor.setMaintenance(node, false, req.user);
     return reply.status(202).send();
   });
 

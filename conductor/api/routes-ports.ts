@@ -1,6 +1,6 @@
 /** /v1/ports */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { parseInput, type ApiContext } from './server.js';
+import { parseInput, type ApiContext } from './context.js';
 import { PORT_PATCHABLE, listQuerySchema, macAddress, portCreateSchema, portPatchableSchema } from './schemas.js';
 import { applyPatch, patchSchema } from './json-patch.js';
 import { portView, selectFields } from './views.js';

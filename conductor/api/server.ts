@@ -9,6 +9,7 @@ import { z } from 'zod';
 import type { ConductorMetrics } from '../metrics.js';
 import { IronfleetError, InvalidInputError, UnauthorizedError } from '../../shared/errors.js';
 import type { Conductor } from '../manager.js';
+import { parseInput, type ApiContext } from './context.js';
 import { MAX_VERSION, MIN_VERSION, fmt, parseRequestedVersion, type ApiVersion } from './versions.js';
 import { registerNodeRoutes } from './routes-nodes.js';
 import { registerPortRoutes } from './routes-ports.js';
@@ -24,28 +25,7 @@ declare module 'fastify' {
   }
 }
 
-export interface ApiContext {
-  conductor: Conductor;
-  /** Base URL for links, without trailing slash. */
-  baseUrl(req: FastifyRequest): string;
-  metrics: ConductorMetrics;
-}
-
-/** Parses with zod; a failure becomes a 400 naming the offending field. */
-export function parseInput<S extends z.ZodType>(schema: S, input: unknown, resource: string): z.output<S> {
-  const r = schema.safeParse(input);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  const path = issue.path.map(String).join('.');
-  if (issue.code === 'unrecognized_keys') {
-    const keys = issue.keys.join(', ');
-    throw new InvalidInputError(`Unknown attribute for argument ${resource}: ${path ? `${path}.` : ''}${keys}`, issue.keys[0]);
-  }
-  if (issue.code === 'invalid_type' && input === undefined) {
-    throw new InvalidInputError(`Missing request body for ${resource}`, '(body)');
-  }
-  throw new InvalidInputError(`Invalid input for field/attribute ${path || resource}: ${issue.message}`, path || resource);
-}
+export { parseInput, type ApiContext };
 
 const LIST = ['limit', 'marker', 'sort_key', 'sort_dir', 'fields', 'detail'];
 /**

@@ -1,13 +1,18 @@
 /**
- * The `redfish` hardware type: power and management through the BMC fleet engine (the node's
- * BMC is served by the worker thread that owns it), deploy and inspection through the agent.
+ * The `redfish` hardware type: power, management (boot device, sensors) and out-of-band firmware
+ * through the BMC fleet engine (the node's BMC is served by the worker thread that owns it);
+ * deploy, RAID and inspection through the ramdisk agent. Every step it offers comes from its
+ * interfaces (steps/).
  */
-import { DriverError } from '../../shared/errors.js';
+import { DriverError, errorMessage } from '../../shared/errors.js';
 import type { Node } from '../db/store.js';
-import type { HardwareType, PowerState } from './base.js';
+import type { FirmwareTask, HardwareType, PowerState, PowerSweepItem } from './base.js';
 import { parseRedfishDriverInfo, REDFISH_PROPERTIES } from '../redfish/driver-info.js';
 import { BmcOpError, type BmcPool, type NodeRef } from '../redfish/pool.js';
-import type { PowerHealth } from '../redfish/ops.js';
+import type { PowerHealth, SensorReadings } from '../redfish/ops.js';
+import { DIRECT_DEPLOY_STEPS, deployImageParams } from '../steps/agent-deploy.js';
+import { AGENT_RAID_STEPS } from '../steps/agent-raid.js';
+import { POWER_STEPS } from '../steps/power.js';
 
 export function nodeRef(node: Pick<Node, 'uuid' | 'driver_info'>): NodeRef {
   return { uuid: node.uuid, target: parseRedfishDriverInfo(node.driver_info, node.uuid) };
@@ -18,6 +23,22 @@ function driverError(err: unknown): never {
   throw err;
 }
 
+/** Addressable nodes (refs) and those whose driver_info cannot reach a BMC. */
+function refsOf(nodes: Node[]): { refs: NodeRef[]; invalid: Array<{ node: Node; message: string }> } {
+  const refs: NodeRef[] = [];
+  const invalid: Array<{ node: Node; message: string }> = [];
+  for (const n of nodes) {
+    try {
+      refs.push(nodeRef(n));
+    } catch (err) {
+      invalid.push({ node: n, message: errorMessage(err) });
+    }
+  }
+  return { refs, invalid };
+}
+
+const TASK_DONE = new Set(['Completed', 'Exception', 'Killed', 'Cancelled']);
+
 export function redfishHardware(pool: () => BmcPool): HardwareType {
   const validate = (node: Node) => void nodeRef(node);
   return {
@@ -26,7 +47,7 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
     power: {
       name: 'redfish',
       validate,
-      supportsPowerSync: true,
+      steps: POWER_STEPS,
       async getPowerState(node) {
         const ph = await pool().op<PowerHealth>(nodeRef(node), { op: 'power-get' }).catch(driverError);
         if (!ph.power) throw new DriverError(`BMC reported an unknown PowerState for node ${node.uuid}`);
@@ -34,6 +55,11 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
       },
       async setPowerState(node, target, _ctx, timeoutS) {
         return (await pool().op<PowerState>(nodeRef(node), { op: 'power', target, timeoutS }).catch(driverError)) as PowerState;
+      },
+      async sweep(nodes, deadlineMs) {
+        const { refs, invalid } = refsOf(nodes);
+        const items: PowerSweepItem[] = refs.length ? await pool().sweep(refs, deadlineMs) : [];
+        return { items, invalid };
       },
     },
     management: {
@@ -47,11 +73,36 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
         const v = node.driver_internal_info.boot_device as { boot_device: string; persistent: boolean } | undefined;
         return v ?? { boot_device: null, persistent: null };
       },
+      async readSensors(nodes, deadlineMs) {
+        const { refs, invalid } = refsOf(nodes);
+        const items = refs.length ? await pool().sensors<SensorReadings>(refs, deadlineMs) : [];
+        return { items, invalid: invalid.map((i) => i.node) };
+      },
     },
-    deploy: { name: 'direct', validate, needsAgent: true },
+    deploy: { name: 'direct', validate, needsAgent: true, steps: DIRECT_DEPLOY_STEPS, validateInstance: (node) => void deployImageParams(node) },
     boot: { name: 'ipxe', validate },
-    raid: { name: 'agent', validate },
-    firmware: { name: 'redfish', validate },
+    raid: { name: 'agent', validate, steps: AGENT_RAID_STEPS },
+    firmware: {
+      name: 'redfish',
+      validate,
+      async startUpdate(node, imageUrl, component): Promise<FirmwareTask> {
+        const taskUri = await pool()
+          .op<string>(nodeRef(node), { op: 'firmware-start', imageUri: imageUrl, component })
+          .catch((err) => {
+            throw new DriverError(`firmware update could not start: ${errorMessage(err)}`);
+          });
+        return { task_uri: taskUri, component, image_url: imageUrl };
+      },
+      async pollUpdate(node, task) {
+        const state = await pool().op<{ state: string; percent: number | null; messages: string[] }>(nodeRef(node), { op: 'firmware-task', taskUri: task.task_uri }).catch(driverError);
+        if (!TASK_DONE.has(state.state)) return { finished: false, ok: false, message: `BMC task ${state.state}` };
+        if (state.state !== 'Completed') return { finished: true, ok: false, message: `BMC task ${state.state}${state.messages.length ? `: ${state.messages.join('; ')}` : ''}` };
+        const versions = await pool()
+          .op<{ bios: string | null; bmc: string | null }>(nodeRef(node), { op: 'firmware-versions' })
+          .catch(() => ({ bios: null, bmc: null }));
+        return { finished: true, ok: true, message: 'BMC task Completed', versions };
+      },
+    },
     inspect: { name: 'agent', validate, needsAgent: true },
   };
 }

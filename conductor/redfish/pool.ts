@@ -4,6 +4,7 @@
  * thread; every operation on that BMC — sweeps, sensor reads, API power actions — runs there.
  * Resizing hands live sessions over to their new owners instead of logging in again.
  */
+import { fnv1a } from '../../shared/hash.js';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -16,14 +17,7 @@ const WORKER = [new URL('./worker.js', import.meta.url), new URL('../../dist/con
   .map((u) => fileURLToPath(u))
   .find((f) => existsSync(f)) ?? fileURLToPath(new URL('./worker.js', import.meta.url));
 
-export function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
+export { fnv1a };
 
 export type { NodeRef, SweepItem, OpError };
 

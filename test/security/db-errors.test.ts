@@ -27,10 +27,12 @@ describe('SQLite busy: another process holds the write lock', () => {
 
   it('a flow whose timer fires while the database is locked completes after the lock is gone; the API answers 503 meanwhile', async () => {
     const node = await fakeNode(c.apiUrl, 'busy-1', '52:54:00:bb:00:01', 'manageable');
-    const r = await raw(c.apiUrl, 'PUT', `/v1/nodes/${node}/states/provision`, { body: { target: 'clean', clean_steps: [{ interface: 'deploy', step: 'wait', args: { seconds: 1 } }] } });
+    const r = await raw(c.apiUrl, 'PUT', `/v1/nodes/${node}/states/provision`, { body: { target: 'clean', clean_steps: [{ interface: 'deploy', step: 'wait', args: { seconds: 2 } }] } });
     expect(r.status, r.text).toBe(202);
-    // Take the write lock in this process and keep it for 4 s: the wait step's timer (1 s), the
-    // deferred scheduler's claim and its bookkeeping all run into SQLITE_BUSY.
+    // Once the flow is parked on its timer, take the write lock in this process and keep it for
+    // 4 s: the wait step's timer (2 s), the deferred scheduler's claim and its bookkeeping all run
+    // into SQLITE_BUSY.
+    await waitFor(async () => (await state(c.apiUrl, node)) === 'clean wait', 10_000, 'flow parked on its timer');
     const other = new Database(dbFile);
     other.exec('BEGIN EXCLUSIVE');
     const t0 = Date.now();
@@ -55,6 +57,28 @@ describe('SQLite busy: another process holds the write lock', () => {
     expect(c.logs()).not.toMatch(/unhandled promise rejection/);
     // Still healthy: a valid request succeeds next.
     expect((await raw(c.apiUrl, 'DELETE', `/v1/nodes/${node}/maintenance`)).status).toBe(202);
+  }, 60_000);
+
+  it('the database locked as an action starts: the node is never left mid-action without a flow', async () => {
+    const node = await fakeNode(c.apiUrl, 'busy-2', '52:54:00:bb:00:03', 'manageable');
+    const r = await raw(c.apiUrl, 'PUT', `/v1/nodes/${node}/states/provision`, { body: { target: 'clean', clean_steps: [{ interface: 'deploy', step: 'wait', args: { seconds: 1 } }] } });
+    expect(r.status, r.text).toBe(202);
+    // The action's first writes race this lock: either they land first (the flow parks and
+    // completes) or they meet SQLITE_BUSY (the action fails, and says so, once the lock is gone).
+    const other = new Database(dbFile);
+    other.exec('BEGIN EXCLUSIVE');
+    await new Promise((res) => setTimeout(res, 1500));
+    other.exec('ROLLBACK');
+    other.close();
+    const end = await waitFor(async () => {
+      const s = await state(c.apiUrl, node);
+      return s === 'manageable' || s === 'clean failed' ? s : undefined;
+    }, 30_000, 'a settled state');
+    if (end === 'clean failed') {
+      const n = (await raw(c.apiUrl, 'GET', `/v1/nodes/${node}`)).json as { last_error: string; reservation: string | null };
+      expect(n.last_error).toMatch(/database is locked|SQLITE_BUSY/i);
+    }
+    expect(c.child.exitCode, c.logs().slice(-3000)).toBe(null);
   }, 60_000);
 });
 

@@ -1,0 +1,113 @@
+/**
+ * BMC sessions across restarts: starts the BMC worker pool, persists every session it opens or
+ * closes (sealed, in bmc_sessions), adopts the sessions our previous run left on BMCs we still
+ * manage (no new login), logs out of those on BMCs no node uses any more, and releases a BMC's
+ * client when its last node is deleted or re-addressed. One session per BMC stays true across a
+ * conductor restart.
+ */
+import type { Logger } from 'pino';
+import type { Node, Store } from './db/store.js';
+import type { ConductorConfig } from './config.js';
+import { BmcPool } from './redfish/pool.js';
+import { RedfishClient, type SessionEvent } from './redfish/client.js';
+import { parseRedfishDriverInfo, type RedfishTarget } from './redfish/driver-info.js';
+
+/** The BMC session key of a redfish node, or undefined (other driver, invalid driver_info). */
+export function bmcKeyOf(node: Node): string | undefined {
+  if (node.driver !== 'redfish') return undefined;
+  try {
+    return parseRedfishDriverInfo(node.driver_info, node.uuid).key;
+  } catch {
+    return undefined;
+  }
+}
+
+export class BmcSessions {
+  private p: BmcPool | undefined;
+
+  constructor(
+    private readonly store: Store,
+    private readonly host: string,
+    private readonly cfg: ConductorConfig['redfish'],
+    private readonly log: Logger,
+  ) {}
+
+  /** The pool once started. */
+  get pool(): BmcPool | undefined {
+    return this.p;
+  }
+
+  /** The started pool (drivers call this lazily; before start it is a programming error). */
+  require(): BmcPool {
+    if (!this.p) throw new Error('BMC pool not started');
+    return this.p;
+  }
+
+  /** Starts the BMC worker threads and adopts (or cleans up) sessions left by our previous run. */
+  async start(): Promise<void> {
+    const r = this.cfg;
+    this.p = new BmcPool(
+      r.pool_size,
+      { timeoutMs: r.timeout_ms, connectTimeoutMs: r.connect_timeout_ms, maxInflight: r.max_inflight_per_bmc, breakerThreshold: r.breaker_threshold, breakerOpenMs: r.breaker_open_ms },
+      (events) => this.persist(events),
+    );
+    await this.p.start();
+    const rows = await this.store.listBmcSessions(this.host);
+    if (rows.length === 0) return;
+    const targets = await this.targets();
+    const adopt = rows.filter((s) => targets.has(s.bmc_key));
+    const orphans = rows.filter((s) => !targets.has(s.bmc_key));
+    const adopted = await this.p.importSessions(adopt.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: targets.get(s.bmc_key)! })));
+    // Sessions on BMCs we no longer manage: log them out so nothing is left on the BMC.
+    await Promise.all(
+      orphans.map(async (s) => {
+        const [origin, username] = s.bmc_key.split('|');
+        const c = new RedfishClient({ key: s.bmc_key, origin: origin!, rootPrefix: '/redfish/v1', username: username ?? '', password: '', systemId: null, verify: false, serverName: null, authType: 'session' }, { timeoutMs: 5000 });
+        c.adoptSession({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: 0 });
+        await c.logout();
+        await c.close();
+        await this.store.deleteBmcSession(s.bmc_key);
+      }),
+    );
+    this.log.info({ adopted, orphans_logged_out: orphans.length }, 'BMC sessions from the previous run');
+  }
+
+  /** Every redfish node's BMC target, by session key. */
+  async targets(): Promise<Map<string, RedfishTarget>> {
+    const out = new Map<string, RedfishTarget>();
+    for (const n of await this.store.listNodes({ driver: 'redfish' })) {
+      try {
+        const t = parseRedfishDriverInfo(n.driver_info, n.uuid);
+        out.set(t.key, t);
+      } catch {
+        /* invalid driver_info: nothing to adopt */
+      }
+    }
+    return out;
+  }
+
+  private async persist(events: SessionEvent[]): Promise<void> {
+    for (const e of events) {
+      try {
+        if (e.op === 'created') {
+          await this.store.putBmcSession({ bmc_key: e.session.key, session_uri: e.session.uri, token: e.session.token, conductor: this.host, created_at: new Date(e.session.createdAt).toISOString() });
+        } else {
+          await this.store.deleteBmcSession(e.key, e.uri);
+        }
+      } catch (err) {
+        this.log.warn({ err }, 'could not persist a BMC session change');
+      }
+    }
+  }
+
+  /** Logs out of a BMC and drops its client (and the credentials the worker thread held) once no node uses it. */
+  async forgetIfUnused(key: string): Promise<void> {
+    if (!this.p) return;
+    if ((await this.targets()).has(key)) return;
+    await this.p.forget([key]).catch((err) => this.log.warn({ err }, 'could not release the BMC client of a deleted node'));
+  }
+
+  async close(): Promise<void> {
+    await this.p?.close();
+  }
+}
