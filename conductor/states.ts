@@ -9,58 +9,17 @@
 import { InvalidStateError, InvalidInputError } from '../shared/errors.js';
 
 export const STATES = [
-  'enroll',
-  'verifying',
-  'manageable',
-  'inspecting',
-  'inspect wait',
-  'inspect failed',
-  'available',
-  'deploying',
-  'wait call-back',
-  'deploy hold',
-  'deploy failed',
-  'active',
-  'deleting',
-  'cleaning',
-  'clean wait',
-  'clean hold',
-  'clean failed',
-  'error',
-  'adopting',
-  'adopt failed',
-  'rescuing',
-  'rescue wait',
-  'rescue',
-  'rescue failed',
-  'unrescuing',
-  'unrescue failed',
-  'servicing',
-  'service wait',
-  'service hold',
-  'service failed',
+  'enroll', 'verifying', 'manageable', 'inspecting', 'inspect wait', 'inspect failed', 'available',
+  'deploying', 'wait call-back', 'deploy hold', 'deploy failed', 'active', 'deleting', 'cleaning',
+  'clean wait', 'clean hold', 'clean failed', 'error', 'adopting', 'adopt failed', 'rescuing',
+  'rescue wait', 'rescue', 'rescue failed', 'unrescuing', 'unrescue failed', 'servicing',
+  'service wait', 'service hold', 'service failed'
 ] as const;
 export type ProvisionState = (typeof STATES)[number];
 
 export const EVENTS = [
-  'manage',
-  'provide',
-  'inspect',
-  'clean',
-  'deploy',
-  'rebuild',
-  'delete',
-  'done',
-  'fail',
-  'wait',
-  'resume',
-  'abort',
-  'hold',
-  'unhold',
-  'adopt',
-  'rescue',
-  'unrescue',
-  'service',
+  'manage', 'provide', 'inspect', 'clean', 'deploy', 'rebuild', 'delete', 'done', 'fail', 'wait',
+  'resume', 'abort', 'hold', 'unhold', 'adopt', 'rescue', 'unrescue', 'service'
 ] as const;
 export type ProvisionEvent = (typeof EVENTS)[number];
 

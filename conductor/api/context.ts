@@ -7,7 +7,8 @@ import type { FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { ConductorMetrics } from '../metrics.js';
 import type { Conductor } from '../manager.js';
-import { InvalidInputError } from '../../shared/errors.js';
+import { InvalidInputError, NotFoundError } from '../../shared/errors.js';
+import type { Node, Store } from '../db/store.js';
 
 export interface ApiContext {
   conductor: Conductor;
@@ -32,3 +33,10 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown, resou
   throw new InvalidInputError(`Invalid input for field/attribute ${path || resource}: ${issue.message}`, path || resource);
 }
 
+
+/** The node named by a uuid or name, or a 404. */
+export async function findNodeOr404(store: Store, ident: string): Promise<Node> {
+  const n = await store.findNode(ident);
+  if (!n) throw new NotFoundError('Node', ident);
+  return n;
+}

@@ -3,15 +3,14 @@
  * asks the Conductor for every action; it never talks to a BMC or an agent itself.
  */
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
-import { z } from 'zod';
-import type { ConductorMetrics } from '../metrics.js';
 import { IronfleetError, InvalidInputError, UnauthorizedError } from '../../shared/errors.js';
 import type { Conductor } from '../manager.js';
 import { parseInput, type ApiContext } from './context.js';
 import { MAX_VERSION, MIN_VERSION, fmt, parseRequestedVersion, type ApiVersion } from './versions.js';
 import { registerNodeRoutes } from './routes-nodes.js';
+import { registerNodeAgentRoutes } from './routes-node-agent.js';
 import { registerPortRoutes } from './routes-ports.js';
 import { registerMiscRoutes } from './routes-misc.js';
 import { UnsafeJsonError, parseUntrustedJson } from '../../shared/safe-json.js';
@@ -214,6 +213,7 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
 
   registerMiscRoutes(app, ctx);
   registerNodeRoutes(app, ctx);
+  registerNodeAgentRoutes(app, ctx);
   registerPortRoutes(app, ctx);
   return app;
 }

@@ -5,84 +5,18 @@
  * idempotent GETs only, ETag/If-None-Match, $select when the service supports it, an adaptive
  * per-BMC concurrency limit and a circuit breaker so a dead BMC costs one timeout, not a stall.
  */
-import { Pool, buildConnector, errors as undiciErrors } from 'undici';
-import { RedfishError, isUnreachable, type RedfishErrorCode } from './errors.js';
+import { type Pool, errors as undiciErrors } from 'undici';
+import { BmcGate } from './gate.js';
+import { BASE_HEADERS, bmcPool, classifyTransportError, retryAfterMs } from './transport.js';
+import { RedfishError, type RedfishErrorCode } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
+import type { ClientStats, RedfishClientOptions, SessionEvent, SessionRecord } from './client-types.js';
 
-export interface RedfishClientOptions {
-  /** Whole-request deadline (connect + response). @default 10000 */
-  timeoutMs?: number;
-  /** @default 5000 */
-  connectTimeoutMs?: number;
-  /** Max requests in flight to this BMC (the adaptive limit never exceeds it). @default 2 */
-  maxInflight?: number;
-  /** Retries for idempotent GETs on 5xx / connection errors. @default 2 */
-  getRetries?: number;
-  /** Consecutive unreachable failures that open the breaker. @default 2 */
-  breakerThreshold?: number;
-  /** How long the breaker stays open before one probe. @default 30000 */
-  breakerOpenMs?: number;
-}
-
-export interface SessionRecord {
-  key: string;
-  uri: string;
-  token: string;
-  createdAt: number;
-}
-
-export interface ClientStats {
-  requests: number;
-  errors: number;
-  logins: number;
-  logins_failed: number;
-  relogins: number;
-  not_modified: number;
-  retries: number;
-  breaker_rejections: number;
-}
-
-export type SessionEvent = { op: 'created'; session: SessionRecord } | { op: 'deleted'; key: string; uri: string };
+export type { RedfishClientOptions, SessionRecord, ClientStats, SessionEvent };
 
 interface Cached {
   etag: string;
   doc: Record<string, unknown>;
-}
-
-const BASE_HEADERS = { 'OData-Version': '4.0', Accept: 'application/json' };
-
-/**
- * At most this many TCP+TLS handshakes at once per thread. Opening thousands of BMC connections at
- * once (first sweep, restart) would otherwise saturate the CPU so badly that every connect looks
- * like a BMC timeout. Queued connects have not started their clock yet.
- */
-const MAX_CONCURRENT_HANDSHAKES = 96;
-let handshakes = 0;
-const handshakeQueue: Array<() => void> = [];
-
-function limitedConnector(inner: buildConnector.connector): buildConnector.connector {
-  return (opts, cb) => {
-    const start = () => {
-      handshakes++;
-      let done = false;
-      inner(opts, ((err: Error | null, sock: unknown) => {
-        if (!done) {
-          done = true;
-          handshakes--;
-          handshakeQueue.shift()?.();
-        }
-        (cb as (e: Error | null, s: unknown) => void)(err, sock);
-      }) as buildConnector.Callback);
-    };
-    if (handshakes < MAX_CONCURRENT_HANDSHAKES) start();
-    else handshakeQueue.push(start);
-  };
-}
-
-function retryAfterMs(h: string | string[] | undefined, fallback: number): number {
-  const v = Array.isArray(h) ? h[0] : h;
-  const n = Number(v);
-  return Number.isFinite(n) && n >= 0 ? n * 1000 : fallback;
 }
 
 export class RedfishClient {
@@ -98,12 +32,7 @@ export class RedfishClient {
   private blockedError: RedfishError | null = null;
   private selectSupported: boolean | null = null;
   private readonly etags = new Map<string, Cached>();
-  private inflight = 0;
-  private limit: number;
-  private readonly waiters: Array<() => void> = [];
-  private failures = 0;
-  private breakerUntil = 0;
-  private probing = false;
+  private readonly gate: BmcGate;
   private readonly o: Required<RedfishClientOptions>;
   /** Session changes for the owner to persist (drained by takeSessionEvents). */
   private sessionEvents: SessionEvent[] = [];
@@ -120,24 +49,9 @@ export class RedfishClient {
       breakerThreshold: opts.breakerThreshold ?? 2,
       breakerOpenMs: opts.breakerOpenMs ?? 30_000,
     };
-    this.limit = this.o.maxInflight;
     this.basicOnly = target.authType === 'basic';
-    this.pool = new Pool(target.origin, {
-      connections: this.o.maxInflight,
-      pipelining: 1,
-      keepAliveTimeout: 30_000,
-      keepAliveMaxTimeout: 60_000,
-      headersTimeout: this.o.timeoutMs,
-      bodyTimeout: this.o.timeoutMs,
-      connect: limitedConnector(
-        buildConnector({
-          timeout: this.o.connectTimeoutMs,
-          rejectUnauthorized: target.verify !== false,
-          ...(typeof target.verify === 'string' ? { ca: target.verify } : {}),
-          ...(target.serverName ? { servername: target.serverName } : {}),
-        }),
-      ),
-    });
+    this.gate = new BmcGate(target.origin, this.o.maxInflight, this.o.breakerThreshold, this.o.breakerOpenMs);
+    this.pool = bmcPool(target, { connections: this.o.maxInflight, timeoutMs: this.o.timeoutMs, connectTimeoutMs: this.o.connectTimeoutMs });
   }
 
   get key(): string {
@@ -158,7 +72,7 @@ export class RedfishClient {
   }
 
   get breakerOpen(): boolean {
-    return this.breakerUntil > Date.now();
+    return this.gate.open;
   }
 
   takeSessionEvents(): SessionEvent[] {
@@ -179,40 +93,6 @@ export class RedfishClient {
     const s = this.session;
     this.session = null;
     return s;
-  }
-
-  // ------------------------------------------------------------------ limiter & breaker
-
-  private async acquire(): Promise<void> {
-    if (this.inflight < this.limit) {
-      this.inflight++;
-      return;
-    }
-    await new Promise<void>((r) => this.waiters.push(r));
-    this.inflight++;
-  }
-
-  private releaseSlot(): void {
-    this.inflight--;
-    if (this.inflight < this.limit) this.waiters.shift()?.();
-  }
-
-  private onSuccess(): void {
-    this.failures = 0;
-    this.breakerUntil = 0;
-    // Additive increase back to the configured ceiling.
-    if (this.limit < this.o.maxInflight) {
-      this.limit++;
-      this.waiters.shift()?.();
-    }
-  }
-
-  private onFailure(code: RedfishErrorCode): void {
-    if (code === 'RF_BUSY' || code === 'RF_TIMEOUT') this.limit = Math.max(1, Math.floor(this.limit / 2));
-    if (isUnreachable(code)) {
-      this.failures++;
-      if (this.failures >= this.o.breakerThreshold) this.breakerUntil = Date.now() + this.o.breakerOpenMs;
-    }
   }
 
   // ------------------------------------------------------------------ auth
@@ -337,14 +217,7 @@ export class RedfishClient {
   }
 
   private classify(err: unknown): RedfishError {
-    if (err instanceof RedfishError) return err;
-    const e = err as { name?: string; code?: string; message?: string };
-    const where = this.target.origin;
-    if (e.name === 'TimeoutError' || e.name === 'AbortError' || e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError || e.code === 'UND_ERR_CONNECT_TIMEOUT') {
-      return new RedfishError('RF_TIMEOUT', `BMC ${where} did not answer within ${this.o.timeoutMs} ms`, undefined, where);
-    }
-    if (/CERT|SSL|TLS|self.signed|altnames/i.test(`${e.code} ${e.message}`)) return new RedfishError('RF_TLS', `TLS to ${where} failed: ${e.message}`, undefined, where);
-    return new RedfishError('RF_CONNECT', `cannot reach BMC ${where}: ${e.code ?? ''} ${e.message ?? ''}`.trim(), undefined, where);
+    return classifyTransportError(err, this.target.origin, this.o.timeoutMs);
   }
 
   /** Paths relative to the root prefix are accepted ("Systems/1") as well as absolute ones. */
@@ -353,28 +226,24 @@ export class RedfishClient {
   }
 
   async request(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: unknown; select?: string[]; retries?: number } = {}): Promise<{ status: number; doc: Record<string, unknown>; headers: Record<string, string | string[] | undefined> }> {
-    const now = Date.now();
-    if (this.breakerUntil > now) {
+    let halfOpen: boolean;
+    try {
+      halfOpen = this.gate.enter();
+    } catch (err) {
       this.stats.breaker_rejections++;
-      throw new RedfishError('RF_CIRCUIT_OPEN', `BMC ${this.target.origin} is unreachable; circuit open for ${Math.ceil((this.breakerUntil - now) / 1000)} s more`, undefined, this.target.origin);
-    }
-    // Half-open: after the open period, let exactly one probe through.
-    const halfOpen = this.failures >= this.o.breakerThreshold;
-    if (halfOpen) {
-      if (this.probing) throw new RedfishError('RF_CIRCUIT_OPEN', `BMC ${this.target.origin} is being probed`, undefined, this.target.origin);
-      this.probing = true;
+      throw err;
     }
     let full = this.abs(path);
     if (method === 'GET' && o.select?.length) {
       if (this.selectSupported === null) await this.probeRoot();
       if (this.selectSupported) full += `${full.includes('?') ? '&' : '?'}$select=${o.select.join(',')}`;
     }
-    await this.acquire();
+    await this.gate.acquire();
     try {
       return await this.send(method, full, o.body, method === 'GET' ? (o.retries ?? this.o.getRetries) : 0, true);
     } finally {
-      this.releaseSlot();
-      if (halfOpen) this.probing = false;
+      this.gate.release();
+      this.gate.exit(halfOpen);
     }
   }
 
@@ -397,7 +266,7 @@ export class RedfishClient {
     } catch (err) {
       this.stats.errors++;
       const e = this.classify(err);
-      this.onFailure(e.code);
+      this.gate.onFailure(e.code);
       throw e;
     }
     const cached = method === 'GET' ? this.etags.get(path) : undefined;
@@ -413,7 +282,7 @@ export class RedfishClient {
         return this.send(method, path, body, retries - 1, mayReauth);
       }
       this.stats.errors++;
-      this.onFailure(e.code);
+      this.gate.onFailure(e.code);
       throw e;
     }
     this.lastUsed = Date.now();
@@ -421,7 +290,7 @@ export class RedfishClient {
     if (status === 304 && cached) {
       await res.body.dump();
       this.stats.not_modified++;
-      this.onSuccess();
+      this.gate.onSuccess();
       return { status: 200, doc: cached.doc, headers: res.headers };
     }
     const text = await res.body.text().catch(() => '');
@@ -437,7 +306,7 @@ export class RedfishClient {
     }
     if (status >= 500) {
       const code: RedfishErrorCode = status === 503 ? 'RF_BUSY' : 'RF_HTTP';
-      this.onFailure(code);
+      this.gate.onFailure(code);
       if (method === 'GET' && retries > 0) {
         this.stats.retries++;
         await new Promise((r) => setTimeout(r, Math.min(retryAfterMs(res.headers['retry-after'], 300), 2000) * (this.o.getRetries - retries + 1)));
@@ -460,7 +329,7 @@ export class RedfishClient {
       const msg = (doc.error as { message?: string } | undefined)?.message ?? text.slice(0, 200);
       throw new RedfishError('RF_HTTP', `BMC answered ${method} ${path} with HTTP ${status}: ${msg}`, status, this.target.origin);
     }
-    this.onSuccess();
+    this.gate.onSuccess();
     const etag = res.headers.etag;
     if (method === 'GET' && typeof etag === 'string') this.etags.set(path, { etag, doc });
     return { status, doc, headers: res.headers };

@@ -1,0 +1,217 @@
+/** Node records: create, find, list, update (guarded by expected state), delete; node locks; agent token and liveness. */
+import { sql } from 'kysely';
+import { scrubText } from '../../shared/redact.js';
+import { ConflictError } from '../../shared/errors.js';
+import { JSON_NODE_FIELDS, StoreBase, isUniqueViolation, now, type Db, type ListNodesOptions, type Node, type NodeCreate, type NodeUpdate } from './store-base.js';
+
+export class NodeStore extends StoreBase {
+  // ---------------------------------------------------------------- nodes
+
+  async createNode(input: NodeCreate): Promise<Node> {
+    const ts = now();
+    const row = {
+      uuid: input.uuid,
+      name: input.name ?? null,
+      driver: input.driver,
+      driver_info: this.sealJson(input.driver_info ?? {}),
+      properties: this.sealJson(input.properties ?? {}),
+      instance_info: this.sealJson(input.instance_info ?? {}),
+      driver_internal_info: this.sealJson(input.driver_internal_info ?? {}),
+      extra: this.sealJson(input.extra ?? {}),
+      instance_uuid: input.instance_uuid ?? null,
+      resource_class: input.resource_class ?? null,
+      provision_state: input.provision_state,
+      target_provision_state: input.target_provision_state ?? null,
+      power_state: input.power_state ?? null,
+      target_power_state: null,
+      maintenance: input.maintenance ? 1 : 0,
+      maintenance_reason: input.maintenance_reason ?? null,
+      fault: null,
+      last_error: null,
+      reservation: null,
+      conductor_group: input.conductor_group ?? '',
+      health: input.health ?? null,
+      agent_token_hash: null,
+      agent_boot_id: null,
+      agent_last_seen: null,
+      provision_updated_at: ts,
+      created_at: ts,
+      updated_at: null,
+    };
+    try {
+      await this.db.insertInto('nodes').values(row).execute();
+    } catch (err) {
+      if (isUniqueViolation(err)) {
+        const what = input.name && (await this.findNode(input.name)) ? `name ${input.name}` : `uuid ${input.uuid}`;
+        throw new ConflictError(`A node with ${what} already exists.`, { field: what.split(' ')[0] });
+      }
+      throw err;
+    }
+    return (await this.getNodeByUuid(input.uuid))!;
+  }
+
+  async getNodeByUuid(uuid: string, db: Db = this.db): Promise<Node | undefined> {
+    const r = await db.selectFrom('nodes').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+    return r && this.toNode(r);
+  }
+
+  async getNodeById(id: number, db: Db = this.db): Promise<Node | undefined> {
+    const r = await db.selectFrom('nodes').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && this.toNode(r);
+  }
+
+  /**
+   * By UUID or by name (Ironic accepts either in URLs). A UUID-shaped ident is only ever a UUID
+   * (names may not look like one), so one node can never shadow another through its name.
+   */
+  async findNode(ident: string): Promise<Node | undefined> {
+    if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(ident)) return this.getNodeByUuid(ident);
+    const r = await this.db.selectFrom('nodes').selectAll().where('name', '=', ident).executeTakeFirst();
+    return r && this.toNode(r);
+  }
+
+  async listNodes(o: ListNodesOptions = {}): Promise<Node[]> {
+    const sortKey = o.sortKey ?? 'id';
+    const dir = o.sortDir ?? 'asc';
+    let q = this.db.selectFrom('nodes').selectAll();
+    if (o.provisionState !== undefined) q = q.where('provision_state', '=', o.provisionState);
+    if (o.maintenance !== undefined) q = q.where('maintenance', '=', o.maintenance ? 1 : 0);
+    if (o.driver !== undefined) q = q.where('driver', '=', o.driver);
+    if (o.conductorGroup !== undefined) q = q.where('conductor_group', '=', o.conductorGroup);
+    if (o.associated !== undefined) q = q.where('instance_uuid', o.associated ? 'is not' : 'is', null);
+    // Nullable sort keys sort as '' so that order and marker paging agree on both dialects
+    // (SQLite puts NULLs first, PostgreSQL last).
+    const key = sortKey === 'id' ? sql.ref('id') : sql`coalesce(${sql.ref(sortKey)}, '')`;
+    if (o.markerId !== undefined) {
+      if (sortKey === 'id') {
+        q = q.where('id', dir === 'asc' ? '>' : '<', o.markerId);
+      } else {
+        const marker = await this.getNodeById(o.markerId);
+        if (marker) {
+          const mv = String(marker[sortKey] ?? '');
+          const op = dir === 'asc' ? '>' : '<';
+          q = q.where((eb) => eb.or([eb(key, op, mv), eb.and([eb(key, '=', mv), eb('id', op, o.markerId!)])]));
+        }
+      }
+    }
+    q = q.orderBy(key, dir);
+    if (sortKey !== 'id') q = q.orderBy('id', dir);
+    if (o.limit !== undefined) q = q.limit(o.limit);
+    return (await q.execute()).map(this.toNode);
+  }
+
+  /** Nodes whose provision state is one of `states`. */
+  async countNodesInStates(states: string[]): Promise<number> {
+    const r = await this.db.selectFrom('nodes').select((eb) => eb.fn.countAll<number>().as('n')).where('provision_state', 'in', states).executeTakeFirst();
+    return Number(r?.n ?? 0);
+  }
+
+  async countNodes(): Promise<number> {
+    const r = await this.db.selectFrom('nodes').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  protected nodeUpdateRow(patch: NodeUpdate): Record<string, unknown> {
+    const row: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === undefined) continue;
+      if ((JSON_NODE_FIELDS as readonly string[]).includes(k)) row[k] = this.sealJson(v);
+      else if ((k === 'last_error' || k === 'maintenance_reason') && typeof v === 'string') row[k] = scrubText(v);
+      else if (k === 'maintenance') row[k] = v ? 1 : 0;
+      else row[k] = v;
+    }
+    if (patch.provision_state !== undefined) row.provision_updated_at = now();
+    row.updated_at = now();
+    return row;
+  }
+
+  /**
+   * Update a node. With `expect`, the write only happens when those columns still hold the given
+   * values (compare-and-set); returns the updated node or undefined when the guard failed.
+   */
+  async updateNode(id: number, patch: NodeUpdate, expect: Partial<Pick<Node, 'provision_state' | 'reservation'>> = {}, db: Db = this.db): Promise<Node | undefined> {
+    let q = db.updateTable('nodes').set(this.nodeUpdateRow(patch)).where('id', '=', id);
+    if (expect.provision_state !== undefined) q = q.where('provision_state', '=', expect.provision_state);
+    if (expect.reservation !== undefined) q = q.where('reservation', expect.reservation === null ? 'is' : '=', expect.reservation);
+    try {
+      const r = await q.returningAll().executeTakeFirst();
+      return r && this.toNode(r);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new ConflictError(`A node with name ${patch.name} already exists.`, { field: 'name' });
+      throw err;
+    }
+  }
+
+  async deleteNode(id: number): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('ports').where('node_id', '=', id).execute();
+      await tx.deleteFrom('node_history').where('node_id', '=', id).execute();
+      await tx.deleteFrom('node_inventory').where('node_id', '=', id).execute();
+      await tx.deleteFrom('agent_commands').where('node_id', '=', id).execute();
+      await tx.deleteFrom('deferred_actions').where('node_id', '=', id).execute();
+      await tx.deleteFrom('nodes').where('id', '=', id).execute();
+    });
+  }
+
+  // ---------------------------------------------------------------- locks
+
+  /** Atomic reservation: takes the node's lock if it is free; the locked node, or undefined when someone holds it. */
+  async reserveNode(id: number, holder: string): Promise<Node | undefined> {
+    const r = await this.db.updateTable('nodes').set({ reservation: holder }).where('id', '=', id).where('reservation', 'is', null).returningAll().executeTakeFirst();
+    return r && this.toNode(r);
+  }
+
+  async releaseNode(id: number, holder: string): Promise<boolean> {
+    const res = await this.db
+      .updateTable('nodes')
+      .set({ reservation: null })
+      .where('id', '=', id)
+      .where('reservation', '=', holder)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  /** Clears every reservation held by `holder` (at startup: locks of our previous life). */
+  async clearReservations(holder: string): Promise<number> {
+    const res = await this.db.updateTable('nodes').set({ reservation: null }).where('reservation', '=', holder).executeTakeFirst();
+    return Number(res.numUpdatedRows);
+  }
+
+  // ---------------------------------------------------------------- agent token
+
+  /** Issues the per-boot token: only when none is set (two racing lookups cannot both win). */
+  async setAgentToken(id: number, hash: string, bootId: string): Promise<boolean> {
+    const res = await this.db
+      .updateTable('nodes')
+      .set({ agent_token_hash: hash, agent_boot_id: bootId, agent_last_seen: now(), updated_at: now() })
+      .where('id', '=', id)
+      .where('agent_token_hash', 'is', null)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  /** Wipes the agent token (power off / reboot / node teardown), as Ironic does. */
+  async clearAgentToken(id: number): Promise<void> {
+    await this.db.updateTable('nodes').set({ agent_token_hash: null, agent_boot_id: null, updated_at: now() }).where('id', '=', id).execute();
+  }
+
+  // ---------------------------------------------------------------- agent liveness
+
+  async setAgentSeen(batch: Array<{ id: number; seen: string }>): Promise<void> {
+    if (batch.length === 0) return;
+    await this.db.transaction().execute(async (tx) => {
+      // Group by timestamp second so one UPDATE covers many nodes.
+      const byTs = new Map<string, number[]>();
+      for (const { id, seen } of batch) {
+        const list = byTs.get(seen) ?? [];
+        list.push(id);
+        byTs.set(seen, list);
+      }
+      for (const [seen, ids] of byTs) {
+        for (let i = 0; i < ids.length; i += 500) {
+          await tx.updateTable('nodes').set({ agent_last_seen: seen }).where('id', 'in', ids.slice(i, i + 500)).execute();
+        }
+      }
+    });
+  }
+}

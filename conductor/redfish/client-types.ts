@@ -1,0 +1,36 @@
+/** The shapes a Redfish client is configured with and reports: options, sessions, counters, session events. */
+
+export interface RedfishClientOptions {
+  /** Whole-request deadline (connect + response). @default 10000 */
+  timeoutMs?: number;
+  /** @default 5000 */
+  connectTimeoutMs?: number;
+  /** Max requests in flight to this BMC (the adaptive limit never exceeds it). @default 2 */
+  maxInflight?: number;
+  /** Retries for idempotent GETs on 5xx / connection errors. @default 2 */
+  getRetries?: number;
+  /** Consecutive unreachable failures that open the breaker. @default 2 */
+  breakerThreshold?: number;
+  /** How long the breaker stays open before one probe. @default 30000 */
+  breakerOpenMs?: number;
+}
+
+export interface SessionRecord {
+  key: string;
+  uri: string;
+  token: string;
+  createdAt: number;
+}
+
+export interface ClientStats {
+  requests: number;
+  errors: number;
+  logins: number;
+  logins_failed: number;
+  relogins: number;
+  not_modified: number;
+  retries: number;
+  breaker_rejections: number;
+}
+
+export type SessionEvent = { op: 'created'; session: SessionRecord } | { op: 'deleted'; key: string; uri: string };

@@ -1,0 +1,75 @@
+/**
+ * The HTTP side of a BMC client: one undici keep-alive pool per BMC origin whose TCP+TLS
+ * handshakes go through a per-thread limiter, the Redfish base headers, and Retry-After parsing.
+ */
+import { Pool, buildConnector, errors as undiciErrors } from 'undici';
+import { RedfishError } from './errors.js';
+import type { RedfishTarget } from './driver-info.js';
+
+export const BASE_HEADERS = { 'OData-Version': '4.0', Accept: 'application/json' };
+
+/**
+ * At most this many TCP+TLS handshakes at once per thread. Opening thousands of BMC connections at
+ * once (first sweep, restart) would otherwise saturate the CPU so badly that every connect looks
+ * like a BMC timeout. Queued connects have not started their clock yet.
+ */
+const MAX_CONCURRENT_HANDSHAKES = 96;
+let handshakes = 0;
+const handshakeQueue: Array<() => void> = [];
+
+function limitedConnector(inner: buildConnector.connector): buildConnector.connector {
+  return (opts, cb) => {
+    const start = () => {
+      handshakes++;
+      let done = false;
+      inner(opts, ((err: Error | null, sock: unknown) => {
+        if (!done) {
+          done = true;
+          handshakes--;
+          handshakeQueue.shift()?.();
+        }
+        (cb as (e: Error | null, s: unknown) => void)(err, sock);
+      }) as buildConnector.Callback);
+    };
+    if (handshakes < MAX_CONCURRENT_HANDSHAKES) start();
+    else handshakeQueue.push(start);
+  };
+}
+
+/** The connection pool of one BMC: `connections` sockets at most, kept alive, TLS verified as the target says. */
+export function bmcPool(target: RedfishTarget, o: { connections: number; timeoutMs: number; connectTimeoutMs: number }): Pool {
+  return new Pool(target.origin, {
+    connections: o.connections,
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    keepAliveMaxTimeout: 60_000,
+    headersTimeout: o.timeoutMs,
+    bodyTimeout: o.timeoutMs,
+    connect: limitedConnector(
+      buildConnector({
+        timeout: o.connectTimeoutMs,
+        rejectUnauthorized: target.verify !== false,
+        ...(typeof target.verify === 'string' ? { ca: target.verify } : {}),
+        ...(target.serverName ? { servername: target.serverName } : {}),
+      }),
+    ),
+  });
+}
+
+/** Retry-After in ms (delta-seconds form), else `fallback`. */
+export function retryAfterMs(h: string | string[] | undefined, fallback: number): number {
+  const v = Array.isArray(h) ? h[0] : h;
+  const n = Number(v);
+  return Number.isFinite(n) && n >= 0 ? n * 1000 : fallback;
+}
+
+/** A transport failure as a stable code: RF_TIMEOUT (any phase deadline), RF_TLS, else RF_CONNECT. */
+export function classifyTransportError(err: unknown, where: string, timeoutMs: number): RedfishError {
+  if (err instanceof RedfishError) return err;
+  const e = err as { name?: string; code?: string; message?: string };
+  if (e.name === 'TimeoutError' || e.name === 'AbortError' || e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError || e.code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new RedfishError('RF_TIMEOUT', `BMC ${where} did not answer within ${timeoutMs} ms`, undefined, where);
+  }
+  if (/CERT|SSL|TLS|self.signed|altnames/i.test(`${e.code} ${e.message}`)) return new RedfishError('RF_TLS', `TLS to ${where} failed: ${e.message}`, undefined, where);
+  return new RedfishError('RF_CONNECT', `cannot reach BMC ${where}: ${e.code ?? ''} ${e.message ?? ''}`.trim(), undefined, where);
+}
