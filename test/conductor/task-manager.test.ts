@@ -42,4 +42,29 @@ describe('TaskManager (per-node lock)', () => {
     await expect(b.withLock(n.id, 'boom', async () => { throw new Error('boom'); })).rejects.toThrow('boom');
     expect((await store.getNodeById(n.id))!.reservation).toBeNull();
   });
+
+  it('spawn: a failing prepare releases the lock and reaches the caller; work runs holding the lock in the background; drain waits for it', async () => {
+    const n = await store.createNode({ uuid: randomUUID(), driver: 'fake-hardware', provision_state: 'enroll' });
+    const tm = new TaskManager(store, 'conductor-s', { retries: 0, retryIntervalMs: 10 });
+    await expect(tm.spawn(n.id, 'refused', async () => { throw new Error('bad request'); }, async () => {}, () => {})).rejects.toThrow('bad request');
+    expect((await store.getNodeById(n.id))!.reservation).toBeNull();
+    let during: string | null = null;
+    const errors: unknown[] = [];
+    let finish!: () => void;
+    const gate = new Promise<void>((r) => (finish = r));
+    await tm.spawn(n.id, 'work', async () => {}, async (task) => {
+      during = (await task.refresh()).reservation;
+      await gate;
+      throw new Error('work failed late');
+    }, (err) => errors.push(err));
+    // Returned once prepared: the lock is still held by the background work.
+    expect((await store.getNodeById(n.id))!.reservation).toBe('conductor-s');
+    expect(tm.inFlight).toBe(1);
+    expect(await tm.drain(100)).toBe(false);
+    finish();
+    expect(await tm.drain(5000)).toBe(true);
+    expect(during).toBe('conductor-s');
+    expect((errors[0] as Error).message).toBe('work failed late');
+    expect((await store.getNodeById(n.id))!.reservation).toBeNull();
+  });
 });
