@@ -18,6 +18,9 @@ import { mkdtemp, open, rm, writeFile, type FileHandle } from 'node:fs/promises'
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { SinkWorkerData } from './image-sink-worker.js';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
@@ -150,55 +153,13 @@ function decompressor(format: 'gzip' | 'zstd'): Decoder {
 
 
 /**
- * The sink worker: hashes what it is told to hash, writes what it is told to write (sequentially,
- * with writev), acknowledges bytes so the main thread can bound what is in flight, and on request
- * fsyncs + returns the digest, or wipes what it wrote. Plain CommonJS so the agent bundles into
- * one file for the ramdisk.
+ * The sink worker's file: compiled beside this module (dist/agent/), the build when this module
+ * runs from TypeScript sources (tests), and beside agent.cjs in the ramdisk (a second esbuild entry;
+ * the bundle defines import.meta.url as its own file).
  */
-const SINK_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const fs = require('node:fs');
-const h = require('node:crypto').createHash(workerData.algo);
-let fd = -1, pos = 0, failed = null;
-try { fd = fs.openSync(workerData.target, 'r+'); } catch (e) { failed = 'cannot open target ' + workerData.target + ': ' + e.message; }
-function wipe() {
-  if (fd < 0 || pos === 0) return;
-  const mib = 1048576, z = Buffer.alloc(Math.min(mib, pos));
-  fs.writeSync(fd, z, 0, z.length, 0);
-  if (pos > mib) fs.writeSync(fd, z, 0, Math.min(mib, pos - mib), Math.max(mib, pos - mib));
-  fs.fsyncSync(fd);
-}
-parentPort.on('message', (m) => {
-  try {
-    if (m.op === 'finish') {
-      if (failed) return parentPort.postMessage({ error: failed });
-      fs.fsyncSync(fd);
-      return parentPort.postMessage({ digest: h.digest('hex'), written: pos });
-    }
-    if (m.op === 'wipe') { wipe(); return parentPort.postMessage({ wiped: pos }); }
-    const bufs = m.bufs.map((a) => new Uint8Array(a));
-    let n = 0;
-    for (const b of bufs) n += b.length;
-    if (m.op !== 'write') for (const b of bufs) h.update(b);
-    if (m.op !== 'hash' && !failed) {
-      let off = 0;
-      while (off < n) {
-        const w = fs.writevSync(fd, off === 0 ? bufs : rest(bufs, off), pos);
-        pos += w; off += w;
-      }
-    }
-    parentPort.postMessage({ ack: n });
-  } catch (e) {
-    failed = 'write to ' + workerData.target + ' at ' + pos + ' failed: ' + e.message;
-    parentPort.postMessage({ error: failed, ack: 0 });
-  }
-});
-function rest(bufs, off) {
-  const out = [];
-  for (const b of bufs) { if (off >= b.length) { off -= b.length; continue; } out.push(off ? b.subarray(off) : b); off = 0; }
-  return out;
-}
-`;
+const SINK_WORKER = [new URL('./image-sink-worker.js', import.meta.url), new URL('../dist/agent/image-sink-worker.js', import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((f) => existsSync(f)) ?? fileURLToPath(new URL('./image-sink-worker.js', import.meta.url));
 
 type SinkOp = 'hash' | 'write' | 'both';
 
@@ -302,7 +263,7 @@ class Sink implements ImageSink {
   error: string | undefined;
 
   constructor(target: string, algo: string, private readonly batchBytes = 1 << 20, private readonly maxInflight = 64 << 20) {
-    this.worker = new Worker(SINK_WORKER, { eval: true, workerData: { target, algo } });
+    this.worker = new Worker(SINK_WORKER, { workerData: { target, algo } satisfies SinkWorkerData });
     this.worker.on('message', (m: Record<string, unknown>) => {
       if (typeof m.error === 'string') this.error ??= m.error;
       if (typeof m.ack === 'number') {

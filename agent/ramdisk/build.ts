@@ -19,7 +19,7 @@ import { gzipSync } from 'node:zlib';
 import { writeCpio, type CpioEntry } from './cpio.js';
 
 /** Bumped when the layout changes, so cached builds are redone. */
-const LAYOUT_VERSION = 1;
+const LAYOUT_VERSION = 2;
 
 /** Modules loaded at boot, by name; their dependencies come from modules.dep. */
 export const RAMDISK_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_scsi', 'virtio_net', 'af_packet', 'crc32c_generic', 'md-mod', 'raid0', 'raid1', 'raid10', 'raid456'];
@@ -181,10 +181,14 @@ function sourcesDigest(): string {
   return h.digest('hex');
 }
 
-async function bundleAgent(): Promise<Buffer> {
+/**
+ * The agent as one CommonJS file plus its image-sink worker as a second entry (a worker thread
+ * loads its own file). import.meta.url is defined as the bundle's own file URL, so the agent finds
+ * the worker beside itself.
+ */
+async function bundleAgent(): Promise<{ agent: Buffer; sinkWorker: Buffer }> {
   const esbuild = await import('esbuild');
-  const r = await esbuild.build({
-    entryPoints: [path.join(SRC, 'entry.ts')],
+  const common = {
     bundle: true,
     platform: 'node',
     target: 'node20',
@@ -192,8 +196,14 @@ async function bundleAgent(): Promise<Buffer> {
     write: false,
     legalComments: 'none',
     logLevel: 'silent',
-  });
-  return Buffer.from(r.outputFiles[0]!.contents);
+    define: { 'import.meta.url': '__ironfleet_module_url' },
+    banner: { js: "const __ironfleet_module_url = require('node:url').pathToFileURL(__filename).href;" },
+  } as const;
+  const [agent, sink] = await Promise.all([
+    esbuild.build({ ...common, entryPoints: [path.join(SRC, 'entry.ts')] }),
+    esbuild.build({ ...common, entryPoints: [path.join(ROOT, 'agent', 'image-sink-worker.ts')] }),
+  ]);
+  return { agent: Buffer.from(agent.outputFiles[0]!.contents), sinkWorker: Buffer.from(sink.outputFiles[0]!.contents) };
 }
 
 export async function buildRamdisk(o: RamdiskBuildOptions): Promise<RamdiskManifest> {
@@ -229,7 +239,7 @@ export async function buildRamdisk(o: RamdiskBuildOptions): Promise<RamdiskManif
   const modules = resolveModules(modDir, RAMDISK_MODULES);
 
   log('bundling the agent (esbuild)');
-  const agent = await bundleAgent();
+  const { agent, sinkWorker } = await bundleAgent();
 
   const entries: CpioEntry[] = [];
   const files = new Set<string>();
@@ -251,6 +261,7 @@ export async function buildRamdisk(o: RamdiskBuildOptions): Promise<RamdiskManif
   entries.push({ path: 'etc/passwd', type: 'file', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\n') });
   entries.push({ path: 'etc/group', type: 'file', data: Buffer.from('root:x:0:\n') });
   entries.push({ path: 'opt/ironfleet/agent.cjs', type: 'file', data: agent });
+  entries.push({ path: 'opt/ironfleet/image-sink-worker.js', type: 'file', data: sinkWorker });
   for (const m of modules) entries.push({ path: `lib/modules/${kver}/${m}`, type: 'file', data: readFileSync(path.join(modDir, m)) });
   for (const d of ['proc', 'sys', 'dev', 'run', 'tmp', 'root', 'mnt']) entries.push({ path: d, type: 'dir' });
 

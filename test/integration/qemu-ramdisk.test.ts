@@ -26,10 +26,14 @@ type Cmd = { command_name: string; command_status: string; command_result: Recor
 
 const MiB = 1024 * 1024;
 
-/** A small GPT disk image (one partition starting with a marker), built with sgdisk. */
+/**
+ * A small GPT disk image (one partition starting with a marker), built with sgdisk. 20 MiB: above
+ * the agent's inline-write limit (16 MiB), so the deploys in the VM go through the image-sink
+ * worker thread, which the ramdisk ships as its own bundled file.
+ */
 function diskImage(dir: string, marker: string): Buffer {
   const f = path.join(dir, `${marker}.img`);
-  writeFileSync(f, Buffer.alloc(16 * MiB));
+  writeFileSync(f, Buffer.alloc(20 * MiB));
   execFileSync('sgdisk', ['-o', '-n', '1:2048:+8M', '-c', '1:ironfleet-test', f], { stdio: 'ignore' });
   const b = readFileSync(f);
   b.write(`${marker}\n`, 2048 * 512);
