@@ -19,7 +19,7 @@ import {
   type Hello,
 } from '../shared/gen/ironfleet/agent/v1/agent.js';
 import { COMMANDS, isCommandName, toProtoCommand, type CommandName } from '../shared/commands.js';
-import { describeZodError} from '../shared/inventory.js';
+import { describeZodError } from '../shared/inventory.js';
 import { AgentBusyError, AgentNotConnectedError, InvalidInputError, errorMessage } from '../shared/errors.js';
 import type { AgentCommand, Node, Store } from './db/store.js';
 import { now } from './db/store.js';

@@ -18,7 +18,7 @@ import {
 import { applyPatch, patchSchema } from './json-patch.js';
 import { NODE_LIST_DEFAULT_FIELDS, historyView, nodeView, selectFields, portView } from './views.js';
 import type { Node } from '../db/store.js';
-import { InvalidInputError, NotFoundError} from '../../shared/errors.js';
+import { InvalidInputError, NotFoundError } from '../../shared/errors.js';
 import { isProvisionState } from '../states.js';
 
 type IdParams = { Params: { ident: string } };

@@ -1,7 +1,7 @@
 /** The records around a node: ports, history, inventory, agent commands, BMC sessions, and sealing existing rows at rest. */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import type { HistoryRow} from './schema.js';
+import type { HistoryRow } from './schema.js';
 import { isSealed } from '../secret-box.js';
 import { scrubSecrets, scrubText } from '../../shared/redact.js';
 import { ConflictError } from '../../shared/errors.js';
