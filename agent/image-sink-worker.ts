@@ -8,6 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
 import { fsyncSync, openSync, writeSync, writevSync } from 'node:fs';
+import { skipBytes } from './buffers.js';
 
 /** What the main thread (image-writer.ts, class Sink) sends. */
 export type SinkRequest = { op: 'hash' | 'write' | 'both'; bufs: ArrayBuffer[] } | { op: 'finish' } | { op: 'wipe' };
@@ -42,19 +43,6 @@ function wipe(): void {
   fsyncSync(fd);
 }
 
-/** The buffers from byte `off` on (after a short writev). */
-function rest(bufs: Uint8Array[], off: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const b of bufs) {
-    if (off >= b.length) {
-      off -= b.length;
-      continue;
-    }
-    out.push(off ? b.subarray(off) : b);
-    off = 0;
-  }
-  return out;
-}
 
 port.on('message', (m: SinkRequest) => {
   try {
@@ -74,7 +62,7 @@ port.on('message', (m: SinkRequest) => {
     if (m.op !== 'hash' && !failed) {
       let off = 0;
       while (off < n) {
-        const w = writevSync(fd, off === 0 ? bufs : rest(bufs, off), pos);
+        const w = writevSync(fd, off === 0 ? bufs : skipBytes(bufs, off), pos);
         pos += w;
         off += w;
       }

@@ -21,6 +21,7 @@ import { Worker } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { SinkWorkerData } from './image-sink-worker.js';
+import { skipBytes } from './buffers.js';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
@@ -240,18 +241,6 @@ class InlineSink implements ImageSink {
   }
 }
 
-function skipBytes(bufs: Buffer[], n: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (n >= b.length) {
-      n -= b.length;
-      continue;
-    }
-    out.push(n ? b.subarray(n) : b);
-    n = 0;
-  }
-  return out;
-}
 
 /** Main-thread side of the sink worker: batches buffers, transfers them, bounds bytes in flight. */
 class Sink implements ImageSink {

@@ -5,7 +5,7 @@
  * kind over node-store.ts, record-store.ts and store.ts so no file holds them all.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { AgentCommandRow, Database, DeferredActionRow, NodeRow, PortRow } from './schema.js';
+import type { AgentCommandRow, Database, DeferredActionRow, HistoryRow, NodeRow, PortRow } from './schema.js';
 import type { OpenedDb } from './database.js';
 import { type SecretBox } from '../secret-box.js';
 import type { SqlDialect } from './migrations.js';
@@ -39,16 +39,8 @@ export interface Port {
   updated_at: string | null;
 }
 
-export interface HistoryEvent {
-  uuid: string;
-  node_id: number;
-  conductor: string | null;
-  event: string;
-  event_type: string;
-  severity: string;
-  user: string | null;
-  created_at: string;
-}
+/** A history row as callers see it (the table's own shape, without its internal id). */
+export type HistoryEvent = Omit<HistoryRow, 'id'>;
 
 export interface AgentCommand {
   id: string;
