@@ -89,6 +89,14 @@ export function internalInfo(node: Pick<Node, 'uuid' | 'driver_internal_info'>):
   return r.data;
 }
 
+/**
+ * Is `key` set on the node, without parsing the document? For per-node checks on every sweep or
+ * poll (power sync, the firmware monitor at 10k nodes): a full parse there cost CPU for nothing.
+ */
+export function hasInternal(node: Pick<Node, 'driver_internal_info'>, key: keyof InternalInfo): boolean {
+  return node.driver_internal_info[key] !== undefined && node.driver_internal_info[key] !== null;
+}
+
 /** Applies a patch to a driver_internal_info document (a new object; null deletes). */
 export function applyInternalPatch(doc: Record<string, unknown>, patch: InternalPatch): Record<string, unknown> {
   const next: Record<string, unknown> = { ...doc };

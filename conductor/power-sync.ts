@@ -17,7 +17,7 @@ import { channels, publish, type SweepReport } from './events.js';
 
 export type { SweepReport };
 import { errorMessage } from '../shared/errors.js';
-import { internalInfo } from './internal-info.js';
+import { hasInternal } from './internal-info.js';
 
 export interface PowerSyncDeps {
   store: Store;
@@ -88,7 +88,7 @@ export class PowerSync {
     if (n.reservation || n.target_power_state) return false;
     if (isProvisionState(n.provision_state) && SYNC_EXCLUDED_STATES.has(n.provision_state)) return false;
     if (n.maintenance && n.fault !== POWER_FAILURE_FAULT) return false;
-    if (internalInfo(n).firmware_update) return false;
+    if (hasInternal(n, 'firmware_update')) return false;
     return true;
   }
 
