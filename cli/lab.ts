@@ -5,6 +5,7 @@
  * sync, health, sensors, provisioning and agent commands run; the API listens on Ironic's port for
  * `baremetal`. Bounded: it stops by itself after --duration seconds.
  */
+import { stepsOf } from '../conductor/steps/registry.js';
 import { forEachLimit } from '../shared/pool.js';
 import { mkdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -129,6 +130,10 @@ export async function runLab(o: LabOptions): Promise<void> {
   const url = `http://127.0.0.1:${running.apiPort}`;
   const api = new ApiClient({ url });
   say(`conductor: API ${url} (Ironic v1), agents 127.0.0.1:${running.agentPort}, database ${path.join(dir, 'ironfleet.db')}, log ${logFile}`);
+  for (const name of conductor.drivers.names()) {
+    const d = stepsOf(conductor.drivers.get(name)).describe();
+    say(`hardware type ${name}: default deploy ${d.deploy.join(' -> ')} (${d.steps} steps its interfaces own; ? = only on nodes it applies to)`);
+  }
 
   // 3. Enroll the fleet from the simulator's manifest, through the API, verifying BMC TLS with its CA.
   const enroll = spawn(process.execPath, [BIN, 'node', 'enroll', '--from', manifestPath, '--url', url], { stdio: 'ignore' });

@@ -25,6 +25,15 @@ export class StepRegistry {
     return this.byName.get(name);
   }
 
+  /** For people: the default deploy in order (a conditional step marked `?`) and how many steps in all. */
+  describe(): { deploy: string[]; steps: number } {
+    const deploy = [...this.byName.values()]
+      .filter((d) => d.deployPriority !== undefined)
+      .sort((a, b) => b.deployPriority! - a.deployPriority!)
+      .map((d) => `${stepName(d)}${d.appliesTo ? '?' : ''}`);
+    return { deploy, steps: this.byName.size };
+  }
+
   /** Runs as an agent command? */
   isAgentStep(name: string): boolean {
     return Boolean(this.byName.get(name)?.agentCommand);
