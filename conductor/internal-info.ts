@@ -66,7 +66,9 @@ export const internalInfoSchema = z.looseObject({
   firmware_versions: z
     .object({ bios: z.string().nullable(), bmc: z.string().nullable(), updated_at: z.string(), last_version_flashed: z.object({ component: firmwareComponent, image_url: z.string() }).optional() })
     .optional(),
+  /** The boot device last set through the BMC (redfish) or recorded by fake-hardware. */
   boot_device: z.object({ boot_device: z.string(), persistent: z.boolean() }).optional(),
+  fake_boot_device: z.object({ boot_device: z.string(), persistent: z.boolean() }).optional(),
 });
 export type InternalInfo = z.infer<typeof internalInfoSchema>;
 

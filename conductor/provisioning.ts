@@ -131,13 +131,11 @@ export class Provisioning {
           await flows.start(task, 'deploy', args.deploy_steps);
           break;
         case 'inspecting': {
-          // Wait first, then power on: the agent may boot and report before the BMC poll ends.
+          // Wait first, then start: the agent may report before the start call returns.
+          const hw = this.d.drivers.get(node.driver);
+          if (!hw.inspect.begin) throw new Error(`hardware type ${hw.name} cannot inspect`);
           await ops.move(task, 'wait');
-          if (agents.isConnected(node.id)) await agents.sendCommand(task.node, randomUUID(), 'system.get_inventory', {});
-          else {
-            await this.d.drivers.get(node.driver).power.setPowerState(task.node, 'power on', ops.driverContext(task), 0);
-            await this.d.store.updateNode(node.id, { power_state: 'power on' });
-          }
+          await hw.inspect.begin({ task, ops, hw, agents });
           break;
         }
         case 'deleting': {

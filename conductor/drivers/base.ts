@@ -165,8 +165,22 @@ export interface FirmwareInterface extends BaseInterface {
 
 export interface BootInterface extends BaseInterface {}
 export interface RaidInterface extends BaseInterface {}
+/** What an inspection may use once the node is in `inspect wait` (the lock held). */
+export interface InspectContext {
+  readonly task: Task;
+  readonly ops: StepOps;
+  readonly hw: HardwareType;
+  /** The agent link, as far as inspection needs it. */
+  readonly agents: { isConnected(nodeId: number): boolean; sendCommand(node: Node, id: string, name: CommandName, params: Json): Promise<unknown> };
+}
+
 export interface InspectInterface extends BaseInterface {
   readonly needsAgent: boolean;
+  /**
+   * Starts an inspection of the node, already parked in `inspect wait`; whatever ends the wait
+   * (an inventory arriving) completes it. Absent: the hardware type cannot inspect.
+   */
+  begin?(ctx: InspectContext): Promise<void>;
 }
 
 export interface HardwareType {

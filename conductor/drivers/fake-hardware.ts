@@ -7,6 +7,8 @@
  */
 import type { HardwareType, PowerState, PowerTarget, StepDefinition } from './base.js';
 import { POWER_STEPS } from '../steps/power.js';
+import { internalInfo } from '../internal-info.js';
+import { agentInspect } from '../steps/agent-inspect.js';
 import { DIRECT_DEPLOY_STEPS } from '../steps/agent-deploy.js';
 import { AGENT_RAID_STEPS } from '../steps/agent-raid.js';
 
@@ -52,14 +54,13 @@ export function fakeHardware(): HardwareType {
         await ctx.setInternalInfo({ fake_boot_device: { boot_device: device, persistent } });
       },
       async getBootDevice(node) {
-        const v = node.driver_internal_info.fake_boot_device as { boot_device: string; persistent: boolean } | undefined;
-        return v ?? { boot_device: null, persistent: null };
+        return internalInfo(node).fake_boot_device ?? { boot_device: null, persistent: null };
       },
     },
     deploy: { name: 'fake', validate: noValidate, needsAgent: false, steps: [fakeDeployStep, ...manualOnly(DIRECT_DEPLOY_STEPS)] },
     boot: { name: 'fake', validate: noValidate },
     raid: { name: 'fake', validate: noValidate, steps: manualOnly(AGENT_RAID_STEPS) },
     firmware: { name: 'fake', validate: noValidate },
-    inspect: { name: 'agent', validate: noValidate, needsAgent: true },
+    inspect: agentInspect(noValidate),
   };
 }

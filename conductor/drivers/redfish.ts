@@ -13,6 +13,8 @@ import type { PowerHealth, SensorReadings } from '../redfish/ops.js';
 import { DIRECT_DEPLOY_STEPS, deployImageParams } from '../steps/agent-deploy.js';
 import { AGENT_RAID_STEPS } from '../steps/agent-raid.js';
 import { POWER_STEPS } from '../steps/power.js';
+import { internalInfo } from '../internal-info.js';
+import { agentInspect } from '../steps/agent-inspect.js';
 
 export function nodeRef(node: Pick<Node, 'uuid' | 'driver_info'>): NodeRef {
   return { uuid: node.uuid, target: parseRedfishDriverInfo(node.driver_info, node.uuid) };
@@ -70,8 +72,7 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
         await ctx.setInternalInfo({ boot_device: { boot_device: device, persistent } });
       },
       async getBootDevice(node) {
-        const v = node.driver_internal_info.boot_device as { boot_device: string; persistent: boolean } | undefined;
-        return v ?? { boot_device: null, persistent: null };
+        return internalInfo(node).boot_device ?? { boot_device: null, persistent: null };
       },
       async readSensors(nodes, deadlineMs) {
         const { refs, invalid } = refsOf(nodes);
@@ -103,6 +104,6 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
         return { finished: true, ok: true, message: 'BMC task Completed', versions };
       },
     },
-    inspect: { name: 'agent', validate, needsAgent: true },
+    inspect: agentInspect(validate),
   };
 }
