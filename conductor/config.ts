@@ -128,6 +128,8 @@ export const configSchema = z.strictObject({
       breaker_threshold: z.number().int().min(1).max(100).default(2),
       /** @default 30000 */
       breaker_open_ms: z.number().int().min(100).max(3_600_000).default(30_000),
+      /** One deadline per BMC operation (power action, boot device, firmware, a power read for a flow): transient answers are retried until then. */
+      operation_deadline_s: z.number().int().min(1).max(3600).default(60),
     })
     .prefault({}),
   power_sync: z

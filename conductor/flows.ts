@@ -69,7 +69,12 @@ export class FlowEngine {
     const flow = planFlow(this.d.drivers.get(task.node.driver), task.node, kind, this.cfg, userSteps);
     await this.save(task, flow);
     await this.d.lease.cancel(task.node.id, 'a new flow started');
-    await this.advance(task, flow);
+    try {
+      await this.advance(task, flow);
+    } catch (err) {
+      // A step that fails right away fails the flow the way a resumed one does: naming the step.
+      await this.failFlow(task, flow, err);
+    }
   }
 
   private async advance(task: Task, flow: FlowState): Promise<void> {

@@ -109,6 +109,16 @@ export class ConductorMetrics {
         for (const k of ['requests', 'errors', 'logins', 'logins_failed', 'relogins', 'not_modified', 'retries', 'breaker_rejections']) this.inc({ kind: k }, s[k] ?? 0);
       },
     });
+    new Counter({
+      name: 'ironfleet_bmc_operation_retries_total',
+      help: 'BMC operations (power actions, boot device, firmware, flow power reads) tried again after a transient answer, by error code',
+      labelNames: ['code'],
+      registers: [r],
+      async collect() {
+        this.reset();
+        for (const [k, n] of Object.entries(await bmcStats())) if (k.startsWith('op_retry_')) this.inc({ code: k.slice('op_retry_'.length) }, n);
+      },
+    });
     new Gauge({
       name: 'ironfleet_bmc_breakers_open',
       help: 'BMCs whose circuit breaker is open (unreachable)',

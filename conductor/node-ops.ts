@@ -68,7 +68,12 @@ export class NodeOps {
 
   /** What a driver may do to the node it works on: persist its own driver_internal_info keys. */
   driverContext(task: Task, signal?: AbortSignal): DriverContext {
-    return { signal, setInternalInfo: (patch) => this.patchInternal(task, patch) };
+    return {
+      signal,
+      setInternalInfo: (patch) => this.patchInternal(task, patch),
+      // A driver's remark (BMC retries): history, without failing the operation if it cannot be written.
+      note: (message) => void this.history(task.node, message, 'monitoring', 'WARNING').catch((err) => this.d.log.warn({ err, node: task.node.uuid }, 'could not record a driver note')),
+    };
   }
 
   /**

@@ -33,6 +33,8 @@ export class Machine extends EventEmitter<MachineEvents> {
   biosVersion = '1.9.2';
   bmcVersion = '6.10.30.00';
   resets = 0;
+  /** When the last accepted reset happened (Redfish ComputerSystem.LastResetTime). */
+  lastResetTime: string | null = null;
   private pending: NodeJS.Timeout | undefined;
   private readonly rng: Rng;
 
@@ -56,7 +58,10 @@ export class Machine extends EventEmitter<MachineEvents> {
     const on = this.power === 'On' || this.power === 'PoweringOn';
     this.resets++;
     const refused = this.applyReset(type, on);
-    if (!refused) this.emit('reset', type);
+    if (!refused) {
+      this.lastResetTime = new Date().toISOString();
+      this.emit('reset', type);
+    }
     return refused;
   }
 

@@ -19,6 +19,27 @@ export const faultRequestSchema = z.strictObject({
   agent_crash: z.boolean().optional(),
   /** Flip power out of band (someone pressed the button). */
   power: z.enum(['on', 'off']).optional(),
+  /**
+   * Scripted answers for the next matching requests (replaces any script left): the first rule
+   * whose method and path match answers instead of the BMC, `times` times. `after_apply`: the
+   * request takes effect first and then the answer is lost or an error (a reset that landed, then
+   * HTTP 500). `reset`: the connection is destroyed instead of answered.
+   */
+  script: z
+    .array(
+      z.strictObject({
+        method: z.enum(['GET', 'POST', 'PATCH', 'DELETE']).optional(),
+        /** A substring of the request path (e.g. "ComputerSystem.Reset", "SessionService/Sessions"). */
+        path: z.string().min(1).max(200).optional(),
+        status: z.number().int().min(400).max(599).optional(),
+        retry_after_s: z.number().int().min(0).max(3600).optional(),
+        reset: z.boolean().optional(),
+        after_apply: z.boolean().optional(),
+        times: z.number().int().min(1).max(10_000).default(1),
+      }),
+    )
+    .max(32)
+    .optional(),
 });
 export type FaultRequest = z.infer<typeof faultRequestSchema>;
 

@@ -7,6 +7,7 @@
  * per part of the tree.
  */
 import { createHash } from 'node:crypto';
+import type { FaultRequest } from './protocol.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { between, rngFor, type Rng } from './rng.js';
 import type { BmcTraits, Profile } from './profiles.js';
@@ -30,7 +31,11 @@ export interface Faults {
   stormRate: number;
   stormUntil: number;
   slowFactor: number;
+  /** Scripted answers for matching requests, spent in order (admin API `script`). */
+  script: ScriptedFault[];
 }
+
+export type ScriptedFault = NonNullable<FaultRequest['script']>[number];
 
 
 
@@ -38,7 +43,7 @@ export interface Faults {
 
 export class BmcService {
   readonly counters = emptyCounters();
-  readonly faults: Faults = { blackHole: false, down: false, stormRate: 0, stormUntil: 0, slowFactor: 1 };
+  readonly faults: Faults = { blackHole: false, down: false, stormRate: 0, stormUntil: 0, slowFactor: 1, script: [] };
   readonly sessions = new Map<string, Session>(); // by token
   readonly tasks = new Map<string, Task>();
   private nextTask = 1;
@@ -176,6 +181,24 @@ export class BmcService {
     run();
   }
 
+  /** The first scripted rule matching this request, spent once (see FaultRequest.script). */
+  private takeScripted(method: string, path: string): ScriptedFault | undefined {
+    const i = this.faults.script.findIndex((r) => (!r.method || r.method === method) && (!r.path || path.includes(r.path)));
+    if (i < 0) return undefined;
+    const r = this.faults.script[i]!;
+    if (--r.times <= 0) this.faults.script.splice(i, 1);
+    this.counters.scripted_faults++;
+    return r;
+  }
+
+  private answerScripted(res: ServerResponse, r: ScriptedFault): void {
+    if (r.reset || !r.status) {
+      res.socket?.destroy();
+      return;
+    }
+    this.send(res, { ...redfishError(r.status, 'Base.1.8.InternalError', `scripted fault: HTTP ${r.status}`), ...(r.retry_after_s !== undefined ? { headers: { 'Retry-After': String(r.retry_after_s) } } : {}) });
+  }
+
   private async process(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams, method: string, kind: 'get' | 'login' | 'action'): Promise<void> {
     this.counters.inflight++;
     this.counters.peak_inflight = Math.max(this.counters.peak_inflight, this.counters.inflight);
@@ -197,12 +220,19 @@ export class BmcService {
         this.send(res, redfishError(this.rng() < 0.5 ? 500 : 503, 'Base.1.8.InternalError', 'The request failed due to an internal service error.'));
         return;
       }
+      const scripted = this.takeScripted(method, path);
+      if (scripted && !scripted.after_apply) {
+        this.answerScripted(res, scripted);
+        return;
+      }
       if (body === INVALID_JSON) {
         this.send(res, redfishError(400, 'Base.1.8.MalformedJSON', 'The request body submitted was malformed JSON.'));
         return;
       }
       const reply = this.route(req, res, path, query, method, body as Record<string, unknown> | undefined, release);
-      if (reply) this.send(res, reply, req);
+      // after_apply: the request took effect; its answer is lost or replaced by an error.
+      if (reply && scripted) this.answerScripted(res, scripted);
+      else if (reply) this.send(res, reply, req);
     } catch (err) {
       this.send(res, redfishError(500, 'Base.1.8.InternalError', (err as Error).message));
     } finally {

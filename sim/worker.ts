@@ -106,6 +106,7 @@ function applyFault(f: FaultRequest): Record<string, unknown> {
     svc.faults.stormRate = f.storm.error_rate;
     svc.faults.stormUntil = Date.now() + f.storm.duration_s * 1000;
   }
+  if (f.script) svc.faults.script = f.script.map((r) => ({ ...r }));
   if (f.expire_sessions) out.sessions_expired = svc.expireSessions();
   if (f.health) machineOf(svc, f.index)?.setHealth(f.health as Health);
   if (f.agent_crash) {

@@ -20,6 +20,8 @@ export const POWER_TARGETS: readonly PowerTarget[] = ['power on', 'power off', '
 export interface DriverContext {
   /** Persist driver-owned data on the node (driver_internal_info keys). */
   setInternalInfo(patch: Record<string, unknown>): Promise<void>;
+  /** Something the operator should see in node history (e.g. "BMC busy, retried …"), once per operation. */
+  note?(message: string): void;
   signal?: AbortSignal;
 }
 

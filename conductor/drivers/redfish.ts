@@ -6,7 +6,7 @@
  */
 import { DriverError, errorMessage } from '../../shared/errors.js';
 import type { Node } from '../db/store.js';
-import type { FirmwareTask, HardwareType, PowerState, PowerSweepItem } from './base.js';
+import type { DriverContext, FirmwareTask, HardwareType, PowerState, PowerSweepItem } from './base.js';
 import { parseRedfishDriverInfo, REDFISH_PROPERTIES } from '../redfish/driver-info.js';
 import { BmcOpError, type BmcPool, type NodeRef } from '../redfish/pool.js';
 import type { PowerHealth, SensorReadings } from '../redfish/ops.js';
@@ -39,6 +39,11 @@ function refsOf(nodes: Node[]): { refs: NodeRef[]; invalid: Array<{ node: Node; 
   return { refs, invalid };
 }
 
+/** Retries an operation needed go to node history through the driver context, once per operation. */
+const noted = (ctx: DriverContext | undefined) => (summaries: string[]) => {
+  for (const s of summaries) ctx?.note?.(s);
+};
+
 const TASK_DONE = new Set(['Completed', 'Exception', 'Killed', 'Cancelled']);
 
 export function redfishHardware(pool: () => BmcPool): HardwareType {
@@ -50,13 +55,13 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
       name: 'redfish',
       validate,
       steps: POWER_STEPS,
-      async getPowerState(node) {
-        const ph = await pool().op<PowerHealth>(nodeRef(node), { op: 'power-get' }).catch(driverError);
+      async getPowerState(node, ctx) {
+        const ph = await pool().op<PowerHealth>(nodeRef(node), { op: 'power-get' }, noted(ctx)).catch(driverError);
         if (!ph.power) throw new DriverError(`BMC reported an unknown PowerState for node ${node.uuid}`);
         return ph.power as PowerState;
       },
-      async setPowerState(node, target, _ctx, timeoutS) {
-        return (await pool().op<PowerState>(nodeRef(node), { op: 'power', target, timeoutS }).catch(driverError)) as PowerState;
+      async setPowerState(node, target, ctx, timeoutS) {
+        return (await pool().op<PowerState>(nodeRef(node), { op: 'power', target, timeoutS }, noted(ctx)).catch(driverError)) as PowerState;
       },
       async sweep(nodes, deadlineMs) {
         const { refs, invalid } = refsOf(nodes);
@@ -68,7 +73,7 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
       name: 'redfish',
       validate,
       async setBootDevice(node, device, persistent, ctx) {
-        await pool().op(nodeRef(node), { op: 'boot', device, persistent }).catch(driverError);
+        await pool().op(nodeRef(node), { op: 'boot', device, persistent }, noted(ctx)).catch(driverError);
         await ctx.setInternalInfo({ boot_device: { boot_device: device, persistent } });
       },
       async getBootDevice(node) {

@@ -13,6 +13,8 @@ export interface RedfishClientOptions {
   breakerThreshold?: number;
   /** How long the breaker stays open before one probe. @default 30000 */
   breakerOpenMs?: number;
+  /** The worker's deadline per operation (retry-policy.ts); the client itself does not read it. @default 60000 */
+  operationDeadlineMs?: number;
 }
 
 export interface SessionRecord {

@@ -48,6 +48,7 @@ export class RedfishClient {
       getRetries: opts.getRetries ?? 2,
       breakerThreshold: opts.breakerThreshold ?? 2,
       breakerOpenMs: opts.breakerOpenMs ?? 30_000,
+      operationDeadlineMs: opts.operationDeadlineMs ?? 60_000,
     };
     this.basicOnly = target.authType === 'basic';
     this.gate = new BmcGate(target.origin, this.o.maxInflight, this.o.breakerThreshold, this.o.breakerOpenMs);
@@ -73,6 +74,13 @@ export class RedfishClient {
 
   get breakerOpen(): boolean {
     return this.gate.open;
+  }
+
+  /** How long to wait after `err` when the client knows: the breaker's probe, a login block's end, Retry-After. */
+  waitHintMs(err: RedfishError): number | undefined {
+    if (err.code === 'RF_CIRCUIT_OPEN') return Math.max(50, this.gate.openRemainingMs);
+    if (err.code === 'RF_SESSION_CAP' || err.code === 'RF_AUTH') return this.blockedUntil > Date.now() ? this.blockedUntil - Date.now() : undefined;
+    return err.retryAfterMs;
   }
 
   takeSessionEvents(): SessionEvent[] {
@@ -154,7 +162,9 @@ export class RedfishClient {
     const location = res.headers.location;
     if (res.statusCode >= 300 || typeof token !== 'string') {
       this.stats.logins_failed++;
-      throw new RedfishError(res.statusCode >= 500 ? 'RF_HTTP' : 'RF_PROTOCOL', `session login failed: HTTP ${res.statusCode}${typeof token !== 'string' ? ' without X-Auth-Token' : ''}`, res.statusCode, this.target.origin);
+      const code: RedfishErrorCode = res.statusCode === 503 ? 'RF_BUSY' : res.statusCode >= 500 ? 'RF_HTTP' : 'RF_PROTOCOL';
+      const after = res.headers['retry-after'] === undefined ? undefined : retryAfterMs(res.headers['retry-after'], 1000);
+      throw new RedfishError(code, `session login failed: HTTP ${res.statusCode}${typeof token !== 'string' ? ' without X-Auth-Token' : ''}`, res.statusCode, this.target.origin, after);
     }
     let uri = typeof location === 'string' ? location : '';
     if (!uri) {
@@ -313,7 +323,7 @@ export class RedfishClient {
         return this.send(method, path, body, retries - 1, mayReauth);
       }
       this.stats.errors++;
-      throw new RedfishError(code, `BMC answered ${method} ${path} with HTTP ${status}: ${text.slice(0, 200)}`, status, this.target.origin);
+      throw new RedfishError(code, `BMC answered ${method} ${path} with HTTP ${status}: ${text.slice(0, 200)}`, status, this.target.origin, res.headers['retry-after'] === undefined ? undefined : retryAfterMs(res.headers['retry-after'], 1000));
     }
     let doc: Record<string, unknown> = {};
     if (text) {

@@ -19,6 +19,8 @@ export class RedfishError extends Error {
     message: string,
     readonly status?: number,
     readonly bmc?: string,
+    /** How long the BMC asked us to wait (Retry-After), or until a breaker/login block ends. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = 'RedfishError';

@@ -27,6 +27,11 @@ export class BmcGate {
     return this.openUntil > Date.now();
   }
 
+  /** Milliseconds until the half-open probe may go (0 when closed). */
+  get openRemainingMs(): number {
+    return Math.max(0, this.openUntil - Date.now());
+  }
+
   /**
    * Admits one request or throws RF_CIRCUIT_OPEN. Returns whether it is the half-open probe (pass
    * it to `exit`). Call `enter` before taking a slot so a rejected request never queues.

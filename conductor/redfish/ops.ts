@@ -5,6 +5,32 @@
 import type { RedfishClient } from './client.js';
 import { RedfishError } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
+import { OperationTrace, retryAction, retryRead } from './retry-policy.js';
+
+/**
+ * An operation's retry context (retry-policy.ts): reads and actions inside it ride through
+ * transient BMC answers until `deadline` (epoch ms). Absent: one attempt (power sync sweeps).
+ */
+export interface OpRetry {
+  deadline: number;
+  /** Every trace the operation ran (the worker reports those that needed retries). */
+  traces?: OperationTrace[];
+}
+
+/** The read and action runners of one operation (plain calls without a retry context). */
+function runners(c: RedfishClient, t: RedfishTarget, what: string, r?: OpRetry) {
+  const trace = new OperationTrace(what, t.origin, r?.deadline ?? 0);
+  r?.traces?.push(trace);
+  return {
+    read: <T>(fn: () => Promise<T>): Promise<T> => (r ? retryRead(c, trace, fn) : fn()),
+    act: <T>(send: () => Promise<T>, applied: () => Promise<boolean>): Promise<T | 'applied'> => (r ? retryAction(c, trace, send, applied) : send()),
+  };
+}
+
+/** For actions whose effect cannot be read back: a maybe-applied failure is not re-sent. */
+const cannotTell = (what: string, t: RedfishTarget) => async (): Promise<boolean> => {
+  throw new RedfishError('RF_PROTOCOL', `${what}: the BMC's answer was lost and whether it took effect cannot be read back; not sent again`, undefined, t.origin);
+};
 
 export type IronicPower = 'power on' | 'power off';
 export type Health = 'OK' | 'Warning' | 'Critical';
@@ -48,9 +74,15 @@ export type PowerTarget = 'power on' | 'power off' | 'rebooting' | 'soft power o
  * Sets the power state and waits (asynchronously: timers, no blocked thread) until the BMC reports
  * it, or the timeout passes. timeoutS = 0 returns once the BMC accepted the reset.
  */
-export async function setPower(c: RedfishClient, t: RedfishTarget, target: PowerTarget, timeoutS = 60): Promise<IronicPower> {
-  const path = await systemPath(c, t);
-  const current = (await readPowerHealth(c, t)).power;
+export async function setPower(c: RedfishClient, t: RedfishTarget, target: PowerTarget, timeoutS = 60, retry?: OpRetry): Promise<IronicPower> {
+  const { read, act } = runners(c, t, `power action "${target}"`, retry);
+  const path = await read(() => systemPath(c, t));
+  // One read: the current state, the reset action's target and the last reset time (to tell later
+  // whether a reset whose answer was lost did land).
+  const { doc: sys } = await read(() => c.request('GET', path, { select: ['PowerState', 'Actions', 'LastResetTime'] }));
+  const rawNow = typeof sys.PowerState === 'string' ? sys.PowerState : null;
+  const current = rawNow ? (POWER_MAP[rawNow] ?? null) : null;
+  const lastReset = typeof sys.LastResetTime === 'string' ? sys.LastResetTime : undefined;
   let reset: string;
   let want: IronicPower;
   switch (target) {
@@ -78,16 +110,26 @@ export async function setPower(c: RedfishClient, t: RedfishTarget, target: Power
       want = 'power on';
       break;
   }
-  const { doc: sys } = await c.request('GET', path, { select: ['Actions'] });
   const action = ((sys.Actions as Record<string, { target?: string }> | undefined)?.['#ComputerSystem.Reset']?.target) ?? `${path}/Actions/ComputerSystem.Reset`;
+  /** Did a reset whose answer was lost land? LastResetTime says so where the BMC has it. */
+  const landed = async (): Promise<boolean> => {
+    const { doc } = await c.request('GET', path, { select: ['PowerState', 'LastResetTime'] });
+    if (lastReset !== undefined && typeof doc.LastResetTime === 'string') return doc.LastResetTime !== lastReset;
+    const p = doc.PowerState;
+    if (reset === 'On') return p === 'On' || p === 'PoweringOn';
+    if (reset === 'ForceOff' || reset === 'GracefulShutdown') return p === 'Off' || p === 'PoweringOff';
+    // A restart without LastResetTime cannot be told apart: taken as delivered — a second reset of
+    // a machine that is booting is worse than the agent's call-back timeout if it was not.
+    return true;
+  };
   for (let attempt = 0; ; attempt++) {
     try {
-      await c.request('POST', action, { body: { ResetType: reset } });
+      await act(() => c.request('POST', action, { body: { ResetType: reset } }), landed);
       break;
     } catch (err) {
       // iDRAC answers 409 for a power-on right after a power-off: retry a few times (as Ironic does).
       if (err instanceof RedfishError && err.status === 409 && attempt < 5) {
-        const now = (await readPowerHealth(c, t)).power;
+        const now = (await read(() => readPowerHealth(c, t))).power;
         if (now === want && target !== 'rebooting' && target !== 'soft rebooting') return want;
         // A reboot chose On for a server that read as off but was already (powering) on, and
         // the BMC refused: restart it instead.
@@ -106,7 +148,7 @@ export async function setPower(c: RedfishClient, t: RedfishTarget, target: Power
   for (;;) {
     await new Promise((r) => setTimeout(r, wait));
     wait = Math.min(2000, Math.round(wait * 1.5));
-    const ph = await readPowerHealth(c, t);
+    const ph = await read(() => readPowerHealth(c, t));
     if (ph.raw_power === 'Off' || ph.raw_power === 'PoweringOff') sawOff = true;
     const settled = ph.raw_power === 'On' || ph.raw_power === 'Off';
     const rebootDone = (target === 'rebooting' || target === 'soft rebooting') && current === 'power on' ? sawOff || ph.raw_power === 'On' : true;
@@ -117,10 +159,22 @@ export async function setPower(c: RedfishClient, t: RedfishTarget, target: Power
 
 const BOOT_MAP: Record<string, string> = { pxe: 'Pxe', disk: 'Hdd', cdrom: 'Cd', bios: 'BiosSetup' };
 
-export async function setBootDevice(c: RedfishClient, t: RedfishTarget, device: string, persistent: boolean): Promise<void> {
+export async function setBootDevice(c: RedfishClient, t: RedfishTarget, device: string, persistent: boolean, retry?: OpRetry): Promise<void> {
   const target = BOOT_MAP[device];
   if (!target) throw new RedfishError('RF_CONFIG', `boot device ${device} is not supported; use one of ${Object.keys(BOOT_MAP).join(', ')}`);
-  await c.request('PATCH', await systemPath(c, t), { body: { Boot: { BootSourceOverrideTarget: target, BootSourceOverrideEnabled: persistent ? 'Continuous' : 'Once' } } });
+  const { read, act } = runners(c, t, `set boot device ${device}`, retry);
+  const path = await read(() => systemPath(c, t));
+  const enabled = persistent ? 'Continuous' : 'Once';
+  const landed = async () => {
+    const b = (await c.request('GET', path, { select: ['Boot'] })).doc.Boot as { BootSourceOverrideTarget?: string; BootSourceOverrideEnabled?: string } | undefined;
+    return b?.BootSourceOverrideTarget === target && b?.BootSourceOverrideEnabled === enabled;
+  };
+  await act(() => c.request('PATCH', path, { body: { Boot: { BootSourceOverrideTarget: target, BootSourceOverrideEnabled: enabled } } }), landed);
+}
+
+/** readPowerHealth for an operation (an API or flow power read): transient answers retried until the deadline. */
+export function readPowerHealthOp(c: RedfishClient, t: RedfishTarget, retry?: OpRetry): Promise<PowerHealth> {
+  return runners(c, t, 'read power state', retry).read(() => readPowerHealth(c, t));
 }
 
 export interface SensorReadings {
@@ -159,20 +213,22 @@ export async function readSensors(c: RedfishClient, t: RedfishTarget): Promise<S
   };
 }
 
-export async function startFirmwareUpdate(c: RedfishClient, t: RedfishTarget, imageUri: string, component: 'bios' | 'bmc'): Promise<string> {
-  const { doc: root } = await c.request('GET', `${t.rootPrefix}/UpdateService`);
+export async function startFirmwareUpdate(c: RedfishClient, t: RedfishTarget, imageUri: string, component: 'bios' | 'bmc', retry?: OpRetry): Promise<string> {
+  const { read, act } = runners(c, t, `firmware update of ${component}`, retry);
+  const { doc: root } = await read(() => c.request('GET', `${t.rootPrefix}/UpdateService`));
   const target = ((root.Actions as Record<string, { target?: string }> | undefined)?.['#UpdateService.SimpleUpdate']?.target) ?? `${t.rootPrefix}/UpdateService/Actions/UpdateService.SimpleUpdate`;
   const body: Record<string, unknown> = { ImageURI: imageUri, TransferProtocol: imageUri.startsWith('https') ? 'HTTPS' : 'HTTP' };
   if (component === 'bmc') body.Targets = [`${t.rootPrefix}/Managers`];
-  const res = await c.request('POST', target, { body });
+  const res = await act(() => c.request('POST', target, { body }), cannotTell('SimpleUpdate', t));
+  if (res === 'applied') throw new RedfishError('RF_PROTOCOL', 'SimpleUpdate: no task location', undefined, t.origin);
   const loc = res.headers.location;
   const task = typeof loc === 'string' ? (loc.startsWith('http') ? new URL(loc).pathname : loc) : (res.doc['@odata.id'] as string | undefined);
   if (!task) throw new RedfishError('RF_PROTOCOL', 'SimpleUpdate returned no task location', res.status, t.origin);
   return task;
 }
 
-export async function readTask(c: RedfishClient, taskUri: string): Promise<{ state: string; percent: number | null; messages: string[] }> {
-  const { doc } = await c.request('GET', taskUri);
+export async function readTask(c: RedfishClient, t: RedfishTarget, taskUri: string, retry?: OpRetry): Promise<{ state: string; percent: number | null; messages: string[] }> {
+  const { doc } = await runners(c, t, 'read firmware task', retry).read(() => c.request('GET', taskUri));
   return {
     state: String(doc.TaskState ?? 'Unknown'),
     percent: typeof doc.PercentComplete === 'number' ? doc.PercentComplete : null,
@@ -180,10 +236,11 @@ export async function readTask(c: RedfishClient, taskUri: string): Promise<{ sta
   };
 }
 
-export async function readFirmwareVersions(c: RedfishClient, t: RedfishTarget): Promise<{ bios: string | null; bmc: string | null }> {
-  const { doc } = await c.request('GET', await systemPath(c, t), { select: ['BiosVersion', 'Links'] });
+export async function readFirmwareVersions(c: RedfishClient, t: RedfishTarget, retry?: OpRetry): Promise<{ bios: string | null; bmc: string | null }> {
+  const { read } = runners(c, t, 'read firmware versions', retry);
+  const { doc } = await read(async () => c.request('GET', await systemPath(c, t), { select: ['BiosVersion', 'Links'] }));
   let bmc: string | null = null;
   const mgr = ((doc.Links as { ManagedBy?: Array<{ '@odata.id': string }> } | undefined)?.ManagedBy ?? [])[0]?.['@odata.id'];
-  if (mgr) bmc = ((await c.request('GET', mgr, { select: ['FirmwareVersion'] })).doc.FirmwareVersion as string | undefined) ?? null;
+  if (mgr) bmc = ((await read(() => c.request('GET', mgr, { select: ['FirmwareVersion'] }))).doc.FirmwareVersion as string | undefined) ?? null;
   return { bios: (doc.BiosVersion as string | undefined) ?? null, bmc };
 }

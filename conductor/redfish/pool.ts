@@ -70,9 +70,10 @@ export class BmcPool {
   }
 
   /** A single-node operation on the node's owning shard; throws BmcOpError on failure. */
-  async op<T>(node: NodeRef, task: NodeTask): Promise<T> {
-    const res = await this.exec<{ ok: boolean; value?: T; error?: OpError }>(this.shardOf(node.target.key), { ...task, node } as Task);
+  async op<T>(node: NodeRef, task: NodeTask, onRetried?: (summaries: string[]) => void): Promise<T> {
+    const res = await this.exec<{ ok: boolean; value?: T; error?: OpError; retried?: string[] }>(this.shardOf(node.target.key), { ...task, node } as Task);
     if (!res.ok) throw new BmcOpError(res.error!);
+    if (res.retried?.length) onRetried?.(res.retried);
     return res.value as T;
   }
 

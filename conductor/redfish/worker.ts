@@ -4,6 +4,7 @@
  * the worker, so a BMC sees exactly one session from the whole conductor. Results cross back as
  * plain data; session changes are returned for the main thread to persist.
  */
+import { operationRetries } from './retry-policy.js';
 import { RedfishClient, type ClientStats, type SessionEvent, type SessionRecord } from './client.js';
 import { RedfishError } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
@@ -119,13 +120,16 @@ export default async function run(task: Task): Promise<unknown> {
       const c = client(t);
       try {
         let value: unknown;
-        if (task.op === 'power') value = await ops.setPower(c, t, task.target, task.timeoutS);
-        else if (task.op === 'power-get') value = await ops.readPowerHealth(c, t);
-        else if (task.op === 'boot') value = await ops.setBootDevice(c, t, task.device, task.persistent);
-        else if (task.op === 'firmware-start') value = await ops.startFirmwareUpdate(c, t, task.imageUri, task.component);
-        else if (task.op === 'firmware-task') value = await ops.readTask(c, task.taskUri);
-        else value = await ops.readFirmwareVersions(c, t);
-        return { ok: true, value, sessionEvents: c.takeSessionEvents() };
+        // One deadline per operation: transient BMC answers are ridden through until then.
+        const retry: ops.OpRetry = { deadline: Date.now() + (clientOpts?.operationDeadlineMs ?? 60_000), traces: [] };
+        if (task.op === 'power') value = await ops.setPower(c, t, task.target, task.timeoutS, retry);
+        else if (task.op === 'power-get') value = await ops.readPowerHealthOp(c, t, retry);
+        else if (task.op === 'boot') value = await ops.setBootDevice(c, t, task.device, task.persistent, retry);
+        else if (task.op === 'firmware-start') value = await ops.startFirmwareUpdate(c, t, task.imageUri, task.component, retry);
+        else if (task.op === 'firmware-task') value = await ops.readTask(c, t, task.taskUri, retry);
+        else value = await ops.readFirmwareVersions(c, t, retry);
+        const retried = retry.traces!.filter((x) => x.retried).map((x) => x.summary());
+        return { ok: true, value, ...(retried.length ? { retried } : {}), sessionEvents: c.takeSessionEvents() };
       } catch (err) {
         return { ok: false, error: toOpError(err), sessionEvents: c.takeSessionEvents() };
       }
@@ -160,7 +164,8 @@ export default async function run(task: Task): Promise<unknown> {
         if (c.hasSession) total.sessions++;
         if (c.breakerOpen) total.breakers_open++;
       }
-      return total;
+      // Operation retries by error code (retry-policy.ts), flat so the pool can sum shards.
+      return { ...total, ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
     }
     case 'forget': {
       // The BMC's last node was deleted (or moved to another BMC): log out, drop its sockets and

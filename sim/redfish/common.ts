@@ -32,6 +32,8 @@ export interface BmcCounters {
   resets: number;
   tasks_created: number;
   sse_clients: number;
+  /** Requests answered by a scripted fault (admin API `script`). */
+  scripted_faults: number;
 }
 
 export function emptyCounters(): BmcCounters {
@@ -39,7 +41,7 @@ export function emptyCounters(): BmcCounters {
     requests_get: 0, requests_login: 0, requests_action: 0, sessions_created: 0, sessions_deleted: 0, sessions_expired: 0,
     sessions_refused_cap: 0, sessions_live: 0, inflight: 0, peak_inflight: 0, queued_peak: 0, served_2xx: 0, served_304: 0,
     served_401: 0, served_404: 0, served_4xx_other: 0, served_503: 0, served_5xx_storm: 0, black_holed: 0, refused_down: 0,
-    resets: 0, tasks_created: 0, sse_clients: 0,
+    resets: 0, tasks_created: 0, sse_clients: 0, scripted_faults: 0,
   };
 }
 

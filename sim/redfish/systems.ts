@@ -19,6 +19,7 @@ export function systems(ctx: ResourceContext, m: Machine | undefined, sub: strin
         SerialNumber: m.serial,
         SystemType: 'Physical',
         PowerState: m.redfishPower,
+        ...(m.lastResetTime ? { LastResetTime: m.lastResetTime } : {}),
         Status: { State: 'Enabled', Health: m.health, HealthRollup: m.health },
         BiosVersion: m.biosVersion,
         Boot: {

@@ -42,6 +42,8 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
     IRONFLEET_CONDUCTOR__FAST_TRACK_TIMEOUT_S: '3600',
     IRONFLEET_REDFISH__TIMEOUT_MS: '3000',
     IRONFLEET_REDFISH__BREAKER_THRESHOLD: '100',
+    // A BMC operation rides through faults for 10 s here (60 by default), so a dead BMC fails fast.
+    IRONFLEET_REDFISH__OPERATION_DEADLINE_S: '10',
     IRONFLEET_POWER_SYNC__INTERVAL_S: '0',
   };
   const db = `sqlite://${path.join(dir, 'ironfleet.db')}`;
@@ -188,7 +190,7 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
     expect(conductor.logs()).toMatch(/agent token rejected/);
   }, 120_000);
 
-  it('a black-holed BMC during a deploy fails it with the BMC timeout, not a hang', async () => {
+  it('a black-holed BMC during a deploy fails it after the operation deadline, with the whole story, not a hang', async () => {
     await makeAvailable(2);
     await setImage(2, 'a.raw');
     // Fast-track off for this node: the deploy must go through the BMC.
@@ -197,7 +199,11 @@ describe('node lifecycle with the simulator, its ramdisk agents and real disks',
     try {
       await provision(2, 'active');
       const failed = await waitState(2, 'deploy failed', 60_000);
-      expect(failed.last_error).toMatch(/deploy|timed out|timeout/i);
+      // The reboot into the ramdisk was tried for the whole deadline; the error says how.
+      const m = failed.last_error?.match(/^deploy step deploy\.boot_agent failed: RF_TIMEOUT: power action "rebooting" on BMC https?:\/\/[^ ]+: tried \d+ times over (\d+\.\d) s \(answers: RF_TIMEOUT ×\d+\)/);
+      expect(m, failed.last_error ?? '').toBeTruthy();
+      expect(Number(m![1])).toBeGreaterThanOrEqual(9);
+      expect(Number(m![1])).toBeLessThan(20);
     } finally {
       await admin(sim, 'POST', '/bmcs/2/faults', { black_hole: false });
     }
