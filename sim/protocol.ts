@@ -17,6 +17,8 @@ export const faultRequestSchema = z.strictObject({
   health: z.enum(['OK', 'Warning', 'Critical']).optional(),
   /** Kill the machine's ramdisk agent (process crash: power stays on, the stream drops). */
   agent_crash: z.boolean().optional(),
+  /** Lower (or raise) the BMC's session table size (a BMC whose other users hold sessions). */
+  max_sessions: z.number().int().min(1).max(1000).optional(),
   /** Flip power out of band (someone pressed the button). */
   power: z.enum(['on', 'off']).optional(),
   /**

@@ -107,6 +107,7 @@ function applyFault(f: FaultRequest): Record<string, unknown> {
     svc.faults.stormUntil = Date.now() + f.storm.duration_s * 1000;
   }
   if (f.script) svc.faults.script = f.script.map((r) => ({ ...r }));
+  if (f.max_sessions !== undefined) svc.traits.maxSessions = f.max_sessions;
   if (f.expire_sessions) out.sessions_expired = svc.expireSessions();
   if (f.health) machineOf(svc, f.index)?.setHealth(f.health as Health);
   if (f.agent_crash) {
