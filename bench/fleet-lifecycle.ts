@@ -61,6 +61,14 @@ function deadBmc(lastError: string): boolean {
   return onlyUnreachable && Number(m[1]) >= DEADLINE_S * 0.9;
 }
 
+/**
+ * Has this node failed the phase? A failed state, or — for manage — back in `enroll` with a
+ * last_error (Ironic's verify failure returns the node to enroll, not to a "failed" state).
+ */
+function failedIn(phase: string, n: NodeRow): boolean {
+  return /failed$/.test(n.provision_state) || (phase === 'manage' && n.provision_state === 'enroll' && Boolean(n.last_error));
+}
+
 /** A short class of a last_error: codes and words, without node-specific ids, numbers and URLs. */
 function errorClass(e: string): string {
   return e
@@ -118,6 +126,8 @@ async function main(): Promise<void> {
     const uuids: string[] = new Array(manifest.bmcs.length);
     const rows: PhaseRow[] = [];
     const failures: Record<string, Record<string, number>> = {};
+    /** Every node that failed a phase, with its state and last_error then. */
+    const failedAt = new Map<string, NodeRow>();
     const cpu = () => treeCpuS(conductor.child.pid!);
 
     const listAll = async (): Promise<NodeRow[]> => {
@@ -155,7 +165,7 @@ async function main(): Promise<void> {
       let nodes: NodeRow[];
       for (;;) {
         nodes = (await listAll()).filter((n) => set.has(n.uuid));
-        const settled = nodes.filter((n) => n.provision_state === want || /failed$/.test(n.provision_state));
+        const settled = nodes.filter((n) => n.provision_state === want || failedIn(name, n));
         if (settled.length === nodes.length) break;
         if (Date.now() - t0 > PHASE_TIMEOUT_MS) {
           console.log(`${name}: ${nodes.length - settled.length} nodes still moving after ${PHASE_TIMEOUT_MS / 1000} s; counted as failed`);
@@ -165,6 +175,7 @@ async function main(): Promise<void> {
       }
       const seconds = (Date.now() - t0) / 1000;
       const failed = nodes.filter((n) => n.provision_state !== want);
+      for (const f of failed) failedAt.set(f.uuid, f);
       for (const f of failed) {
         const key = `${f.provision_state}: ${errorClass(f.last_error ?? '(no last_error)')}`;
         (failures[name] ??= {})[key] = (failures[name]![key] ?? 0) + 1;
@@ -228,8 +239,7 @@ async function main(): Promise<void> {
     const metrics = await (await fetch(`${apiUrl}/metrics`)).text();
     const retries: Record<string, number> = {};
     for (const m of metrics.matchAll(/^ironfleet_bmc_operation_retries_total\{code="([A-Z_]+)"\} (\d+)/gm)) retries[m[1]!] = Number(m[2]);
-    const finalRows = await listAll();
-    const failedNodes = finalRows.filter((n) => /failed$/.test(n.provision_state));
+    const failedNodes = [...failedAt.values()];
     const dead = failedNodes.filter((n) => deadBmc(n.last_error ?? ''));
     printTable(`fleet-lifecycle (${N} nodes, ${PROFILE}; operation deadline ${DEADLINE_S} s)`, rows);
     for (const [p, f] of Object.entries(failures)) for (const [k, n] of Object.entries(f)) console.log(`  ${p}: ${n} × ${k}`);
