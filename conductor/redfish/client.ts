@@ -260,6 +260,8 @@ export class RedfishClient {
   private async probeRoot(): Promise<void> {
     try {
       const r = await this.raw('GET', `${this.target.rootPrefix}/`);
+      // A 503 body is not the service root (read as one, it switched a BMC to Basic auth for good).
+      if (r.statusCode !== 200) return void (await r.body.dump()); // probed again next time
       const doc = (await r.body.json()) as { ProtocolFeaturesSupported?: { SelectQuery?: boolean }; SessionService?: unknown };
       this.selectSupported = doc.ProtocolFeaturesSupported?.SelectQuery === true;
       if (!doc.SessionService && this.target.authType === 'auto') this.basicOnly = true;

@@ -19,7 +19,7 @@ describe('Redfish operations ride through BMC faults', () => {
   let c: Conductor;
   let nodes: Node[];
   beforeAll(async () => {
-    sim = await startSim(['--bmcs', '8', '--profile', 'realistic', '--profile-override', JSON.stringify(FAST), '--initial-power', 'off']);
+    sim = await startSim(['--bmcs', '9', '--profile', 'realistic', '--profile-override', JSON.stringify(FAST), '--initial-power', 'off']);
     ({ c, nodes } = await conductorFor(sim.manifest, { redfish: { timeout_ms: 1200, connect_timeout_ms: 1000, breaker_threshold: 2, breaker_open_ms: 1500, operation_deadline_s: 8 } }));
   });
   afterAll(async () => {
@@ -116,6 +116,15 @@ describe('Redfish operations ride through BMC faults', () => {
     await fault(6, { expire_sessions: true, script: [{ method: 'POST', path: 'SessionService/Sessions', status: 503, times: 1 }] });
     expect(['power on', 'power off']).toContain(await power().getPowerState(nodes[6]!, ctx));
     expect((await bmc(6)).counters.requests_login - before.counters.requests_login).toBe(2);
+  });
+
+  it('a 503 on the first service-root probe does not switch a session BMC to Basic auth', async () => {
+    await fault(8, { script: [{ method: 'GET', status: 503, retry_after_s: 0, times: 1 }] });
+    expect(['power on', 'power off']).toContain(await power().getPowerState(nodes[8]!, ctx));
+    expect(['power on', 'power off']).toContain(await power().getPowerState(nodes[8]!, ctx));
+    const b = await bmc(8);
+    expect(b.counters.scripted_faults).toBe(1);
+    expect(b.counters.sessions_created).toBe(1); // a session, not Basic on every request
   });
 
   it('refused credentials are never retried: one login attempt, and the next call fails without another', async () => {
