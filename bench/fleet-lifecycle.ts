@@ -12,16 +12,14 @@
  * those whose BMC stayed unreachable for a whole operation deadline (the error says so).
  */
 import type { ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ApiClient } from '../cli/api-client.js';
 import { forEachLimit } from '../shared/pool.js';
 import type { Manifest } from '../sim/fleet.js';
-import { printTable, sleep, spawnReady, treeCpuS, writeResults } from './lib.js';
+import { printTable, serveBenchImage, sleep, spawnReady, treeCpuS, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const N = Number(argValue('--nodes') ?? (quick ? 500 : 5000));
@@ -83,12 +81,9 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   let server: http.Server | undefined;
   try {
-    const image = Buffer.alloc(1024 * 1024);
-    for (let i = 0; i < image.length; i += 4) image.writeUInt32LE((i * 2654435761) >>> 0, i);
-    const sha = createHash('sha256').update(image).digest('hex');
-    server = http.createServer((_req, res) => res.writeHead(200, { 'content-length': image.length }).end(image));
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
-    const imageUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/bench.raw`;
+    const img = await serveBenchImage(1024 * 1024);
+    server = img.server;
+    const { url: imageUrl, sha } = img;
 
     const conductor = await spawnReady(['conductor', '--api-port', '0', '--agent-port', '0', '--database', `sqlite://${path.join(dir, 'ironfleet.db')}`], {
       env: {

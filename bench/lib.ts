@@ -1,5 +1,8 @@
 /** Shared benchmark plumbing: machine info, process sampling, table output, results JSON. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -98,4 +101,14 @@ export function benchNodeRow(o: { uuid: string; name: string; driver: string; dr
     maintenance: 0, maintenance_reason: null, fault: null, last_error: null, reservation: null, conductor_group: '', health: null, agent_token_hash: null, agent_boot_id: null,
     agent_last_seen: null, provision_updated_at: ts, created_at: ts, updated_at: null,
   };
+}
+
+/** A deterministic image of `bytes` served on loopback (every node writes it, sha256-verified). */
+export async function serveBenchImage(bytes: number): Promise<{ url: string; sha: string; server: http.Server }> {
+  const image = Buffer.alloc(bytes);
+  for (let i = 0; i + 4 <= image.length; i += 4) image.writeUInt32LE((i * 2654435761) >>> 0, i);
+  const sha = createHash('sha256').update(image).digest('hex');
+  const server = http.createServer((_req, res) => res.writeHead(200, { 'content-length': image.length }).end(image));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/bench.raw`, sha, server };
 }
