@@ -7,7 +7,10 @@
 import type { Json, Node } from '../db/store.js';
 import type { StepDefinition } from '../drivers/base.js';
 import { COMMANDS } from '../../shared/commands.js';
-import { errorMessage, InvalidInputError } from '../../shared/errors.js';
+import { DriverError, errorMessage, InvalidInputError } from '../../shared/errors.js';
+
+/** Driver error codes that mean the BMC did not answer at all (retry-policy.ts gave up on it). */
+const UNREACHABLE: ReadonlySet<string> = new Set(['RF_TIMEOUT', 'RF_CONNECT', 'RF_CIRCUIT_OPEN']);
 import { randomUUID } from 'node:crypto';
 
 /**
@@ -41,7 +44,13 @@ export const bootAgentStep: StepDefinition = {
       return 'done';
     }
     ctx.flow.fast_track = false;
-    await ctx.hw.management.setBootDevice(node, 'pxe', false, ctx.ops.driverContext(ctx.task)).catch((err) => ctx.log.debug({ err: errorMessage(err) }, 'boot device not set'));
+    await ctx.hw.management.setBootDevice(node, 'pxe', false, ctx.ops.driverContext(ctx.task)).catch((err) => {
+      // A BMC that stayed unreachable for a whole operation deadline will not take the reboot
+      // either: fail now instead of spending a second deadline. Anything else (a BMC without boot
+      // override support) is not fatal: the machine may PXE boot by its own order.
+      if (err instanceof DriverError && UNREACHABLE.has(String(err.fields.code))) throw err;
+      ctx.log.debug({ err: errorMessage(err) }, 'boot device not set');
+    });
     // The old stream (if any) belongs to the previous boot.
     await ctx.ops.powerCut(ctx.task, 'rebooting', 'node rebooting into the deploy ramdisk');
     await ctx.ops.store.updateNode(node.id, { power_state: 'power on' });
