@@ -19,7 +19,7 @@ import type { DriverRegistry } from './drivers/registry.js';
 import type { StepContext, StepOutcome } from './drivers/base.js';
 import type { FastTrackLease } from './fast-track.js';
 import { internalInfo, type FlowState, type Step, type Wait } from './internal-info.js';
-import { FLOW_STATES, type FlowKind, type ProvisionState } from './states.js';
+import { FLOW_STATES, flowInProgressStates, type FlowKind, type ProvisionState } from './states.js';
 import { cleanStepsFromAgent, mergeAgentDeploySteps, planFlow, type FlowSettings } from './flow-plan.js';
 import { stepName, stepsOf } from './steps/registry.js';
 import type { CommandName } from '../shared/commands.js';
@@ -313,9 +313,7 @@ export class FlowEngine {
     flow.wait = null;
     await this.save(task, flow);
     await this.store.cancelDeferred(task.node.id, 'flow failed', 'flow.timeout');
-    const state = task.node.provision_state as ProvisionState;
-    const fs = FLOW_STATES[flow.kind];
-    if ([fs.run, fs.wait, fs.hold].includes(state)) await this.ops.fail(task, 'fail', msg);
+    if (flowInProgressStates(flow.kind).includes(task.node.provision_state as ProvisionState)) await this.ops.fail(task, 'fail', msg);
     else await this.store.updateNode(task.node.id, { last_error: msg });
   }
 

@@ -26,14 +26,14 @@ import { PowerSync } from './power-sync.js';
 import { SensorCollector } from './sensors.js';
 import { DeferredScheduler } from './deferred.js';
 import { FlowEngine } from './flows.js';
-import { previewSteps } from './flow-plan.js';
+import { previewSteps, type FlowSettings } from './flow-plan.js';
 import { FastTrackLease } from './fast-track.js';
 import { FirmwareMonitor } from './firmware-monitor.js';
 import { Provisioning, type UserSteps } from './provisioning.js';
 import { NodeAdmin } from './node-admin.js';
 import { recoverAtStart, purgeFinished } from './recovery.js';
 import { flowSettings } from './flow-settings.js';
-import { FLOW_STATES, type FlowKind } from './states.js';
+import { FLOW_ACTIVE_STATES, isProvisionState, type FlowKind } from './states.js';
 import { InvalidStateError, errorMessage } from '../shared/errors.js';
 
 export type { Severity };
@@ -66,6 +66,8 @@ export class Conductor {
   readonly firmware: FirmwareMonitor;
   readonly provisioning: Provisioning;
   readonly admin: NodeAdmin;
+  /** The flow settings, compiled once from the config. */
+  private readonly flowSettings: FlowSettings;
   private lifecycle: ConductorState = 'running';
   private retentionTimer: NodeJS.Timeout | undefined;
 
@@ -87,12 +89,11 @@ export class Conductor {
       onFailed: async (a, err, task) => {
         if (!a.call.startsWith('flow.')) return;
         const st = task.node.provision_state;
-        const active = Object.values(FLOW_STATES).some((f) => f.run === st || f.wait === st);
-        if (active) await this.ops.fail(task, 'fail', `${a.call} failed after retries: ${errorMessage(err)}`);
+        if (isProvisionState(st) && FLOW_ACTIVE_STATES.has(st)) await this.ops.fail(task, 'fail', `${a.call} failed after retries: ${errorMessage(err)}`);
       },
     });
     this.lease = new FastTrackLease({ ops: this.ops, agents: this.hub, deferred: this.deferred, enabled: c.fast_track, timeoutS: c.fast_track_timeout_s });
-    const settings = flowSettings(cfg);
+    const settings = (this.flowSettings = flowSettings(cfg));
     this.flows = new FlowEngine({ store, ops: this.ops, agents: this.hub, deferred: this.deferred, drivers: this.drivers, lease: this.lease, settings, log: child('flows'), isStopping: () => this.isStopping });
     this.provisioning = new Provisioning({
       store, tasks: this.tasks, ops: this.ops, agents: this.hub, drivers: this.drivers, flows: this.flows, lease: this.lease, limits: c, log: child('provisioning'),
@@ -251,6 +252,6 @@ export class Conductor {
 
   /** The steps a node would run (the steps API). */
   previewSteps(node: Node, kind: FlowKind): ReturnType<typeof previewSteps> {
-    return previewSteps(this.drivers.get(node.driver), node, kind, flowSettings(this.cfg));
+    return previewSteps(this.drivers.get(node.driver), node, kind, this.flowSettings);
   }
 }

@@ -322,8 +322,8 @@ export function flowInProgressStates(kind: FlowKind): ProvisionState[] {
   return [f.run, f.wait, f.hold];
 }
 
-/** Every state in which some flow is in progress (a failed flow action fails the node from these). */
-export const FLOW_IN_PROGRESS_STATES: ReadonlySet<ProvisionState> = new Set((['deploy', 'clean', 'service'] as const).flatMap(flowInProgressStates));
+/** States in which a flow runs a step or waits on an event (not held): a flow action that ran out of retries fails the node from these. */
+export const FLOW_ACTIVE_STATES: ReadonlySet<ProvisionState> = new Set(Object.values(FLOW_STATES).flatMap((f) => [f.run, f.wait]));
 
 /** A node's driver may change only here (or in maintenance): no action owns its hardware. */
 export const DRIVER_CHANGE_STATES: ReadonlySet<ProvisionState> = new Set(['enroll', 'manageable', 'available', 'inspect failed']);

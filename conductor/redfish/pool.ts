@@ -17,7 +17,6 @@ const WORKER = [new URL('./worker.js', import.meta.url), new URL('../../dist/con
   .map((u) => fileURLToPath(u))
   .find((f) => existsSync(f)) ?? fileURLToPath(new URL('./worker.js', import.meta.url));
 
-export { fnv1a };
 
 export type { NodeRef, SweepItem, OpError };
 
