@@ -4,6 +4,7 @@
  * Ownership is checked first — a command id this stream was not sent costs no memory, no DB read
  * and no log line — and logs and progress are rate-limited per stream (drops counted, not logged).
  */
+import { channels, publish, type AgentProgressMessage } from './events.js';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { CommandStatus, type AgentMessage, type CommandResult } from '../shared/gen/ironfleet/agent/v1/agent.js';
@@ -93,6 +94,7 @@ export class AgentMessages {
           updated_at: now(),
         };
         this.d.progress.set(p.commandId, doc);
+        publish<AgentProgressMessage>(channels.agentProgress, { nodeId: s.nodeId, commandId: p.commandId, progress: doc });
         if (s.shouldWriteProgress(p.commandId)) await this.updateOwnedCommand(s, p.commandId, { progress: doc });
         return;
       }

@@ -49,6 +49,10 @@ export const configSchema = z.strictObject({
       allow_insecure_noauth: z.boolean().default(false),
       /** /metrics (node names and uuids) needs the API's credentials. @default true unless api.auth.strategy is noauth */
       metrics_auth: z.boolean().optional(),
+      /** The web console at /console/ (same auth as the API). @default true */
+      console: z.boolean().default(true),
+      /** Bytes per second the console's live stream may send one browser (changes beyond it are coalesced, not queued). @default 262144 */
+      console_stream_bytes_per_s: z.number().int().min(16_384).max(64 * 1024 * 1024).default(256 * 1024),
     })
     .prefault({}),
   agent: z

@@ -5,6 +5,7 @@
  * Publishing to a channel without subscribers costs one property check.
  */
 import diagnostics_channel from 'node:diagnostics_channel';
+import type { Node } from './db/store-base.js';
 
 /** One power sync sweep (GET /v1/… lab dashboards and /metrics read it). */
 export interface SweepReport {
@@ -38,7 +39,30 @@ export interface SensorReadingMessage {
   power_watts: number | null;
 }
 
+/** A node row was written (created or updated: the row as stored) or deleted (its id only). */
+export type NodeRowMessage = { node: Node } | { deleted: number };
+
+/** Power sync's verdict on one BMC changed: reachable again, or the first failure of a run. */
+export interface BmcReachabilityMessage {
+  node: string;
+  ok: boolean;
+  code: string | null;
+}
+
+/** An agent reported progress on a command (bytes written, rate, ETA). */
+export interface AgentProgressMessage {
+  nodeId: number;
+  commandId: string;
+  progress: Record<string, unknown>;
+}
+
 export const channels = {
+  /** NodeRowMessage: every write of a node row (the console's live map follows it). */
+  nodeRow: diagnostics_channel.channel('ironfleet:node:row'),
+  /** BmcReachabilityMessage: published on changes only, never once per node per sweep. */
+  bmcReachability: diagnostics_channel.channel('ironfleet:power-sync:reachability'),
+  /** AgentProgressMessage */
+  agentProgress: diagnostics_channel.channel('ironfleet:agent:progress'),
   /** NodeStateMessage */
   nodeState: diagnostics_channel.channel('ironfleet:node:state'),
   /** SweepReport: a power sync sweep finished. */

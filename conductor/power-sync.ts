@@ -13,7 +13,7 @@ import type { DriverRegistry } from './drivers/registry.js';
 import type { HardwareType, PowerSweepItem } from './drivers/base.js';
 import type { ConductorConfig } from './config.js';
 import type { Severity } from './node-ops.js';
-import { channels, publish, type SweepReport } from './events.js';
+import { channels, publish, type BmcReachabilityMessage, type SweepReport } from './events.js';
 
 export type { SweepReport };
 import { errorMessage } from '../shared/errors.js';
@@ -169,6 +169,7 @@ export class PowerSync {
       report.errors_by_code[code] = (report.errors_by_code[code] ?? 0) + 1;
       const n = (this.failures.get(node.uuid) ?? 0) + 1;
       this.failures.set(node.uuid, n);
+      if (n === 1) publish<BmcReachabilityMessage>(channels.bmcReachability, { node: node.uuid, ok: false, code });
       if (n >= this.cfg.max_retries && !node.maintenance) {
         const reason = `During sync_power_state, max retries exceeded for node ${node.uuid}, node state ${node.power_state} does not match expected state 'None'. Updating DB state to 'None'. Switching node to maintenance mode. Error: ${it.error?.message}`;
         const updated = await store.updateNode(node.id, { maintenance: true, fault: POWER_FAILURE_FAULT, maintenance_reason: reason, power_state: null, last_error: it.error?.message ?? null }, { reservation: null });
@@ -180,7 +181,7 @@ export class PowerSync {
       return;
     }
     report.ok++;
-    this.failures.delete(node.uuid);
+    if (this.failures.delete(node.uuid)) publish<BmcReachabilityMessage>(channels.bmcReachability, { node: node.uuid, ok: true, code: null });
     const patch: Partial<Node> = {};
     const events: Array<[string, 'INFO' | 'WARNING']> = [];
     if (node.maintenance && node.fault === POWER_FAILURE_FAULT) {

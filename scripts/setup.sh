@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # qemu-system-x86 + kmod (depmod): the deploy ramdisk is built from Debian packages (apt-get download)
 # and booted in a TCG VM by the tests.
-APT_PACKAGES=(python3-ironicclient python3-sushy openssl zstd curl qemu-utils qemu-system-x86 kmod parted gdisk mdadm dosfstools systemd)
+# chromium: the web console's browser tests (driven by playwright-core; no browser download).
+APT_PACKAGES=(python3-ironicclient python3-sushy openssl zstd curl qemu-utils qemu-system-x86 kmod parted gdisk mdadm dosfstools systemd chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -27,6 +27,7 @@ export type ErrorCode =
   | 'IRF_DRIVER'
   | 'IRF_CONCURRENT_ACTION_LIMIT'
   | 'IRF_DB_UNAVAILABLE'
+  | 'IRF_CONSOLE_NOT_BUILT'
   | 'IRF_INTERNAL';
 
 export interface ErrorFields {

@@ -13,6 +13,7 @@ import { registerNodeRoutes } from './routes-nodes.js';
 import { registerNodeAgentRoutes } from './routes-node-agent.js';
 import { registerPortRoutes } from './routes-ports.js';
 import { registerMiscRoutes } from './routes-misc.js';
+import { CONSOLE_SHELL, registerConsoleRoutes } from './routes-console.js';
 import { UnsafeJsonError, parseUntrustedJson } from '../../shared/safe-json.js';
 import { isTransientDbError } from '../db/retry.js';
 import { scrubText } from '../../shared/redact.js';
@@ -40,6 +41,7 @@ export const QUERY_KEYS: Readonly<Record<string, readonly string[]>> = {
   'GET /v1/nodes/:ident/steps': ['kind'],
   'GET /v1/ports': ['limit', 'marker', 'fields', 'detail', 'node', 'node_uuid', 'address'],
   'GET /v1/ports/detail': ['limit', 'marker', 'fields', 'detail', 'node', 'node_uuid', 'address'],
+  'GET /console/api/events': ['last_event_id'],
 };
 
 /** Routes that take a request body; any other refuses one (a body must never be silently ignored). */
@@ -135,6 +137,8 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
     const open = p === '/' || p === '/v1' || p === '/v1/' || (p === '/metrics' && !cfg.api.metrics_auth);
     const auth = cfg.api.auth;
     if (open || auth.strategy === 'noauth') return;
+    // Under token auth the console's shell (no data) loads without one and asks for it.
+    if (auth.strategy === 'token' && cfg.api.console && CONSOLE_SHELL.has(p)) return;
     if (auth.strategy === 'token') {
       const tok = req.headers['x-auth-token'];
       if (typeof tok === 'string' && auth.tokens.some((t) => safeEqual(t, tok))) {
@@ -215,5 +219,6 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
   registerNodeRoutes(app, ctx);
   registerNodeAgentRoutes(app, ctx);
   registerPortRoutes(app, ctx);
+  if (cfg.api.console) registerConsoleRoutes(app, ctx);
   return app;
 }

@@ -2,6 +2,7 @@
 import { sql } from 'kysely';
 import { scrubText } from '../../shared/redact.js';
 import { ConflictError } from '../../shared/errors.js';
+import { channels, publish, type NodeRowMessage } from '../events.js';
 import { JSON_NODE_FIELDS, StoreBase, isUniqueViolation, now, type Db, type ListNodesOptions, type Node, type NodeCreate, type NodeUpdate } from './store-base.js';
 
 export class NodeStore extends StoreBase {
@@ -47,7 +48,9 @@ export class NodeStore extends StoreBase {
       }
       throw err;
     }
-    return (await this.getNodeByUuid(input.uuid))!;
+    const node = (await this.getNodeByUuid(input.uuid))!;
+    publish<NodeRowMessage>(channels.nodeRow, { node });
+    return node;
   }
 
   async getNodeByUuid(uuid: string, db: Db = this.db): Promise<Node | undefined> {
@@ -135,7 +138,7 @@ export class NodeStore extends StoreBase {
     if (expect.reservation !== undefined) q = q.where('reservation', expect.reservation === null ? 'is' : '=', expect.reservation);
     try {
       const r = await q.returningAll().executeTakeFirst();
-      return r && this.toNode(r);
+      return r && this.published(this.toNode(r));
     } catch (err) {
       if (isUniqueViolation(err)) throw new ConflictError(`A node with name ${patch.name} already exists.`, { field: 'name' });
       throw err;
@@ -151,6 +154,13 @@ export class NodeStore extends StoreBase {
       await tx.deleteFrom('deferred_actions').where('node_id', '=', id).execute();
       await tx.deleteFrom('nodes').where('id', '=', id).execute();
     });
+    publish<NodeRowMessage>(channels.nodeRow, { deleted: id });
+  }
+
+  /** Tells observers (the console feed) a row was written; the row itself is the message. */
+  private published(node: Node): Node {
+    publish<NodeRowMessage>(channels.nodeRow, { node });
+    return node;
   }
 
   // ---------------------------------------------------------------- locks

@@ -14,10 +14,26 @@ export interface SimProc {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts a simulator on a random port. Why the retry: a random port can be taken by another test
+ * process between choosing and binding it (seen in CI as EADDRINUSE), so an address clash starts
+ * the simulator again on another port. `{port}` in `args` stands for the chosen port.
+ */
 export async function startSim(args: string[]): Promise<SimProc> {
+  for (let attempt = 1; ; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    try {
+      return await startSimOnce(args.map((a) => a.replaceAll('{port}', String(port))), port);
+    } catch (err) {
+      if (attempt >= 5 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startSimOnce(args: string[], port: number): Promise<SimProc> {
   const dir = tmpDir('ironfleet-sim-');
   const manifestPath = path.join(dir, 'manifest.json');
-  const child = spawn(process.execPath, [BIN, 'sim', '--manifest', manifestPath, '--admin-port', '0', '--port', String(20000 + Math.floor(Math.random() * 20000)), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'sim', '--manifest', manifestPath, '--admin-port', '0', '--port', String(port), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   const ready = await new Promise<{ admin: string }>((resolve, reject) => {

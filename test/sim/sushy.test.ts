@@ -83,14 +83,14 @@ describe('python3-sushy against the simulator (one address per BMC)', () => {
 
 describe('python3-sushy with certificate verification (single address, sushy-tools style)', () => {
   let sim: SimProc;
-  const port = 30000 + Math.floor(Math.random() * 20000);
   beforeAll(async () => {
-    sim = await startSim(['--bmcs', '3', '--profile', 'ideal', '--single-address', `127.0.0.1:${port}`]);
+    sim = await startSim(['--bmcs', '3', '--profile', 'ideal', '--single-address', '127.0.0.1:{port}']);
   });
   afterAll(async () => sim?.stop());
 
   it('verifies the simulator certificate with the manifest CA and drives any system', async () => {
-    expect(sim.manifest.bmcs.every((b) => b.address === `https://127.0.0.1:${port}`)).toBe(true);
+    expect(new Set(sim.manifest.bmcs.map((b) => b.address)).size).toBe(1);
+    expect(sim.manifest.bmcs[0]!.address).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
     const out = await sushy(sim, 1, 'ca');
     expect(out.power_after).toMatch(/on/i);
     const stats = (await admin(sim, 'GET', '/stats')).json;
