@@ -130,6 +130,7 @@ export async function runLab(o: LabOptions): Promise<void> {
   const url = `http://127.0.0.1:${running.apiPort}`;
   const api = new ApiClient({ url });
   say(`conductor: API ${url} (Ironic v1), agents 127.0.0.1:${running.agentPort}, database ${path.join(dir, 'ironfleet.db')}, log ${logFile}`);
+  say(`web console: open ${url}/console/ in a browser — the fleet map, deploys and BMC trouble live as the lab runs`);
   for (const name of conductor.drivers.names()) {
     const d = stepsOf(conductor.drivers.get(name)).describe();
     say(`hardware type ${name}: default deploy ${d.deploy.join(' -> ')} (${d.steps} steps its interfaces own; ? = only on nodes it applies to)`);
@@ -179,7 +180,8 @@ export async function runLab(o: LabOptions): Promise<void> {
   const half = names.slice(0, Math.ceil(names.length / 2));
   await moveAll('active', 'active', half);
   say(`${half.length} nodes deployed: fast-track agent wrote a sha256-verified image to its disk: available -> active (GET /v1/nodes/<node>/steps?kind=deploy)`);
-  console.log(`\n  Try:  baremetal --os-endpoint ${url} --os-auth-type none node list`);
+  console.log(`\n  Open: ${url}/console/   (live fleet map; click a node for its drawer)`);
+  console.log(`  Try:  baremetal --os-endpoint ${url} --os-auth-type none node list`);
   console.log(`        baremetal --os-endpoint ${url} --os-auth-type none node history list ${names[0]}`);
   console.log(`        curl -s ${url}/metrics | grep -E 'ironfleet_(bmc_sessions|power_sync_duration_seconds_sum|node_temperature_celsius)' | head`);
   console.log(`        curl -s -XPOST ${simAdmin}/bmcs/3/faults -d '{"black_hole":true}'   # then watch ${names[3]} go to maintenance\n`);

@@ -210,7 +210,9 @@ function App() {
               stats.applyMs.push(performance.now() - t0);
               stats.events++;
               stats.rows += m.rows.length;
-              stats.lags.push(Date.now() - m.c);
+              // One lag per node delivered, measured from the oldest change in its batch (an upper bound).
+              const lag = Date.now() - m.c;
+              for (let k = 0; k < m.rows.length; k++) stats.lags.push(lag);
             } else if (name === 'progress') {
               for (const p of JSON.parse(data) as Array<Record<string, unknown> & { node: number }>) {
                 model.progress.set(p.node, p);

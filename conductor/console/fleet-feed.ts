@@ -151,7 +151,8 @@ export class FleetFeed {
     const now = Date.now();
     if (this.dirty.size > 0) {
       const batch: Batch = { seq: ++this.seq, ids: [...this.dirty.keys()] };
-      const oldest = Math.min(...this.dirty.values());
+      let oldest = now;
+      for (const t of this.dirty.values()) if (t < oldest) oldest = t;
       this.dirty.clear();
       this.log.push(batch);
       if (this.log.length > this.opts.logBatches) this.log.shift();
