@@ -156,6 +156,15 @@ describe('the web console in chromium', () => {
     await page.getByTestId('dimension').selectOption('provision');
   });
 
+  it('search by MAC finds the node (through the ports API); Enter opens it', async () => {
+    await page.getByTestId('search').fill(sim.manifest.bmcs[2]!.macs[1]!.toUpperCase());
+    await waitFor(() => page.evaluate(() => (window as any).__map.model.matches?.size === 1) || undefined, 5_000, 'one match');
+    await page.getByTestId('search').press('Enter');
+    await page.getByTestId('drawer').locator('h2', { hasText: nodes[2]!.name }).waitFor();
+    await page.getByTestId('drawer').getByRole('button', { name: 'Close' }).click();
+    await page.getByTestId('search').fill('');
+  });
+
   it('the drawer shows inventory and history', async () => {
     await clickNode(0);
     const drawer = page.getByTestId('drawer');

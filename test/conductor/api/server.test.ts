@@ -218,6 +218,25 @@ describe('API auth', () => {
     expect((await app.inject({ url: '/v1/nodes' })).statusCode).toBe(401);
     expect((await app.inject({ url: '/v1/nodes', headers: { 'x-auth-token': 'wrong-0123456789ab' } })).statusCode).toBe(401);
     expect((await app.inject({ url: '/v1/nodes', headers: { 'x-auth-token': token } })).statusCode).toBe(200);
+    // The console's page shell (no data) loads without a token and asks for one; its data does not.
+    const shell = await app.inject({ url: '/console/' });
+    expect(shell.statusCode).toBe(200);
+    expect(shell.headers['content-security-policy']).toMatch(/default-src 'self'/);
+    expect((await app.inject({ url: '/console/app.js' })).statusCode).toBe(200);
+    expect((await app.inject({ url: '/console/api/fleet' })).statusCode).toBe(401);
+    expect((await app.inject({ url: '/console/api/events' })).statusCode).toBe(401);
+    const fleet = await app.inject({ url: '/console/api/fleet', headers: { 'x-auth-token': token } });
+    expect(fleet.statusCode).toBe(200);
+    expect(fleet.json().fields).toContain('provision');
+    expect((await app.inject({ url: '/console/api/events?last_event_id=..', headers: { 'x-auth-token': token } })).statusCode).toBe(400);
+    await app.close();
+    await conductor.stop();
+  });
+
+  it('api.console: false serves no console', async () => {
+    const { app, conductor } = await makeApi({ api: { console: false } });
+    expect((await app.inject({ url: '/console/' })).statusCode).toBe(404);
+    expect((await app.inject({ url: '/console/api/fleet' })).statusCode).toBe(404);
     await app.close();
     await conductor.stop();
   });
