@@ -140,7 +140,7 @@ describe('the web console in chromium', () => {
     await page.locator('[data-testid=legend] li[data-value="available"]').click();
     expect(await page.evaluate(() => [...(window as any).__map.model.rows.keys()].filter((id: number) => (window as any).__map.model.visible(id)).length)).toBe(1);
     await page.locator('[data-testid=legend] li[data-value="available"]').click();
-    await shot('console-map.png');
+    await shot('console-map-small.png');
   });
 
   it('a power change made at the BMC (out of band) reaches the page within 2 s', async () => {
