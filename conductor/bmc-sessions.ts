@@ -43,8 +43,12 @@ export class BmcSessions {
     return this.p;
   }
 
-  /** Starts the BMC worker threads and adopts (or cleans up) sessions left by our previous run. */
-  async start(): Promise<void> {
+  /**
+   * Starts the BMC worker threads and adopts (or cleans up) sessions left by our previous run:
+   * those on BMCs this conductor owns are adopted, those on BMCs no node uses are logged out, and
+   * those on BMCs another conductor owns now are left for it to adopt.
+   */
+  async start(owns: (n: Node) => boolean = () => true): Promise<void> {
     const r = this.cfg;
     this.p = new BmcPool(
       r.pool_size,
@@ -54,9 +58,9 @@ export class BmcSessions {
     await this.p.start();
     const rows = await this.store.listBmcSessions(this.host);
     if (rows.length === 0) return;
-    const targets = await this.targets();
+    const { mine: targets, all } = await this.split(owns);
     const adopt = rows.filter((s) => targets.has(s.bmc_key));
-    const orphans = rows.filter((s) => !targets.has(s.bmc_key));
+    const orphans = rows.filter((s) => !all.has(s.bmc_key));
     const adopted = await this.p.importSessions(adopt.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: targets.get(s.bmc_key)! })));
     // Sessions on BMCs we no longer manage: log them out so nothing is left on the BMC.
     await Promise.all(
@@ -86,6 +90,49 @@ export class BmcSessions {
     return out;
   }
 
+  /** Redfish targets by session key: those this conductor owns, and every one in use. */
+  private async split(owns: (n: Node) => boolean): Promise<{ mine: Map<string, RedfishTarget>; all: Set<string> }> {
+    const mine = new Map<string, RedfishTarget>();
+    const all = new Set<string>();
+    for (const n of await this.store.listNodes({ driver: 'redfish' })) {
+      try {
+        const t = parseRedfishDriverInfo(n.driver_info, n.uuid);
+        all.add(t.key);
+        if (owns(n)) mine.set(t.key, t);
+      } catch {
+        /* invalid driver_info: no session */
+      }
+    }
+    return { mine, all };
+  }
+
+  /**
+   * Before ownership moves: adopts the persisted sessions of BMCs this conductor is about to own
+   * (whoever holds them; no login) and records them as its own.
+   */
+  async adopt(owns: (n: Node) => boolean, take: (keys: string[]) => Promise<void>): Promise<number> {
+    if (!this.p) return 0;
+    const { mine } = await this.split(owns);
+    const keys = [...mine.keys()];
+    const rows = [];
+    for (let i = 0; i < keys.length; i += 500) rows.push(...(await this.store.listBmcSessionsFor(keys.slice(i, i + 500))));
+    const foreign = rows.filter((r) => r.conductor !== this.host);
+    if (foreign.length === 0) return 0;
+    const adopted = await this.p.importSessions(foreign.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: mine.get(s.bmc_key)! })));
+    await take(foreign.map((r) => r.bmc_key));
+    if (adopted) this.log.info({ adopted }, 'adopted the BMC sessions of nodes this conductor now owns (no login)');
+    return adopted;
+  }
+
+  /** After ownership moved: BMCs this conductor no longer owns are released without logout. */
+  async releaseLost(owns: (n: Node) => boolean): Promise<number> {
+    if (!this.p) return 0;
+    const { mine, all } = await this.split(owns);
+    const released = await this.p.release([...all].filter((k) => !mine.has(k)));
+    if (released) this.log.info({ released }, 'released the BMC sessions of nodes another conductor owns now (no logout)');
+    return released;
+  }
+
   private async persist(events: SessionEvent[]): Promise<void> {
     for (const e of events) {
       try {
@@ -107,7 +154,17 @@ export class BmcSessions {
     await this.p.forget([key]).catch((err) => this.log.warn({ err }, 'could not release the BMC client of a deleted node'));
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops the pool. With `handOver` (live peers will own these BMCs) the sessions are released,
+   * not logged out: the peers adopt them from the table without a login. Otherwise every session
+   * is logged out (nothing left on the BMCs).
+   */
+  async close(handOver = false): Promise<void> {
+    if (handOver && this.p) {
+      const { all } = await this.split(() => true);
+      const released = await this.p.release([...all]).catch(() => 0);
+      this.log.info({ released }, 'BMC sessions handed over to the conductors that own them now');
+    }
     await this.p?.close();
   }
 }

@@ -116,6 +116,15 @@ export const configSchema = z.strictObject({
       graceful_shutdown_timeout_s: z.number().int().min(0).max(86_400).default(60),
       /** SIGUSR2 drain: how long to wait for node locks to be released. @default 1800 */
       drain_shutdown_timeout_s: z.number().int().min(0).max(86_400).default(1800),
+      /** Seconds between this conductor's heartbeats in the conductors table. @default 5 */
+      heartbeat_interval_s: z.number().min(0.2).max(300).default(5),
+      /**
+       * A conductor whose heartbeat (on the database's clock) is older than this is offline and its
+       * nodes are taken over. Lower = faster takeover; too low and a GC pause or a slow database
+       * makes a live conductor look dead (it then stops owning nodes until it heartbeats again).
+       * @default 10
+       */
+      heartbeat_timeout_s: z.number().min(0.5).max(3600).default(10),
     })
     .prefault({}),
   redfish: z
@@ -248,6 +257,9 @@ export function compileConfig(raw: unknown): ConductorConfig {
   cfg.api.metrics_auth ??= cfg.api.auth.strategy !== 'noauth';
   if (cfg.api.metrics_auth && cfg.api.auth.strategy === 'noauth') {
     throw new ConfigError('invalid configuration: api.metrics_auth needs an api.auth.strategy other than noauth', 'api.metrics_auth');
+  }
+  if (cfg.conductor.heartbeat_timeout_s < 2 * cfg.conductor.heartbeat_interval_s) {
+    throw new ConfigError('invalid configuration: conductor.heartbeat_timeout_s must be at least twice conductor.heartbeat_interval_s (one late heartbeat must not look like a death)', 'conductor.heartbeat_timeout_s');
   }
   if (cfg.api.auth.strategy === 'token' && cfg.api.auth.tokens.length === 0) {
     throw new ConfigError('invalid configuration: api.auth.tokens must list at least one token for strategy token', 'api.auth.tokens');

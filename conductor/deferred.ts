@@ -23,6 +23,8 @@ export interface DeferredOptions {
   maxIdleMs?: number;
   /** Called when an action ran out of retries. */
   onFailed?: (action: DeferredAction, err: unknown, task: Task) => Promise<void>;
+  /** Is the action's node this conductor's (its hash-ring owner)? Every action when absent. */
+  owns?: (action: DeferredAction) => Promise<boolean>;
 }
 
 export class DeferredScheduler {
@@ -123,10 +125,16 @@ export class DeferredScheduler {
         this.rescan = false;
         const free = (this.o.concurrency ?? 64) - this.running.size;
         if (free <= 0) break;
-        const due = await this.store.listDueDeferred(new Date(), free);
+        // With several conductors, rows of nodes another conductor owns are left to it: read a
+        // few times more than there is room for, so they cannot crowd out our own.
+        const owns = this.o.owns;
+        const due = await this.store.listDueDeferred(new Date(), owns ? free * 4 : free);
+        let launched = 0;
         for (const a of due) {
-          if (this.stopped) break;
+          if (this.stopped || launched >= free) break;
+          if (owns && !(await owns(a))) continue;
           if (!(await this.store.claimDeferred(a.uuid, this.host))) continue;
+          launched++;
           const p = this.runOne(a)
             .catch((err) => {
               // Only a bookkeeping write that stayed failing lands here; the row is RUNNING and is
@@ -139,7 +147,7 @@ export class DeferredScheduler {
             });
           this.running.add(p);
         }
-        if (due.length === free) this.rescan = true;
+        if (launched === free) this.rescan = true;
       } while (this.rescan && !this.stopped && this.running.size < (this.o.concurrency ?? 64));
     } catch (err) {
       this.log.error({ err }, 'deferred scan failed; retrying on the next scan');

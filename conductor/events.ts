@@ -61,6 +61,8 @@ export const channels = {
   nodeRow: diagnostics_channel.channel('ironfleet:node:row'),
   /** BmcReachabilityMessage: published on changes only, never once per node per sweep. */
   bmcReachability: diagnostics_channel.channel('ironfleet:power-sync:reachability'),
+  /** TakeoverMessage (cluster/takeover.ts): this conductor took over a dead one's nodes. */
+  takeover: diagnostics_channel.channel('ironfleet:cluster:takeover'),
   /** AgentProgressMessage */
   agentProgress: diagnostics_channel.channel('ironfleet:agent:progress'),
   /** NodeStateMessage */

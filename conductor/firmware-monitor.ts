@@ -18,6 +18,8 @@ export interface FirmwareMonitorDeps {
   ops: NodeOps;
   drivers: DriverRegistry;
   pollIntervalMs: number;
+  /** Is this node this conductor's (its hash-ring owner)? Every node when absent. */
+  owns?(node: Node): boolean;
   log: Logger;
 }
 
@@ -64,7 +66,7 @@ export class FirmwareMonitor {
   /** One pass: polls every node with an update in flight; returns how many finished. */
   async poll(): Promise<number> {
     const drivers = this.d.drivers.names().filter((n) => this.d.drivers.get(n).firmware.pollUpdate);
-    const nodes = (await Promise.all(drivers.map((driver) => this.d.store.listNodes({ driver })))).flat().filter((n) => hasInternal(n, 'firmware_update'));
+    const nodes = (await Promise.all(drivers.map((driver) => this.d.store.listNodes({ driver })))).flat().filter((n) => hasInternal(n, 'firmware_update') && (!this.d.owns || this.d.owns(n)));
     let finished = 0;
     await Promise.all(
       nodes.map(async (n) => {

@@ -35,6 +35,10 @@ import { recoverAtStart, purgeFinished } from './recovery.js';
 import { flowSettings } from './flow-settings.js';
 import { FLOW_ACTIVE_STATES, isProvisionState, type FlowKind } from './states.js';
 import { InvalidStateError, errorMessage } from '../shared/errors.js';
+import { AGENT_VERSION } from '../shared/commands.js';
+import { ClusterStore } from './db/cluster-store.js';
+import { Membership } from './cluster/membership.js';
+import { Takeover } from './cluster/takeover.js';
 
 export type { Severity };
 
@@ -66,6 +70,10 @@ export class Conductor {
   readonly firmware: FirmwareMonitor;
   readonly provisioning: Provisioning;
   readonly admin: NodeAdmin;
+  /** The conductors sharing this database and the hash ring that says which nodes are whose. */
+  readonly membership: Membership;
+  readonly cluster: ClusterStore;
+  private readonly takeover: Takeover;
   /** The flow settings, compiled once from the config. */
   private readonly flowSettings: FlowSettings;
   private lifecycle: ConductorState = 'running';
@@ -84,8 +92,19 @@ export class Conductor {
     this.drivers.register(redfishHardware(() => this.bmc.require()));
     this.metrics = new ConductorMetrics({ agents: this.hub, bmc: () => this.bmc.pool });
     this.ops = new NodeOps({ store, drivers: this.drivers, agents: this.hub, host: cfg.host, historyMaxEntries: c.node_history_max_entries, log: child('flows') });
+    this.cluster = new ClusterStore(store.db, store.dialect);
+    this.membership = new Membership(
+      this.cluster,
+      { host: cfg.host, group: cfg.conductor_group, version: AGENT_VERSION, heartbeatIntervalS: c.heartbeat_interval_s, heartbeatTimeoutS: c.heartbeat_timeout_s, single: store.dialect === 'sqlite' },
+      child('membership'),
+    );
+    const owns = (n: Node) => this.membership.owns(n);
     this.deferred = new DeferredScheduler(store, this.tasks, cfg.host, child('deferred'), {
       concurrency: c.deferred_concurrency,
+      owns: async (a) => {
+        const n = await store.getNodeById(a.node_id);
+        return !n || owns(n);
+      },
       onFailed: async (a, err, task) => {
         if (!a.call.startsWith('flow.')) return;
         const st = task.node.provision_state;
@@ -106,9 +125,18 @@ export class Conductor {
       store, drivers: this.drivers, cfg: cfg.power_sync, log: child('power-sync'),
       history: (node, ev, type, sev) => this.ops.history(node, ev, type, sev),
       setPowerState: (node, target) => this.provisioning.setPowerState(node, target),
+      owns,
     });
-    this.sensors = new SensorCollector({ store, drivers: this.drivers, log: child('sensors'), cfg: { ...cfg.sensors, deadline_ms: cfg.power_sync.sweep_deadline_ms } });
-    this.firmware = new FirmwareMonitor({ store, tasks: this.tasks, ops: this.ops, drivers: this.drivers, pollIntervalMs: cfg.firmware.poll_interval_ms, log: child('firmware') });
+    this.sensors = new SensorCollector({ store, drivers: this.drivers, owns, log: child('sensors'), cfg: { ...cfg.sensors, deadline_ms: cfg.power_sync.sweep_deadline_ms } });
+    this.firmware = new FirmwareMonitor({ store, tasks: this.tasks, ops: this.ops, drivers: this.drivers, pollIntervalMs: cfg.firmware.poll_interval_ms, owns, log: child('firmware') });
+    this.takeover = new Takeover({
+      membership: this.membership, cluster: this.cluster, store, ops: this.ops, heartbeatTimeoutS: c.heartbeat_timeout_s, log: child('takeover'),
+      releaseSessions: () => this.bmc.releaseLost(owns),
+      wake: () => {
+        this.deferred.wake();
+        this.powerSync.sweepSoon();
+      },
+    });
   }
 
   static async open(cfg: ConductorConfig, log: Logger): Promise<Conductor> {
@@ -128,8 +156,19 @@ export class Conductor {
     const sealed = await store.sealAtRest();
     if (sealed) log.warn({ rows: sealed }, 'sealed secrets that were stored in plaintext (written before sealing at rest existed)');
     const c = new Conductor(cfg, store, log);
-    await recoverAtStart(store, c.ops, cfg.host, log);
-    await c.bmc.start();
+    try {
+      await c.membership.join();
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    const owns = (n: Node) => c.membership.owns(n);
+    await recoverAtStart(store, c.ops, cfg.host, log, owns);
+    await c.bmc.start(owns);
+    // Sessions on BMCs this conductor owns that a peer (or a dead conductor) persisted: adopted now,
+    // before the first sweep could log in again.
+    await c.bmc.adopt(owns, (keys) => c.cluster.takeSessions(keys, cfg.host));
+    c.membership.beforeSwap = (_change, next) => c.bmc.adopt(next, (keys) => c.cluster.takeSessions(keys, cfg.host)).then(() => undefined);
     return c;
   }
 
@@ -155,6 +194,8 @@ export class Conductor {
 
   /** Periodic work: deferred actions, power sync, sensors, firmware monitor, retention. */
   startBackground(): void {
+    this.membership.on('changed', (change) => void this.takeover.onChange(change));
+    this.membership.start();
     void this.deferred.start().catch((err) => this.log.error({ err }, 'deferred scheduler failed to start'));
     this.powerSync.start();
     this.sensors.start();
@@ -175,6 +216,8 @@ export class Conductor {
   async stop(timeoutMs = this.cfg.conductor.graceful_shutdown_timeout_s * 1000): Promise<boolean> {
     if (this.lifecycle === 'stopping' || this.lifecycle === 'stopped') return true;
     this.lifecycle = 'stopping';
+    // Peers take this conductor's nodes now (it owns none while it finishes what it holds).
+    await this.membership.drain().catch(() => undefined);
     this.firmware.stop();
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     const t0 = Date.now();
@@ -183,10 +226,12 @@ export class Conductor {
     if (!deferredDone || !inflightDone) this.log.warn({ timeout_ms: timeoutMs }, 'graceful shutdown timed out; in-flight work is left to crash recovery');
     await this.powerSync.stop();
     await this.sensors.stop();
-    await this.bmc.close();
+    // Live peers own this conductor's BMCs now: hand the sessions over rather than log out.
+    await this.bmc.close(this.membership.peerCount() > 0);
     await this.hub.stop();
     this.metrics.close();
     await this.store.clearReservations(this.cfg.host);
+    await this.membership.leave();
     await this.store.close();
     this.lifecycle = 'stopped';
     return deferredDone && inflightDone;
@@ -195,6 +240,8 @@ export class Conductor {
   /** Drain: stop taking work and wait until this conductor holds no node locks (bounded). */
   async drain(timeoutMs = this.cfg.conductor.drain_shutdown_timeout_s * 1000): Promise<boolean> {
     if (this.lifecycle === 'running') this.lifecycle = 'draining';
+    // Leave the ring: peers own (and sweep) this conductor's nodes; it finishes what it holds.
+    await this.membership.drain().catch((err) => this.log.warn({ err }, 'could not mark this conductor draining'));
     const until = Date.now() + timeoutMs;
     while (Date.now() < until) {
       const held = (await this.store.listNodes({})).filter((n) => n.reservation === this.cfg.host).length;

@@ -26,6 +26,8 @@ export interface PowerSyncDeps {
   history(node: Pick<Node, 'id'>, event: string, eventType: string, severity: Severity): Promise<void>;
   /** Forces a node back to its recorded power state (force_power_state), as an API action would. */
   setPowerState(node: Node, target: 'power on' | 'power off'): Promise<void>;
+  /** Is this node this conductor's to sweep (its hash-ring owner)? Every node when absent. */
+  owns?(node: Node): boolean;
   log: Logger;
 }
 
@@ -72,8 +74,23 @@ export class PowerSync {
       this.timer = setTimeout(() => void loop(), Math.max(0, this.cfg.interval_s * 1000 - spent));
       this.timer.unref();
     };
+    this.loop = loop;
     this.timer = setTimeout(() => void loop(), 1000);
     this.timer.unref();
+  }
+
+  private loop: (() => Promise<void>) | undefined;
+
+  /** A sweep as soon as possible (after one in progress): newly owned nodes are swept at once. */
+  sweepSoon(): void {
+    const loop = this.loop;
+    if (!loop || this.stopped) return;
+    void (this.running ?? Promise.resolve()).catch(() => undefined).then(() => {
+      if (this.stopped) return;
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = setTimeout(() => void loop(), 0);
+      this.timer.unref();
+    });
   }
 
   async stop(): Promise<void> {
@@ -85,6 +102,7 @@ export class PowerSync {
   /** Which nodes a sweep looks at, and why the others are skipped. */
   private eligible(n: Node): boolean {
     if (!this.syncedHardware(n)) return false;
+    if (this.d.owns && !this.d.owns(n)) return false;
     if (n.reservation || n.target_power_state) return false;
     if (isProvisionState(n.provision_state) && SYNC_EXCLUDED_STATES.has(n.provision_state)) return false;
     if (n.maintenance && n.fault !== POWER_FAILURE_FAULT) return false;
@@ -120,7 +138,7 @@ export class PowerSync {
     const groups = new Map<HardwareType, Node[]>();
     for (const n of all) {
       if (!this.eligible(n)) {
-        if (this.syncedHardware(n)) report.skipped++;
+        if (this.syncedHardware(n) && (!this.d.owns || this.d.owns(n))) report.skipped++;
         continue;
       }
       const hw = this.syncedHardware(n)!;

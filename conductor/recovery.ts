@@ -6,16 +6,16 @@
  * purge finished rows older than the retention period.
  */
 import type { Logger } from 'pino';
-import type { Store } from './db/store.js';
+import type { Node, Store } from './db/store.js';
 import type { NodeOps } from './node-ops.js';
 import { STUCK_STATES_TREATED_AS_FAIL, transition, type ProvisionState } from './states.js';
 
-export async function recoverAtStart(store: Store, ops: NodeOps, host: string, log: Logger): Promise<void> {
+export async function recoverAtStart(store: Store, ops: NodeOps, host: string, log: Logger, owns: (n: Node) => boolean = () => true): Promise<void> {
   const cleared = await store.clearReservations(host);
   if (cleared > 0) log.warn({ cleared }, 'released node locks left by a previous run of this conductor');
   for (const state of STUCK_STATES_TREATED_AS_FAIL) {
     for (const node of await store.listNodes({ provisionState: state })) {
-      if (node.reservation) continue; // another live conductor owns it
+      if (node.reservation || !owns(node)) continue; // another live conductor works on it / owns it
       const ev = transition(state, 'fail', node.target_provision_state as ProvisionState | null, node.uuid);
       const msg = `Conductor ${host} restarted while the node was ${state}; the operation was aborted.`;
       await store.updateNode(node.id, { provision_state: ev.to, target_provision_state: null, last_error: msg }, { provision_state: state });

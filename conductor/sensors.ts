@@ -15,6 +15,8 @@ import { channels, publish, type SensorReadingMessage } from './events.js';
 export interface SensorDeps {
   store: Store;
   drivers: DriverRegistry;
+  /** Is this node this conductor's (its hash-ring owner)? Every node when absent. */
+  owns?(node: Node): boolean;
   cfg: { interval_s: number; include_undeployed: boolean; deadline_ms: number };
   log: Logger;
 }
@@ -55,7 +57,7 @@ export class SensorCollector {
   private async refresh(): Promise<void> {
     const drivers = this.d.drivers.names().filter((name) => this.d.drivers.get(name).management.readSensors);
     const all = (await Promise.all(drivers.map((driver) => this.d.store.listNodes({ driver })))).flat();
-    this.nodes = all.filter((n) => !n.maintenance && (this.d.cfg.include_undeployed || n.provision_state === 'active'));
+    this.nodes = all.filter((n) => !n.maintenance && (this.d.cfg.include_undeployed || n.provision_state === 'active') && (!this.d.owns || this.d.owns(n)));
     const live = new Set(this.nodes.map((n) => n.uuid));
     for (const uuid of this.published) {
       if (live.has(uuid)) continue;

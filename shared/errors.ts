@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'IRF_CONCURRENT_ACTION_LIMIT'
   | 'IRF_DB_UNAVAILABLE'
   | 'IRF_CONSOLE_NOT_BUILT'
+  | 'IRF_CONDUCTOR_UNAVAILABLE'
   | 'IRF_INTERNAL';
 
 export interface ErrorFields {

@@ -29,7 +29,13 @@ function assetsDir(): string | undefined {
 export function registerConsoleRoutes(app: FastifyInstance, ctx: ApiContext): FleetFeed {
   const { conductor } = ctx;
   const feed = new FleetFeed(
-    { listNodes: () => conductor.store.listNodes(), agents: conductor.hub, bmc: () => conductor.bmc.pool, host: conductor.cfg.host },
+    {
+      listNodes: () => conductor.store.listNodes(),
+      agents: conductor.hub,
+      bmc: () => conductor.bmc.pool,
+      ownerOf: (n) => conductor.membership.ownerOf(n) ?? '(no conductor)',
+      onRingChange: (fn) => conductor.membership.on('changed', fn),
+    },
     { ...FEED_DEFAULTS, bytesPerSecond: conductor.cfg.api.console_stream_bytes_per_s },
   );
   const sensors = new SensorHistory();

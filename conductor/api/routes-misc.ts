@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { ApiContext } from './context.js';
 import { MAX_VERSION, MIN_VERSION, fmt } from './versions.js';
 import { links } from './views.js';
+import type { ConductorRecord } from '../db/cluster-store.js';
 import { NotFoundError } from '../../shared/errors.js';
 import {
   agentCommandBodySchema,
@@ -107,7 +108,8 @@ export function buildOpenApi(base: string): Record<string, unknown> {
       '/v1/drivers/{name}': { parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }], get: { summary: 'One driver', responses: { '200': ok('Driver'), ...errors } } },
       '/v1/drivers/{name}/properties': { parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }], get: { summary: 'Driver properties', responses: { '200': ok('Properties'), ...errors } } },
       '/v1/openapi.json': { get: { summary: 'This document', responses: { '200': ok('OpenAPI 3.1') } } },
-      '/v1/conductors': { get: { summary: 'Conductors', responses: { '200': ok('Conductors') } } },
+      '/v1/conductors': { get: { summary: 'Every conductor sharing the database, alive or not', responses: { '200': ok('Conductors') } } },
+      '/v1/conductors/{hostname}': { parameters: [{ name: 'hostname', in: 'path', required: true, schema: { type: 'string' } }], get: { summary: 'One conductor', responses: { '200': ok('Conductor'), ...errors } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': ok('text/plain exposition') } } },
     },
   };
@@ -161,16 +163,31 @@ export function registerMiscRoutes(app: FastifyInstance, ctx: ApiContext): void 
     return conductor.drivers.get(req.params.name).properties;
   });
 
-  app.get('/v1/conductors', async (req) => ({
-    conductors: [
-      {
-        hostname: conductor.cfg.host,
-        conductor_group: conductor.cfg.conductor_group,
-        alive: true,
-        links: links(base(req), 'conductors', conductor.cfg.host),
-      },
-    ],
-  }));
+  // Every conductor sharing the database (Ironic's shape; alive = heartbeat within the timeout, on
+  // the database's clock), plus this project's state/addresses/version.
+  const conductorView = (r: ConductorRecord, req: FastifyRequest) => ({
+    hostname: r.hostname,
+    conductor_group: r.conductor_group,
+    alive: r.state !== 'offline' && r.age_ms < conductor.cfg.conductor.heartbeat_timeout_s * 1000,
+    state: r.state,
+    drivers: conductor.drivers.names(),
+    version: r.version,
+    api_url: r.api_url,
+    agent_address: r.agent_address,
+    created_at: r.started_at,
+    updated_at: new Date(Date.now() - r.age_ms).toISOString(),
+    links: links(base(req), 'conductors', r.hostname),
+  });
+  app.get('/v1/conductors', async (req) => {
+    await conductor.membership.tick();
+    return { conductors: conductor.membership.members().map((r) => conductorView(r, req)) };
+  });
+  app.get<{ Params: { hostname: string } }>('/v1/conductors/:hostname', async (req) => {
+    await conductor.membership.tick();
+    const r = conductor.membership.record(req.params.hostname);
+    if (!r) throw new NotFoundError('Conductor', req.params.hostname);
+    return conductorView(r, req);
+  });
 
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', ctx.metrics.registry.contentType);

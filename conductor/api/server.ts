@@ -14,6 +14,7 @@ import { registerNodeAgentRoutes } from './routes-node-agent.js';
 import { registerPortRoutes } from './routes-ports.js';
 import { registerMiscRoutes } from './routes-misc.js';
 import { CONSOLE_SHELL, registerConsoleRoutes } from './routes-console.js';
+import { registerForwarding } from './forward.js';
 import { UnsafeJsonError, parseUntrustedJson } from '../../shared/safe-json.js';
 import { isTransientDbError } from '../db/retry.js';
 import { scrubText } from '../../shared/redact.js';
@@ -215,6 +216,7 @@ export async function buildApi(conductor: Conductor, log: Logger): Promise<Fasti
 
   app.setNotFoundHandler((req, reply) => ironicError(reply, 404, `The resource could not be found: ${req.method} ${req.url.split('?')[0]}`, 'IRF_NOT_FOUND'));
 
+  registerForwarding(app, ctx);
   registerMiscRoutes(app, ctx);
   registerNodeRoutes(app, ctx);
   registerNodeAgentRoutes(app, ctx);

@@ -26,8 +26,10 @@ export interface FeedSources extends PanelSources {
     on(ev: 'connected', fn: (node: Node) => void): unknown;
     on(ev: 'disconnected', fn: (nodeId: number) => void): unknown;
   };
-  /** This conductor's name (the owner of every node while one conductor runs). */
-  host: string;
+  /** The conductor owning a node on the hash ring. */
+  ownerOf(n: Node): string;
+  /** Calls `fn` whenever the ring changed (owners move without a node write). */
+  onRingChange(fn: () => void): void;
 }
 
 export interface FleetFeedOptions extends FeedClientOptions {
@@ -87,6 +89,7 @@ export class FleetFeed {
       this.src.agents.on('connected', (n: Node) => this.setField(n.id, 8, 1));
       this.src.agents.on('disconnected', (id: number) => this.setField(id, 8, 0));
       this.panels.start();
+      this.src.onRingChange(() => void this.reown());
       for (const n of await this.src.listNodes()) this.put(n);
       const queued = this.pending ?? [];
       this.pending = null;
@@ -200,6 +203,20 @@ export class FleetFeed {
     this.mark(m.node.id);
   }
 
+  /** The ring changed: every node's owner is read again (one listing per change, changes are rare). */
+  private async reown(): Promise<void> {
+    if (this.pending) return;
+    for (const n of await this.src.listNodes().catch(() => [])) {
+      const row = this.rows.get(n.id);
+      const owner = this.src.ownerOf(n);
+      if (!row || row[10] === owner) continue;
+      const next = [...row] as FeedRow;
+      next[10] = owner;
+      this.rows.set(n.id, next);
+      this.mark(n.id);
+    }
+  }
+
   private onReachability(m: BmcReachabilityMessage): void {
     const verdict = m.ok ? 'ok' : (m.code ?? 'RF_INTERNAL');
     this.bmcByUuid.set(m.node, verdict);
@@ -221,7 +238,7 @@ export class FleetFeed {
 
   private toRow(n: Node): FeedRow {
     const bmc = n.maintenance && n.fault === POWER_FAILURE_FAULT ? 'unreachable' : (this.bmcByUuid.get(n.uuid) ?? (n.power_state ? 'ok' : 'unknown'));
-    return [n.id, n.uuid, n.name, n.conductor_group, n.provision_state, n.power_state, n.maintenance ? 1 : 0, n.health, this.src.agents.isConnected(n.id) ? 1 : 0, bmc, this.src.host];
+    return [n.id, n.uuid, n.name, n.conductor_group, n.provision_state, n.power_state, n.maintenance ? 1 : 0, n.health, this.src.agents.isConnected(n.id) ? 1 : 0, bmc, this.src.ownerOf(n)];
   }
 
   private setField(id: number, index: 8 | 9, value: FeedRow[8] | FeedRow[9]): void {

@@ -135,6 +135,27 @@ function buildMigrations(dialect: SqlDialect): Record<string, Migration> {
       await db.schema.createIndex('deferred_actions_node').on('deferred_actions').column('node_id').execute();
     },
   },
+    '0004_conductors': {
+      async up(db: Kysely<any>) {
+        // Membership of the conductors sharing this database: a heartbeat (milliseconds on the
+        // database's clock, so hosts' clocks never matter), addresses for forwarding, and the
+        // protocol a conductor speaks (a ring refuses members that speak another).
+        await db.schema
+          .createTable('conductors')
+          .addColumn('hostname', 'varchar(255)', (c) => c.primaryKey())
+          .addColumn('conductor_group', 'varchar(255)', (c) => c.notNull().defaultTo(''))
+          .addColumn('api_url', 'varchar(512)')
+          .addColumn('agent_address', 'varchar(512)')
+          .addColumn('version', 'varchar(32)', (c) => c.notNull())
+          .addColumn('protocol', 'integer', (c) => c.notNull())
+          .addColumn('instance', 'varchar(64)', (c) => c.notNull())
+          .addColumn('pid', 'integer', (c) => c.notNull())
+          .addColumn('started_at', 'varchar(32)', (c) => c.notNull())
+          .addColumn('heartbeat_ms', dialect === 'postgres' ? 'double precision' : 'real', (c) => c.notNull())
+          .addColumn('state', 'varchar(16)', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

@@ -195,6 +195,12 @@ export class RecordStore extends NodeStore {
     const box = this.box;
     return box ? rows.map((r) => ({ ...r, token: isSealed(r.token) ? box.open(r.token) : r.token })) : rows;
   }
+  /** Persisted sessions on these BMCs, whichever conductor holds them (a new owner adopts them). */
+  async listBmcSessionsFor(keys: string[]): Promise<Array<{ bmc_key: string; session_uri: string; token: string; created_at: string; conductor: string }>> {
+    const rows = await this.db.selectFrom('bmc_sessions').select(['bmc_key', 'session_uri', 'token', 'created_at', 'conductor']).where('bmc_key', 'in', keys.length ? keys : ['']).execute();
+    const box = this.box;
+    return box ? rows.map((r) => ({ ...r, token: isSealed(r.token) ? box.open(r.token) : r.token })) : rows;
+  }
 
   /**
    * Seals every secret at rest that is not sealed with the primary key yet: values written before

@@ -105,7 +105,22 @@ export interface DeferredActionsTable {
   updated_at: string | null;
 }
 
+export interface ConductorsTable {
+  hostname: string;
+  conductor_group: string;
+  api_url: string | null;
+  agent_address: string | null;
+  version: string;
+  protocol: number;
+  instance: string;
+  pid: number;
+  started_at: string;
+  heartbeat_ms: number;
+  state: string;
+}
+
 export interface Database {
+  conductors: ConductorsTable;
   deferred_actions: DeferredActionsTable;
   bmc_sessions: BmcSessionsTable;
   nodes: NodesTable;

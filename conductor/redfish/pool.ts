@@ -120,6 +120,14 @@ export class BmcPool {
     await Promise.all(groups.map((g, i) => (g.length ? this.exec(i, { op: 'forget', keys: g }) : undefined)));
   }
 
+  /** Hands BMCs to another conductor: clients dropped without logout (the sessions stay valid). */
+  async release(keys: string[]): Promise<number> {
+    const groups = this.shards.map(() => [] as string[]);
+    for (const k of keys) groups[this.shardOf(k)]!.push(k);
+    const res = await Promise.all(groups.map((g, i) => (g.length ? this.exec<{ released: number }>(i, { op: 'release', keys: g }) : { released: 0 })));
+    return res.reduce((a, r) => a + r.released, 0);
+  }
+
   async stats(): Promise<Record<string, number>> {
     const per = (await Promise.all(this.shards.map((s) => s.run({ op: 'stats' } satisfies Task)))) as Array<Record<string, number>>;
     const total: Record<string, number> = {};

@@ -57,6 +57,7 @@ export type Task =
   | { op: 'import-sessions'; sessions: Array<SessionRecord & { target?: RedfishTarget }> }
   | { op: 'stats' }
   | { op: 'forget'; keys: string[] }
+  | { op: 'release'; keys: string[] }
   | { op: 'shutdown' };
 
 export interface SweepItem {
@@ -150,7 +151,10 @@ export default async function run(task: Task): Promise<unknown> {
       let adopted = 0;
       for (const s of task.sessions) {
         if (!s.target) continue;
-        client(s.target).adoptSession(s);
+        const c = client(s.target);
+        // A client that already has its own session keeps it (adopting would orphan one on the BMC).
+        if (c.hasSession) continue;
+        c.adoptSession(s);
         adopted++;
       }
       return { adopted };
@@ -166,6 +170,20 @@ export default async function run(task: Task): Promise<unknown> {
       }
       // Operation retries by error code (retry-policy.ts), flat so the pool can sum shards.
       return { ...total, ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
+    }
+    case 'release': {
+      // Another conductor owns these BMCs now: drop the clients without logging out (the new
+      // owner adopts the persisted session; one session per BMC, no new login).
+      let released = 0;
+      for (const k of task.keys) {
+        const c = clients.get(k);
+        if (!c) continue;
+        clients.delete(k);
+        if (c.releaseSession()) released++;
+        c.takeSessionEvents();
+        await c.close();
+      }
+      return { released };
     }
     case 'forget': {
       // The BMC's last node was deleted (or moved to another BMC): log out, drop its sockets and

@@ -63,7 +63,7 @@ describe('FleetFeed', () => {
   let store: Store;
   const agents = Object.assign(new EventEmitter(), { isConnected: () => false, connectedCount: () => 0 });
   const nodes: Node[] = [];
-  const feed = () => new FleetFeed({ listNodes: () => store.listNodes(), agents, bmc: () => undefined, host: 'c1' }, { tickMs: 60_000, logBatches: 5, bytesPerSecond: 16 * 1024, maxBufferedBytes: 64 * 1024 });
+  const feed = () => new FleetFeed({ listNodes: () => store.listNodes(), agents, bmc: () => undefined, ownerOf: () => 'c1', onRingChange: () => undefined }, { tickMs: 60_000, logBatches: 5, bytesPerSecond: 16 * 1024, maxBufferedBytes: 64 * 1024 });
 
   beforeAll(async () => {
     store = new Store(await openDatabase(`sqlite://${path.join(tmpDir('ironfleet-feed-'), 'feed.db')}`));
