@@ -31,7 +31,7 @@ export function registerNodeRoutes(app: FastifyInstance, ctx: ApiContext): void 
 
   function view(n: Node, req: FastifyRequest): Record<string, unknown> {
     const hw = conductor.drivers.has(n.driver) ? conductor.drivers.get(n.driver) : undefined;
-    return nodeView(n, ctx.baseUrl(req), hw, conductor.cfg.host, { connected: conductor.hub.isConnected(n.id) });
+    return nodeView(n, ctx.baseUrl(req), hw, conductor.membership.ownerOf(n) ?? null, { connected: conductor.hub.isConnected(n.id) });
   }
 
   function parseFields(raw: string | undefined): string[] | undefined {
