@@ -18,6 +18,7 @@ import {
 import { AGENT_TOKEN_METADATA, AGENT_VERSION, COMMAND_NAMES, COMMANDS, fromProtoCommand } from '../shared/commands.js';
 import { describeZodError } from '../shared/inventory.js';
 import { Backoff, sleep } from '../shared/backoff.js';
+import { isLoopbackHost } from '../shared/net.js';
 import { errorMessage } from '../shared/errors.js';
 import type { HardwareProvider } from './hardware.js';
 import { Journal, type JournalEntry } from './journal.js';
@@ -25,7 +26,10 @@ import type { FirmwareManager } from './firmware.js';
 import { CommandFailure, HANDLERS, type CommandHandler, type Progress } from './commands/registry.js';
 
 export interface AgentClientOptions {
-  /** host:port of the conductor's agent endpoint. */
+  /**
+   * host:port of the conductor's agent endpoint, or several comma-separated (several conductors):
+   * tried in turn; the one reached redirects the agent to its node's owner.
+   */
   conductor: string;
   hardware: HardwareProvider;
   log: Logger;
@@ -33,6 +37,8 @@ export interface AgentClientOptions {
   stateDir?: string;
   /** PEM CA to verify the conductor; undefined = plaintext. */
   caPem?: Buffer;
+  /** Plaintext to a non-loopback conductor allowed (also for addresses learned from conductors). */
+  insecure?: boolean;
   /** Override handlers (tests and simulated agents). */
   handlers?: Partial<Record<string, CommandHandler>>;
   backoff?: { initialMs?: number; maxMs?: number };
@@ -91,9 +97,19 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
 
+  /** Conductor endpoints known (given, then learned from Welcome.conductors); `target` indexes them. */
+  private targets: string[];
+  private target = 0;
+  /** Set by a redirecting Welcome: the next dial goes there, at once. */
+  private redirectTo: string | undefined;
+  /** The endpoint the current client dials. */
+  address: string;
+
   constructor(private readonly opts: AgentClientOptions) {
     super();
     this.backoff = new Backoff({ initialMs: opts.backoff?.initialMs ?? 1000, maxMs: opts.backoff?.maxMs ?? 60_000 });
+    this.targets = opts.conductor.split(',').map((t) => t.trim()).filter(Boolean);
+    this.address = this.targets[0]!;
   }
 
   async start(): Promise<void> {
@@ -118,9 +134,20 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   private async run(bootId: string): Promise<void> {
     while (!this.stopped) {
+      const before = this.connects;
       const reason = await this.connectOnce(bootId);
+      const welcomed = this.connects > before;
       this.teardown(reason);
       if (this.stopped) break;
+      if (this.redirectTo) {
+        // Sent to the node's owner: dial it now, no backoff (the redirect is not a failure).
+        this.switchTo(this.redirectTo);
+        this.redirectTo = undefined;
+        continue;
+      }
+      // A conductor that could not be reached (or went away): the next one in the list; the
+      // backoff's jitter spreads thousands of agents out when a conductor dies.
+      if (!welcomed && this.targets.length > 1) this.switchTo(this.targets[(this.target = (this.target + 1) % this.targets.length)]!);
       const delay = this.backoff.next();
       this.opts.log.info({ reason, retry_in_ms: delay }, 'conductor stream closed; reconnecting');
       await new Promise<void>((resolve) => {
@@ -128,6 +155,21 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         void sleep(delay).then(resolve);
       });
     }
+  }
+
+  /** Learned addresses obey the same rule as given ones: no plaintext off loopback unless insecure. */
+  private acceptable(address: string): boolean {
+    if (this.opts.caPem || this.opts.insecure) return true;
+    const ok = isLoopbackHost(address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, ''));
+    if (!ok) this.opts.log.warn({ address }, 'ignoring a plaintext conductor address off loopback (no CA, not --insecure)');
+    return ok;
+  }
+
+  private switchTo(address: string): void {
+    if (address === this.address && this.client) return;
+    this.client?.close();
+    this.client = undefined;
+    this.address = address;
   }
 
   private makeClient(): AgentServiceClient {
@@ -140,7 +182,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       'grpc.max_reconnect_backoff_ms': 10_000,
     };
     if (this.opts.channel) options.channelOverride = this.opts.channel;
-    return new AgentServiceClient(this.opts.conductor, creds, options);
+    return new AgentServiceClient(this.address, creds, options);
   }
 
   /** One stream's lifetime; resolves with the reason it ended. */
@@ -271,6 +313,15 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       case 'welcome': {
         const w = body.value;
         this.opts.log.debug({ welcome: w }, 'welcome received');
+        for (const c of w.conductors) if (!this.targets.includes(c) && this.acceptable(c)) this.targets.push(c);
+        if (w.redirectTo) {
+          // No session exists on this conductor; the stream ends. Follow it if it may be dialled.
+          if (this.acceptable(w.redirectTo)) {
+            this.opts.log.info({ node: w.nodeUuid, from: w.conductor, to: w.redirectTo }, 'redirected to the conductor that owns this node');
+            this.redirectTo = w.redirectTo;
+          }
+          return;
+        }
         if (w.agentToken) this.journal.setToken(w.agentToken, w.nodeUuid);
         if (w.settings) this.settings = { ...w.settings, window: Math.max(1, w.settings.window) };
         this.nodeUuid = w.nodeUuid;

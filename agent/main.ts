@@ -13,7 +13,8 @@ import { HostHardware } from './hardware.js';
 import { GenericCommandFirmware, loadGenericFirmwareConfig } from './firmware.js';
 
 export const agentOptionsSchema = z.strictObject({
-  conductor: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$/i, 'must be host:port'),
+  /** host:port, or several comma-separated (several conductors: tried in turn). */
+  conductor: z.string().regex(/^(?:[^\s:,]+:\d{1,5}|\[[0-9a-f:]+\]:\d{1,5})(?:,(?:[^\s:,]+:\d{1,5}|\[[0-9a-f:]+\]:\d{1,5}))*$/i, 'must be host:port (or a comma-separated list of them)'),
   state_dir: z.string().min(1).default('/run/ironfleet-agent'),
   ca_file: z.string().min(1).optional(),
   /** Test/lab agents on a host: regular files under this directory may stand in for disks. */
@@ -52,12 +53,12 @@ export function compileAgentOptions(raw: Record<string, unknown>): AgentOptions 
   const r = agentOptionsSchema.safeParse(raw);
   if (!r.success) throw new ConfigError(`invalid agent options: ${describeZodError(r.error)}`, r.error.issues[0]?.path.join('.') ?? '');
   const o = r.data;
-  const host = o.conductor.slice(0, o.conductor.lastIndexOf(':'));
-  if (!o.ca_file && !o.insecure && !isLoopbackHost(host)) {
+  const remote = o.conductor.split(',').find((a) => !isLoopbackHost(a.slice(0, a.lastIndexOf(':'))));
+  if (!o.ca_file && !o.insecure && remote) {
     // The agent runs as root and erases/writes disks on the conductor's word: a plaintext stream
     // off this machine can be read and rewritten by anyone on the path.
     throw new ConfigError(
-      `invalid agent options: conductor ${o.conductor} is not loopback and no CA is given (ca_file / ironfleet.ca=): refusing a plaintext conductor; pass --insecure (ironfleet.insecure=1) to accept it`,
+      `invalid agent options: conductor ${remote} is not loopback and no CA is given (ca_file / ironfleet.ca=): refusing a plaintext conductor; pass --insecure (ironfleet.insecure=1) to accept it`,
       'ca_file',
     );
   }
@@ -89,6 +90,7 @@ export async function runAgent(flags: Partial<Record<keyof AgentOptions, unknown
     log,
     stateDir: opts.state_dir,
     caPem: opts.ca_file ? readFileSync(opts.ca_file) : undefined,
+    insecure: opts.insecure,
     firmwareManagers: opts.firmware_config ? [new GenericCommandFirmware(loadGenericFirmwareConfig(opts.firmware_config))] : [],
     deployStepPriorities: opts.deploy_step_priorities,
     fileTargetDir: opts.file_target_dir,

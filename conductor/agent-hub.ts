@@ -54,6 +54,8 @@ export class AgentHub extends EventEmitter<AgentHubEvents> implements AgentLink 
   private timers: NodeJS.Timeout[] = [];
   /** Latest progress per command id (served by the API without a DB read). */
   readonly progress = new Map<string, Record<string, unknown>>();
+  /** Several conductors: where an agent whose node another conductor owns is sent, and the live endpoints. */
+  routing: { redirect(node: Node): string | undefined; conductors(): string[] } | undefined;
   boundPort = 0;
   /** Messages received, by oneof case (exported as ironfleet_agent_messages_total). */
   readonly received = new Map<string, number>();
@@ -262,9 +264,15 @@ export class AgentHub extends EventEmitter<AgentHubEvents> implements AgentLink 
   }
 
   private async onHello(call: ServerStream, hello: Hello, peer: string): Promise<AgentSession | undefined> {
-    const found = await lookupAgent({ store: this.store, cfg: this.cfg, log: this.log }, call, hello, peer);
+    const found = await lookupAgent({ store: this.store, cfg: this.cfg, log: this.log, redirect: this.routing?.redirect }, call, hello, peer);
     if (!found) return undefined;
     const { node, issued } = found;
+    if (found.redirect) {
+      this.log.info({ node: node.uuid, owner: found.redirect, peer }, 'agent redirected to the conductor that owns its node');
+      call.write({ body: { $case: 'welcome', value: { nodeUuid: node.uuid, nodeName: node.name ?? '', agentToken: '', conductor: this.cfg.host, resendResults: [], redirectTo: found.redirect, conductors: this.routing?.conductors() ?? [] } } });
+      call.end();
+      return undefined;
+    }
 
     const previous = this.sessions.get(node.id);
     if (previous) {
@@ -295,6 +303,8 @@ export class AgentHub extends EventEmitter<AgentHubEvents> implements AgentLink 
           agentToken: issued,
           conductor: this.cfg.host,
           resendResults: resend,
+          redirectTo: '',
+          conductors: this.routing?.conductors() ?? [],
           settings: {
             heartbeatIntervalS: this.cfg.agent.heartbeat_interval_s,
             window: this.cfg.agent.window,

@@ -21,10 +21,12 @@ export interface LookupDeps {
   store: Store;
   cfg: ConductorConfig;
   log: Logger;
+  /** Several conductors: the agent endpoint of the node's owner when that is not this conductor. */
+  redirect?(node: Node): string | undefined;
 }
 
 /** The node this Hello belongs to and the token issued now ('' when the agent presented its own), or undefined (refused). */
-export async function lookupAgent(d: LookupDeps, call: ServerStream, hello: Hello, peer: string): Promise<{ node: Node; issued: string } | undefined> {
+export async function lookupAgent(d: LookupDeps, call: ServerStream, hello: Hello, peer: string): Promise<{ node: Node; issued: string; redirect?: string } | undefined> {
   const bad = validateHello(hello);
   if (bad) {
     d.log.warn({ peer, reason: bad }, 'agent hello rejected');
@@ -59,6 +61,9 @@ export async function lookupAgent(d: LookupDeps, call: ServerStream, hello: Hell
     call.emit('error', grpcError(grpc.status.FAILED_PRECONDITION, `boot ${hello.bootId} of node ${node.uuid} was ended by a power action; only a new boot is accepted`));
     return undefined;
   }
+  // Another conductor owns this node: send the agent there before any token or session exists here.
+  const owner = d.redirect?.(node);
+  if (owner) return { node, issued: '', redirect: owner };
   d.log.debug({ peer, metadata: call.metadata.getMap(), hello }, 'agent hello');
   const presented = call.metadata.get(AGENT_TOKEN_METADATA)[0];
   const presentedToken = typeof presented === 'string' ? presented : presented?.toString('utf8');

@@ -99,6 +99,14 @@ export class Conductor {
       child('membership'),
     );
     const owns = (n: Node) => this.membership.owns(n);
+    // Agents reaching a conductor that does not own their node are sent to the owner (Welcome.redirect_to).
+    this.hub.routing = {
+      redirect: (n) => {
+        const owner = this.membership.ownerOf(n);
+        return owner && owner !== cfg.host ? (this.membership.record(owner)?.agent_address ?? undefined) : undefined;
+      },
+      conductors: () => this.membership.members().flatMap((r) => (this.membership.isMember(r.hostname) && r.agent_address ? [r.agent_address] : [])),
+    };
     this.deferred = new DeferredScheduler(store, this.tasks, cfg.host, child('deferred'), {
       concurrency: c.deferred_concurrency,
       owns: async (a) => {
@@ -131,7 +139,14 @@ export class Conductor {
     this.firmware = new FirmwareMonitor({ store, tasks: this.tasks, ops: this.ops, drivers: this.drivers, pollIntervalMs: cfg.firmware.poll_interval_ms, owns, log: child('firmware') });
     this.takeover = new Takeover({
       membership: this.membership, cluster: this.cluster, store, ops: this.ops, heartbeatTimeoutS: c.heartbeat_timeout_s, log: child('takeover'),
-      releaseSessions: () => this.bmc.releaseLost(owns),
+      releaseSessions: async () => {
+        await this.bmc.releaseLost(owns);
+        // Agents of nodes another conductor owns now reconnect (and are redirected there).
+        for (const id of [...this.hub.sessions.keys()]) {
+          const n = await store.getNodeById(id);
+          if (n && !owns(n)) this.hub.disconnect(id, `node now owned by conductor ${this.membership.ownerOf(n)}; reconnect there`);
+        }
+      },
       wake: () => {
         this.deferred.wake();
         this.powerSync.sweepSoon();

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { ConductorConfig } from './config.js';
 import { Conductor } from './manager.js';
 import { buildApi } from './api/server.js';
-import { advertisedApiUrl } from './api/forward.js';
+import { advertisedAgentAddress, advertisedApiUrl } from './api/forward.js';
 
 export interface RunningConductor {
   conductor: Conductor;
@@ -21,7 +21,7 @@ export async function startConductor(cfg: ConductorConfig, log: Logger): Promise
   await api.listen({ host: cfg.api.host, port: cfg.api.port });
   const addr = api.server.address();
   const apiPort = typeof addr === 'object' && addr ? addr.port : cfg.api.port;
-  await conductor.membership.advertise({ api_url: advertisedApiUrl(cfg.api, apiPort), agent_address: `${cfg.agent.host}:${agentPort}` });
+  await conductor.membership.advertise({ api_url: advertisedApiUrl(cfg.api, apiPort), agent_address: advertisedAgentAddress(cfg.agent.host, agentPort) });
   conductor.startBackground();
   log.info({ api: `http://${cfg.api.host}:${apiPort}`, agent_port: agentPort, database: cfg.database.url.split(':')[0], host: cfg.host }, 'conductor started');
   let stopping: Promise<void> | undefined;

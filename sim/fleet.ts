@@ -40,7 +40,8 @@ export const simOptionsSchema = z.strictObject({
   /** Boot a simulated ramdisk agent on every power-on, connecting to this conductor endpoint. */
   agents: z
     .strictObject({
-      conductor: z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port'),
+      /** host:port, or a comma-separated list (several conductors: the agents try them in turn). */
+      conductor: z.string().regex(/^[^\s:,]+:\d{1,5}(,[^\s:,]+:\d{1,5})*$/, 'must be host:port (or a comma-separated list)'),
       boot_delay_ms: z.number().int().min(0).max(600_000).default(3000),
       disk_dir: z.string().min(1),
       disk_bytes: z.number().int().min(1 << 20).default(8 * 2 ** 30),

@@ -24,6 +24,12 @@ export function advertisedApiUrl(cfg: { public_url: string; host: string }, port
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
+/** The host:port agents reach this conductor's agent endpoint at (sent to agents in Welcome). */
+export function advertisedAgentAddress(host: string, port: number): string {
+  const h = host === '0.0.0.0' || host === '::' ? os.hostname() : host;
+  return `${h.includes(':') ? `[${h}]` : h}:${port}`;
+}
+
 export function registerForwarding(app: FastifyInstance, ctx: ApiContext): void {
   const { conductor } = ctx;
   app.addHook('preHandler', async (req, reply) => {

@@ -220,6 +220,14 @@ export interface Welcome {
    * final CommandResult (if finished) after Welcome.
    */
   resendResults: string[];
+  /**
+   * Several conductors: host:port of the agent endpoint of the conductor that owns this node.
+   * When set, nothing else in this Welcome applies (no token was issued, no session exists): the
+   * agent reconnects there at once and this stream ends.
+   */
+  redirectTo: string;
+  /** Agent endpoints of every live conductor, so the agent can reconnect elsewhere if this one goes. */
+  conductors: string[];
 }
 
 export interface AgentSettings {
@@ -1967,7 +1975,16 @@ export const ConductorMessage: MessageFns<ConductorMessage> = {
 };
 
 function createBaseWelcome(): Welcome {
-  return { nodeUuid: "", nodeName: "", agentToken: "", settings: undefined, conductor: "", resendResults: [] };
+  return {
+    nodeUuid: "",
+    nodeName: "",
+    agentToken: "",
+    settings: undefined,
+    conductor: "",
+    resendResults: [],
+    redirectTo: "",
+    conductors: [],
+  };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -1989,6 +2006,12 @@ export const Welcome: MessageFns<Welcome> = {
     }
     for (const v of message.resendResults) {
       writer.uint32(50).string(v!);
+    }
+    if (message.redirectTo !== "") {
+      writer.uint32(58).string(message.redirectTo);
+    }
+    for (const v of message.conductors) {
+      writer.uint32(66).string(v!);
     }
     return writer;
   },
@@ -2054,6 +2077,22 @@ export const Welcome: MessageFns<Welcome> = {
             message.resendResults.push(reader.string());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.redirectTo = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.conductors.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2090,6 +2129,14 @@ export const Welcome: MessageFns<Welcome> = {
         : globalThis.Array.isArray(object?.resend_results)
         ? object.resend_results.map((e: any) => globalThis.String(e))
         : [],
+      redirectTo: isSet(object.redirectTo)
+        ? globalThis.String(object.redirectTo)
+        : isSet(object.redirect_to)
+        ? globalThis.String(object.redirect_to)
+        : "",
+      conductors: globalThis.Array.isArray(object?.conductors)
+        ? object.conductors.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -2113,6 +2160,12 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.resendResults?.length) {
       obj.resendResults = message.resendResults;
     }
+    if (message.redirectTo !== "") {
+      obj.redirectTo = message.redirectTo;
+    }
+    if (message.conductors?.length) {
+      obj.conductors = message.conductors;
+    }
     return obj;
   },
 
@@ -2129,6 +2182,8 @@ export const Welcome: MessageFns<Welcome> = {
       : undefined;
     message.conductor = object.conductor ?? "";
     message.resendResults = object.resendResults?.map((e) => e) || [];
+    message.redirectTo = object.redirectTo ?? "";
+    message.conductors = object.conductors?.map((e) => e) || [];
     return message;
   },
 };
