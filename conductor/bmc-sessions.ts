@@ -116,10 +116,13 @@ export class BmcSessions {
     const keys = [...mine.keys()];
     const rows = [];
     for (let i = 0; i < keys.length; i += 500) rows.push(...(await this.store.listBmcSessionsFor(keys.slice(i, i + 500))));
+    // Every persisted session on a BMC we will own, whoever's name is on the row — including our
+    // own name: a session we released earlier (its BMC moved away and back) is adopted again. The
+    // worker keeps a client's own live session if it has one.
+    if (rows.length === 0) return 0;
+    const adopted = await this.p.importSessions(rows.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: mine.get(s.bmc_key)! })));
     const foreign = rows.filter((r) => r.conductor !== this.host);
-    if (foreign.length === 0) return 0;
-    const adopted = await this.p.importSessions(foreign.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: mine.get(s.bmc_key)! })));
-    await take(foreign.map((r) => r.bmc_key));
+    if (foreign.length) await take(foreign.map((r) => r.bmc_key));
     if (adopted) this.log.info({ adopted }, 'adopted the BMC sessions of nodes this conductor now owns (no login)');
     return adopted;
   }

@@ -100,6 +100,8 @@ export interface RunningFleet {
   bmc(index: number): Promise<Record<string, unknown>>;
   fault(f: z.input<typeof faultRequestSchema>): Promise<Record<string, unknown>>;
   resetCounters(): Promise<void>;
+  /** One counter for every BMC, indexed by BMC (GET /counters/<field>). */
+  counter(field: string): Promise<number[]>;
   stop(): Promise<void>;
 }
 
@@ -201,6 +203,12 @@ export async function startFleet(raw: SimOptions): Promise<RunningFleet> {
       }
       return (await call(workerOf(parsed.data.index), { type: 'fault', fault: parsed.data })) as Record<string, unknown>;
     },
+    async counter(field: string) {
+      if (!(field in emptyCounters())) throw new Error(`field: no BMC counter named ${field.slice(0, 64)}`);
+      const out = new Array<number>(o.bmcs).fill(0);
+      for (const part of (await Promise.all(workers.map((w) => call(w, { type: 'counter', field })))) as Array<Array<[number, number]>>) for (const [i, v] of part) out[i] = v;
+      return out;
+    },
     async resetCounters() {
       await Promise.all(workers.map((w) => call(w, { type: 'reset-counters' })));
     },
@@ -219,6 +227,8 @@ export async function startFleet(raw: SimOptions): Promise<RunningFleet> {
       const m = url.pathname.match(/^\/bmcs\/(\d+)(\/faults)?$/);
       if (req.method === 'GET' && url.pathname === '/stats') return send(200, await fleet.stats());
       if (req.method === 'GET' && url.pathname === '/manifest') return send(200, manifest);
+      const cm = url.pathname.match(/^\/counters\/([a-z_]{1,40})$/);
+      if (req.method === 'GET' && cm) return send(200, { field: cm[1], values: await fleet.counter(cm[1]!) });
       if (req.method === 'POST' && url.pathname === '/reset-counters') {
         await fleet.resetCounters();
         return send(200, { ok: true });

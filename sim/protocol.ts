@@ -62,6 +62,8 @@ export type ParentMessage =
       qemu?: { kernel: string; initramfs: string; diskDir: string; disks: number; diskBytes: number; memoryMiB: number; forwardPorts: number[]; append?: string };
     }
   | { type: 'stats'; id: number }
+  /** One counter of every BMC of the shard, as [index, value] pairs (fleet-wide views without N calls). */
+  | { type: 'counter'; id: number; field: string }
   | { type: 'bmc'; id: number; index: number }
   | { type: 'fault'; id: number; fault: FaultRequest }
   | { type: 'reset-counters'; id: number }

@@ -143,6 +143,9 @@ process.on('message', (raw: ParentMessage) => {
         case 'stats':
           reply({ type: 'reply', id: raw.id, ok: true, result: sumCounters(services) });
           return;
+        case 'counter':
+          reply({ type: 'reply', id: raw.id, ok: true, result: [...byIndex].map(([i, svc]) => [i, (svc.counters as unknown as Record<string, number>)[raw.field] ?? 0]) });
+          return;
         case 'bmc':
           reply({ type: 'reply', id: raw.id, ok: true, result: bmcDetail(raw.index) });
           return;
