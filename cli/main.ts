@@ -166,7 +166,14 @@ export function buildCli(): Command {
       return v;
     }, 'info')
     .option('--no-qemu', 'leave out the qemu VM machine (one machine booting the real deploy ramdisk, deployed onto mdadm RAID-1)')
+    .option('--conductors <n>', 'several conductor processes on an embedded PostgreSQL (1 = one conductor on SQLite)', int('conductors', 1, 9), 1)
+    .option('--kill-every <s>', 'with --conductors > 1: SIGKILL one conductor this often and restart it 20 s later (0 = never)', int('kill-every', 0), 90)
     .action(async (o) => {
+      if (o.conductors > 1) {
+        const { runClusterLab } = await devTool(() => import('./lab-cluster.js'), 'lab');
+        await runClusterLab({ conductors: o.conductors, nodes: o.nodes, profile: o.profile, apiPort: o.apiPort, agentPort: o.agentPort, bmcPort: o.bmcPort, simAdminPort: o.simAdminPort, dir: o.dir, durationS: o.duration, killEveryS: o.killEvery });
+        return;
+      }
       const { runLab } = await devTool(() => import('./lab.js'), 'lab');
       await runLab({ nodes: o.nodes, profile: o.profile, apiPort: o.apiPort, agentPort: o.agentPort, bmcPort: o.bmcPort, simAdminPort: o.simAdminPort, dir: o.dir, durationS: o.duration, qemu: Boolean(o.qemu), logLevel: o.logLevel });
     });
