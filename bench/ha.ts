@@ -94,8 +94,8 @@ async function main(): Promise<void> {
     const env = {
       IRONFLEET_LOGGING__LEVEL: 'warn',
       IRONFLEET_POWER_SYNC__INTERVAL_S: String(INTERVAL_S),
-      IRONFLEET_CONDUCTOR__HEARTBEAT_INTERVAL_S: '1',
-      IRONFLEET_CONDUCTOR__HEARTBEAT_TIMEOUT_S: '4',
+      // --quick: a short heartbeat to keep the run short; the full run uses the defaults (5 s / 10 s).
+      ...(quick ? { IRONFLEET_CONDUCTOR__HEARTBEAT_INTERVAL_S: '1', IRONFLEET_CONDUCTOR__HEARTBEAT_TIMEOUT_S: '4' } : {}),
       IRONFLEET_CONDUCTOR__ERASE_DEVICES_PRIORITY: '0',
       IRONFLEET_SECURITY__SECRETS_KEY_FILE: path.join(dir, 'secrets.key'),
     };

@@ -65,6 +65,7 @@ export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
   private state: MemberState = 'online';
   private lastBeat = 0;
   private timer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   /** Runs with the next ring's ownership before it replaces the current one. */
   beforeSwap: ((change: MembershipChange, nextOwns: (n: Ownable) => boolean) => Promise<void>) | undefined;
@@ -133,6 +134,7 @@ export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
   /** Graceful stop: marked offline at once, so peers take over without waiting for the timeout. */
   async leave(): Promise<void> {
     clearInterval(this.timer);
+    clearTimeout(this.expiryTimer);
     this.state = 'offline';
     await this.ticking;
     await this.store.setState(this.o.host, 'offline', this.instance).catch((err) => this.log.warn({ err }, 'could not mark this conductor offline'));
@@ -156,6 +158,7 @@ export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
     } catch (err) {
       this.log.warn({ err }, 'conductor heartbeat failed; retrying');
     }
+    this.watchExpiry();
     const fenced = Date.now() - this.lastBeat > this.o.heartbeatTimeoutS * 1000;
     const alive = new Set(this.records.filter((r) => this.isAlive(r) && r.state === 'online' && (r.hostname !== this.o.host || (!fenced && this.state === 'online'))).map((r) => r.hostname));
     const joined = [...alive].filter((h) => !this.alive.has(h));
@@ -178,6 +181,21 @@ export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
     this.fallback = fallback;
     this.log.info({ members: [...alive], joined, left }, 'conductor ring changed');
     this.emit('changed', { joined, left });
+  }
+
+  /**
+   * A member whose heartbeat runs out before our next tick gets a tick of its own right then:
+   * a dead conductor is noticed at timeout + ~50 ms, not up to one interval later.
+   */
+  private watchExpiry(): void {
+    const timeoutMs = this.o.heartbeatTimeoutS * 1000;
+    let soonest = Infinity;
+    for (const r of this.records) if (r.hostname !== this.o.host && this.isAlive(r)) soonest = Math.min(soonest, timeoutMs - r.age_ms);
+    clearTimeout(this.expiryTimer);
+    if (soonest < this.o.heartbeatIntervalS * 1000 && this.state !== 'offline') {
+      this.expiryTimer = setTimeout(() => void this.tick(), Math.max(20, soonest + 50));
+      this.expiryTimer.unref();
+    }
   }
 
   private isAlive(r: ConductorRecord): boolean {

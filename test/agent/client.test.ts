@@ -54,6 +54,8 @@ const welcome = (token = '', window = 64): ConductorMessage => ({
       agentToken: token,
       conductor: 'scripted',
       resendResults: [],
+      redirectTo: '',
+      conductors: [],
       settings: { heartbeatIntervalS: 30, window, progressIntervalMs: 50, md5Allowed: false, wantInventory: false },
     },
   },
@@ -66,9 +68,9 @@ afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
 
-async function agentAgainst(st: Scripted, handlers?: Record<string, (ctx: CommandContext) => Promise<Record<string, unknown>>>) {
+async function agentAgainst(st: Scripted, handlers?: Record<string, (ctx: CommandContext) => Promise<Record<string, unknown>>>, conductor = `127.0.0.1:${st.port}`) {
   const client = new AgentClient({
-    conductor: `127.0.0.1:${st.port}`,
+    conductor,
     hardware: new SimulatedHardware({ seed: 'client-test', index: 1 }),
     log: createLogger({ level: 'silent' }),
     handlers,
@@ -194,5 +196,23 @@ describe('AgentClient', () => {
     await waitFor(() => st.streams.length >= 2 && bodies(st.received[1] ?? [], 'hello').length === 1, 10_000, 'second hello');
     const hello = bodies(st.received[1]!, 'hello')[0] as { commands: Array<{ commandId: string; status: number }> };
     expect(hello.commands).toEqual([{ commandId: 'before-drop', name: 'standby.sync', status: CommandStatus.COMMAND_STATUS_SUCCEEDED }]);
+  });
+
+  it('several conductors: a redirecting Welcome sends it to the owner at once (no token kept); an unreachable conductor in the list is skipped', async () => {
+    const owner = await scriptedConductor((s) => s.write(welcome('O'.repeat(43))));
+    const other = await scriptedConductor((s) => {
+      s.write({ body: { $case: 'welcome', value: { ...(welcome().body!.value as object), redirectTo: `127.0.0.1:${owner.port}`, conductors: [`127.0.0.1:${owner.port}`] } } } as ConductorMessage);
+      s.end();
+    });
+    cleanup.push(() => owner.stop());
+    // A dead address first: the agent moves on to the next one in its list.
+    const dead = await scriptedConductor();
+    const deadPort = dead.port;
+    await dead.stop();
+    const client = await agentAgainst(other, undefined, `127.0.0.1:${deadPort},127.0.0.1:${other.port}`);
+    await waitFor(() => client.connected && client.address === `127.0.0.1:${owner.port}`, 10_000, 'connected to the owner');
+    expect(other.streams).toHaveLength(1);
+    expect(owner.tokens[0]).toBeUndefined(); // no token from the redirecting conductor was kept
+    expect(bodies(owner.received[0]!, 'hello')).toHaveLength(1);
   });
 });
