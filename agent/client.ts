@@ -102,6 +102,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   private target = 0;
   /** Set by a redirecting Welcome: the next dial goes there, at once. */
   private redirectTo: string | undefined;
+  /** Dials in a row that ended without a Welcome (the whole list failing brings the backoff in). */
+  private failedInRow = 0;
   /** The endpoint the current client dials. */
   address: string;
 
@@ -145,10 +147,19 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         this.redirectTo = undefined;
         continue;
       }
-      // A conductor that could not be reached (or went away): the next one in the list; the
-      // backoff's jitter spreads thousands of agents out when a conductor dies.
-      if (!welcomed && this.targets.length > 1) this.switchTo(this.targets[(this.target = (this.target + 1) % this.targets.length)]!);
-      const delay = this.backoff.next();
+      // A conductor that could not be reached (or went away): the next one in the list, after a
+      // short jittered pause; the growing backoff only once the whole list failed in a row (a dead
+      // conductor must not keep an agent away from the live ones for a minute). The jitter spreads
+      // thousands of agents out when a conductor dies.
+      let delay: number;
+      if (welcomed) this.failedInRow = 0;
+      if (!welcomed && this.targets.length > 1 && ++this.failedInRow % this.targets.length !== 0) {
+        this.switchTo(this.targets[(this.target = (this.target + 1) % this.targets.length)]!);
+        delay = 200 + Math.random() * 800;
+      } else {
+        if (!welcomed && this.targets.length > 1) this.switchTo(this.targets[(this.target = (this.target + 1) % this.targets.length)]!);
+        delay = this.backoff.next();
+      }
       this.opts.log.info({ reason, retry_in_ms: delay }, 'conductor stream closed; reconnecting');
       await new Promise<void>((resolve) => {
         this.wake = resolve;

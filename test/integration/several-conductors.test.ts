@@ -137,6 +137,22 @@ describe('three conductors on PostgreSQL', () => {
     console.log(`takeover: owned after ${owned} ms, swept after ${swept} ms`);
   }, 90_000);
 
+  it('drain (SIGUSR2): the conductor leaves the ring, its nodes move to the last one without a login, it exits', async () => {
+    const logins = (await simStats()).requests_login;
+    const drained = conductors.get('c3')!;
+    expect(await drained.kill('SIGUSR2')).toBe(0);
+    conductors.delete('c3');
+    await waitFor(async () => (await nodes()).every((n) => n.conductor === 'c1') || undefined, 15_000, 'all nodes on c1');
+    const probe = (await nodes()).at(-2)!;
+    const bmcIndex = sim.manifest.bmcs.findIndex((b) => b.name === probe.name);
+    const want = probe.power_state === 'power on' ? 'off' : 'on';
+    await admin(sim, 'POST', `/bmcs/${bmcIndex}/faults`, { power: want });
+    await waitFor(async () => (await call<N>('c1', 'GET', `/v1/nodes/${probe.uuid}`)).json.power_state === `power ${want}` || undefined, 15_000, 'swept by c1');
+    expect((await simStats()).requests_login).toBe(logins);
+    const list = (await call<{ conductors: C[] }>('c1', 'GET', '/v1/conductors')).json.conductors;
+    expect(list.find((c) => c.hostname === 'c3')).toMatchObject({ alive: false, state: 'offline' });
+  }, 60_000);
+
   it('a second conductor on one SQLite database is refused, naming the first', async () => {
     const sqlite = `sqlite://${path.join(dir, 'single.db')}`;
     const first = await startConductorProcess({ dir, database: sqlite, name: 'solo-1', env: { IRONFLEET_HOST: 'solo-1' } });
