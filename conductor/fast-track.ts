@@ -9,6 +9,7 @@ import type { Task } from './task-manager.js';
 import type { NodeOps } from './node-ops.js';
 import type { AgentLink } from './agent-link.js';
 import type { DeferredScheduler } from './deferred.js';
+import type { DriverRegistry } from './drivers/registry.js';
 import { internalInfo } from './internal-info.js';
 import { LEASE_STATES, isProvisionState } from './states.js';
 
@@ -59,5 +60,18 @@ export class FastTrackLease {
       await this.d.ops.store.updateNode(node.id, { power_state: 'power off' });
       await this.d.ops.history(node, 'Fast-track lease expired: powered off', 'provisioning', 'INFO');
     }
+  }
+}
+
+/** Ironic's is_fast_track: enabled, agent alive, no firmware work, and the hardware says the power is on. */
+export async function fastTrackable(d: { enabled: boolean; agents: Pick<AgentLink, 'isConnected'>; drivers: DriverRegistry; ops: NodeOps }, task: Task): Promise<boolean> {
+  const node = task.node;
+  if (!d.enabled || node.driver_info.fast_track === false) return false;
+  if (!d.agents.isConnected(node.id)) return false;
+  if (internalInfo(node).firmware_update) return false;
+  try {
+    return (await d.drivers.get(node.driver).power.getPowerState(node, d.ops.driverContext(task))) === 'power on';
+  } catch {
+    return false;
   }
 }

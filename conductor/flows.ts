@@ -17,7 +17,7 @@ import type { AgentLink } from './agent-link.js';
 import type { DeferredScheduler } from './deferred.js';
 import type { DriverRegistry } from './drivers/registry.js';
 import type { StepContext, StepOutcome } from './drivers/base.js';
-import type { FastTrackLease } from './fast-track.js';
+import { fastTrackable, type FastTrackLease } from './fast-track.js';
 import { internalInfo, type FlowState, type Step, type Wait } from './internal-info.js';
 import { FLOW_STATES, flowInProgressStates, type FlowKind, type ProvisionState } from './states.js';
 import { cleanStepsFromAgent, mergeAgentDeploySteps, planFlow, type FlowSettings } from './flow-plan.js';
@@ -77,6 +77,29 @@ export class FlowEngine {
     }
   }
 
+  /** Its conductor died mid-flow (no wait, lock released by takeover): safe to go on here? Between boot_agent and the agent's step list (a read), or in a repeatable step. */
+  canResumeOrphaned(node: Node): boolean {
+    const flow = internalInfo(node).flow;
+    if (!flow || flow.wait) return false;
+    if (!flow.expanded && flow.steps[flow.index - 1]?.step === 'boot_agent') return true;
+    const step = flow.steps[flow.index];
+    return Boolean(step && stepsOf(this.d.drivers.get(node.driver)).get(stepName(step))?.repeatable);
+  }
+
+  /** Runs the orphaned flow on from its current step (see canResumeOrphaned), under the node lock. */
+  async resumeOrphaned(task: Task, dead: string): Promise<void> {
+    const found = internalInfo(task.node).flow;
+    if (!found || found.wait || !this.canResumeOrphaned(task.node)) return;
+    const flow = structuredClone(found);
+    const step = flow.steps[flow.index];
+    await this.ops.history(task.node, `Conductor ${dead} went offline in the middle of ${flow.kind}${step ? ` step ${stepName(step)}` : ''}; resuming it here (the step is safe to repeat)`, 'takeover', 'WARNING');
+    try {
+      await this.advance(task, flow);
+    } catch (err) {
+      await this.failFlow(task, flow, err);
+    }
+  }
+
   private async advance(task: Task, flow: FlowState): Promise<void> {
     const hw = this.d.drivers.get(task.node.driver);
     for (;;) {
@@ -130,7 +153,7 @@ export class FlowEngine {
       settings: this.cfg,
       log: this.d.log,
       agentCommand: async (name, params) => ({ wait: { type: 'command', token: randomUUID(), command_id: await this.sendAgent(task, name, params) }, timeoutS: this.cfg.callbackTimeoutS }),
-      fastTrackable: () => this.fastTrackable(task),
+      fastTrackable: () => fastTrackable({ enabled: this.cfg.fastTrack, agents: this.agents, drivers: this.d.drivers, ops: this.ops }, task),
     };
   }
 
@@ -315,19 +338,6 @@ export class FlowEngine {
     await this.store.cancelDeferred(task.node.id, 'flow failed', 'flow.timeout');
     if (flowInProgressStates(flow.kind).includes(task.node.provision_state as ProvisionState)) await this.ops.fail(task, 'fail', msg);
     else await this.store.updateNode(task.node.id, { last_error: msg });
-  }
-
-  /** Ironic's is_fast_track: enabled, agent alive, no firmware work, and the hardware says the power is on. */
-  private async fastTrackable(task: Task): Promise<boolean> {
-    const node: Node = task.node;
-    if (!this.cfg.fastTrack || node.driver_info.fast_track === false) return false;
-    if (!this.agents.isConnected(node.id)) return false;
-    if (internalInfo(node).firmware_update) return false;
-    try {
-      return (await this.d.drivers.get(node.driver).power.getPowerState(node, this.ops.driverContext(task))) === 'power on';
-    } catch {
-      return false;
-    }
   }
 
   private async save(task: Task, flow: FlowState): Promise<void> {

@@ -151,6 +151,11 @@ export class Conductor {
         this.deferred.wake();
         this.powerSync.sweepSoon();
       },
+      resume: async (node, dead) => {
+        if (!this.flows.canResumeOrphaned(node)) return false;
+        await this.tasks.spawn(node.id, 'resume a flow after takeover', async () => undefined, (task) => this.flows.resumeOrphaned(task, dead), (err) => this.log.error({ err, node: node.uuid }, 'resuming an orphaned flow failed'));
+        return true;
+      },
     });
   }
 

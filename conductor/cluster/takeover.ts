@@ -2,8 +2,8 @@
  * What a conductor does when the ring changes. For every member that died (offline, or its
  * heartbeat older than the timeout) — not one that is only draining — it puts the dead
  * conductor's RUNNING deferred actions back in the queue, releases the locks it held on nodes
- * this conductor now owns, and fails those nodes that were mid-operation in a state whose work
- * cannot be resumed, naming the dead conductor (parked flows need nothing: their waits are rows
+ * this conductor now owns, and resumes those nodes that were mid-operation in a step that is safe
+ * to repeat (flows.ts canResumeOrphaned) or fails them, naming the dead conductor (parked flows need nothing: their waits are rows
  * the new owner's scheduler claims). Then, on any change, BMC sessions follow ownership (adopted
  * before the ring switches, in Membership.beforeSwap; released after it, here).
  * Each survivor handles only the nodes it owns, so no node is taken over twice.
@@ -26,6 +26,8 @@ export interface TakeoverDeps {
   releaseSessions(): Promise<unknown>;
   /** Lets the deferred scheduler look for newly owned work at once. */
   wake(): void;
+  /** Takes the node's lock and runs its orphaned flow on when that is safe; false if it is not. */
+  resume(node: Node, dead: string): Promise<boolean>;
   log: Logger;
 }
 
@@ -36,6 +38,7 @@ export interface TakeoverMessage {
   locks_released: number;
   deferred_requeued: number;
   nodes_failed: number;
+  nodes_resumed: number;
 }
 
 export class Takeover {
@@ -67,23 +70,36 @@ export class Takeover {
     const requeued = await cluster.requeueDeferredOf(dead);
     let released = 0;
     let failed = 0;
+    let resumed = 0;
     for (const { id } of await cluster.lockedBy(dead)) {
       const node = await store.getNodeById(id);
       if (!node || !membership.owns(node)) continue;
       if (!(await cluster.releaseLock(id, dead))) continue;
       released++;
-      if (await this.failIfStuck({ ...node, reservation: null }, dead)) failed++;
+      const outcome = await this.endOrphan({ ...node, reservation: null }, dead);
+      if (outcome === 'failed') failed++;
+      if (outcome === 'resumed') resumed++;
     }
     // Nodes left in a running state without a lock were between steps of the dead conductor.
     for (const state of STUCK_STATES_TREATED_AS_FAIL) {
       for (const node of await store.listNodes({ provisionState: state })) {
-        if (!node.reservation && membership.owns(node) && (await this.failIfStuck(node, dead))) failed++;
+        if (node.reservation || !membership.owns(node)) continue;
+        const outcome = await this.endOrphan(node, dead);
+        if (outcome === 'failed') failed++;
+        if (outcome === 'resumed') resumed++;
       }
     }
     if (!graceful) await cluster.setState(dead, 'offline');
-    const msg: TakeoverMessage = { dead, by: me, locks_released: released, deferred_requeued: requeued, nodes_failed: failed };
+    const msg: TakeoverMessage = { dead, by: me, locks_released: released, deferred_requeued: requeued, nodes_failed: failed, nodes_resumed: resumed };
     publish(channels.takeover, msg);
     log.warn(msg, `took over the nodes of conductor ${dead}`);
+  }
+
+  /** A node the dead conductor left mid-operation: resumed when its step is safe to repeat, else failed naming it. */
+  private async endOrphan(node: Node, dead: string): Promise<'resumed' | 'failed' | 'none'> {
+    if (!STUCK_STATES_TREATED_AS_FAIL.has(node.provision_state as ProvisionState)) return 'none';
+    if (await this.d.resume(node, dead).catch(() => false)) return 'resumed';
+    return (await this.failIfStuck(node, dead)) ? 'failed' : 'none';
   }
 
   private async failIfStuck(node: Node, dead: string): Promise<boolean> {

@@ -84,6 +84,11 @@ export interface StepDefinition {
   params?(ctx: StepContext, args: Json): Json;
   /** The agent command this step waited on succeeded (runs under the lock before the next step). */
   onResult?(ctx: StepContext, result: Json): Promise<void>;
+  /**
+   * Safe to run again from its start when the conductor running it died in the middle (a boot
+   * device set twice, a second reboot): a takeover resumes the flow here instead of failing it.
+   */
+  readonly repeatable?: boolean;
 }
 
 // ---------------------------------------------------------------- interfaces

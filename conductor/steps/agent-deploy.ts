@@ -35,6 +35,7 @@ export function deployImageParams(node: Node): Json {
 export const bootAgentStep: StepDefinition = {
   interface: 'deploy',
   step: 'boot_agent',
+  repeatable: true,
   deployPriority: 100,
   async run(ctx) {
     const node = ctx.task.node;
@@ -77,6 +78,7 @@ const writeImageStep: StepDefinition = {
 const prepareInstanceBootStep: StepDefinition = {
   interface: 'deploy',
   step: 'prepare_instance_boot',
+  repeatable: true,
   deployPriority: 60,
   async run(ctx) {
     await ctx.hw.management.setBootDevice(ctx.task.node, 'disk', true, ctx.ops.driverContext(ctx.task)).catch((err) => {
@@ -89,6 +91,7 @@ const prepareInstanceBootStep: StepDefinition = {
 const bootInstanceStep: StepDefinition = {
   interface: 'deploy',
   step: 'boot_instance',
+  repeatable: true,
   deployPriority: 20,
   async run(ctx) {
     // Fast-track keeps the agent under its lease (a rebuild reuses it); the reboot into the

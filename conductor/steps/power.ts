@@ -13,11 +13,12 @@ async function powerTo(ctx: StepContext, target: 'power on' | 'power off'): Prom
 }
 
 export const POWER_STEPS: readonly StepDefinition[] = [
-  { interface: 'power', step: 'power_on', run: (ctx) => powerTo(ctx, 'power on') },
-  { interface: 'power', step: 'power_off', run: (ctx) => powerTo(ctx, 'power off') },
+  { interface: 'power', step: 'power_on', repeatable: true, run: (ctx) => powerTo(ctx, 'power on') },
+  { interface: 'power', step: 'power_off', repeatable: true, run: (ctx) => powerTo(ctx, 'power off') },
   {
     interface: 'power',
     step: 'reboot',
+    repeatable: true,
     async run(ctx) {
       await ctx.ops.powerCut(ctx.task, 'rebooting', 'rebooted by a step');
       return 'done';

@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { freshPgDatabase, startConductorProcess, tmpDir, waitFor, type ConductorProc } from '../helpers.js';
-import { startSim, type SimProc } from '../sim/helpers.js';
+import { admin, startSim, type SimProc } from '../sim/helpers.js';
 
 type N = { uuid: string; name: string; provision_state: string; conductor: string | null; last_error: string | null };
 const MiB = 1024 * 1024;
@@ -148,4 +148,31 @@ describe('three conductors with ramdisk agents', () => {
       await client.end();
     }
   }, 240_000);
+
+  it('SIGKILL the owner in the middle of a conductor-side step (boot_agent on a stalled BMC): the new owner resumes the step', async () => {
+    const all = (await call<{ nodes: Array<N & { reservation: string | null }> }>(via(), 'GET', '/v1/nodes?detail=true')).json.nodes;
+    const n = all.find((x) => x.provision_state === 'available')!;
+    const owner = n.conductor!;
+    const other = [...conductors.keys()].find((c) => c !== owner)!;
+    const bmc = sim.manifest.bmcs.findIndex((b) => b.name === n.name);
+    expect((await call(other, 'PUT', `/v1/nodes/${n.uuid}/states/power`, { target: 'power off' })).status).toBe(202);
+    await waitFor(async () => (await node(n.uuid)).provision_state === 'available' && (await call<{ power_state: string }>(other, 'GET', `/v1/nodes/${n.uuid}`)).json.power_state === 'power off' || undefined, 30_000, 'off');
+    // The BMC stops answering: boot_agent hangs inside its boot-device request, lock held.
+    await admin(sim, 'POST', `/bmcs/${bmc}/faults`, { black_hole: true });
+    expect((await call(other, 'PUT', `/v1/nodes/${n.uuid}/states/provision`, { target: 'active' })).status).toBe(202);
+    await waitFor(async () => {
+      const x = (await call<N & { reservation: string | null }>(other, 'GET', `/v1/nodes/${n.uuid}`)).json;
+      return (x.provision_state === 'deploying' && x.reservation === owner) || undefined;
+    }, 20_000, 'mid-step');
+    await new Promise((r) => setTimeout(r, 1000));
+    await conductors.get(owner)!.kill('SIGKILL');
+    conductors.delete(owner);
+    await admin(sim, 'POST', `/bmcs/${bmc}/faults`, { black_hole: false });
+    const done = await waitState(n.uuid, 'active', 120_000);
+    expect(done.last_error).toBeNull();
+    expect(done.conductor).toBe(other);
+    const history = (await call<{ history: Array<{ event: string }> }>(other, 'GET', `/v1/nodes/${n.uuid}/history`)).json.history.map((h) => h.event).join('\n');
+    expect(history).toMatch(new RegExp(`Conductor ${owner} went offline in the middle of deploy step deploy.boot_agent; resuming it here`));
+    expect(disk(n.name).equals(image)).toBe(true);
+  }, 180_000);
 });
