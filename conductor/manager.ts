@@ -236,8 +236,11 @@ export class Conductor {
   async stop(timeoutMs = this.cfg.conductor.graceful_shutdown_timeout_s * 1000): Promise<boolean> {
     if (this.lifecycle === 'stopping' || this.lifecycle === 'stopped') return true;
     this.lifecycle = 'stopping';
-    // Peers take this conductor's nodes now (it owns none while it finishes what it holds).
+    // Peers take this conductor's nodes now (it owns none while it finishes what it holds). Its own
+    // reaction to that change is not needed (closing the pool hands over or logs out every session).
+    this.membership.removeAllListeners('changed');
     await this.membership.drain().catch(() => undefined);
+    await this.takeover.settled();
     this.firmware.stop();
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     const t0 = Date.now();

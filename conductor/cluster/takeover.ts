@@ -46,6 +46,11 @@ export class Takeover {
 
   constructor(private readonly d: TakeoverDeps) {}
 
+  /** Resolves once every change handed in so far has been handled (stop waits for it). */
+  settled(): Promise<void> {
+    return this.chain;
+  }
+
   /** Serialised: a burst of changes is handled in order, one at a time. */
   onChange(change: MembershipChange): Promise<void> {
     this.chain = this.chain.then(() => this.handle(change)).catch((err) => this.d.log.error({ err }, 'takeover failed; the next ring change or tick retries'));

@@ -37,6 +37,8 @@ export class BmcOpError extends Error {
 export class BmcPool {
   private shards: Piscina[] = [];
   private closed = false;
+  /** Set when close() starts: no new work is handed to threads about to be destroyed. */
+  private closing = false;
 
   constructor(
     private size: number,
@@ -122,6 +124,7 @@ export class BmcPool {
 
   /** Hands BMCs to another conductor: clients dropped without logout (the sessions stay valid). */
   async release(keys: string[]): Promise<number> {
+    if (this.closed || this.closing) return 0;
     const groups = this.shards.map(() => [] as string[]);
     for (const k of keys) groups[this.shardOf(k)]!.push(k);
     const res = await Promise.all(groups.map((g, i) => (g.length ? this.exec<{ released: number }>(i, { op: 'release', keys: g }) : { released: 0 })));
@@ -142,7 +145,8 @@ export class BmcPool {
 
   /** Log out of every BMC (no orphan sessions) and stop the threads. */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
+    this.closing = true;
     const results = await Promise.allSettled(this.shards.map((s) => s.run({ op: 'shutdown' } satisfies Task)));
     for (const r of results) if (r.status === 'fulfilled') await this.onSessionEvents((r.value as { sessionEvents: SessionEvent[] }).sessionEvents);
     this.closed = true;
