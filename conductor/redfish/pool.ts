@@ -64,7 +64,7 @@ export class BmcPool {
   }
 
   private async exec<T>(shard: number, task: Task): Promise<T> {
-    if (this.closed) throw new Error('BMC pool is closed');
+    if (this.closed || this.closing) throw new Error('BMC pool is closed');
     const out = (await this.shards[shard]!.run(task)) as T & { sessionEvents?: SessionEvent[] };
     if (out && typeof out === 'object' && Array.isArray(out.sessionEvents) && out.sessionEvents.length) await this.onSessionEvents(out.sessionEvents);
     return out;
@@ -132,6 +132,7 @@ export class BmcPool {
   }
 
   async stats(): Promise<Record<string, number>> {
+    if (this.closed || this.closing) return {};
     const per = (await Promise.all(this.shards.map((s) => s.run({ op: 'stats' } satisfies Task)))) as Array<Record<string, number>>;
     const total: Record<string, number> = {};
     for (const p of per) for (const [k, v] of Object.entries(p)) total[k] = (total[k] ?? 0) + v;
