@@ -79,6 +79,14 @@ describe('three conductors with ramdisk agents', () => {
     imageUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/os.img`;
     db = await freshPgDatabase(inject('pgUrl'));
     for (const name of ['c1', 'c2', 'c3']) conductors.set(name, await startConductorProcess({ dir, database: db, name, env: { ...env, IRONFLEET_HOST: name } }));
+    // Every conductor has seen all three members (their rings agree) before anything is asked of them.
+    await waitFor(async () => {
+      for (const c of conductors.values()) {
+        const list = (await (await fetch(`${c.apiUrl}/v1/conductors`)).json()) as { conductors: Array<{ alive: boolean }> };
+        if (list.conductors.filter((x) => x.alive).length !== 3) return undefined;
+      }
+      return true;
+    }, 20_000, 'ring of three');
     const agents = [...conductors.values()].map((c) => c.agentAddr).join(',');
     sim = await startSim(['--bmcs', '6', '--profile', 'ideal', '--http', '--agents', agents, '--boot-delay-ms', '2500', '--disk-dir', path.join(dir, 'disks')]);
     for (const b of sim.manifest.bmcs) {
@@ -103,7 +111,7 @@ describe('three conductors with ramdisk agents', () => {
     for (const n of all) await waitState(n.uuid, 'manageable');
     for (const n of all) await call('c3', 'PUT', `/v1/nodes/${n.uuid}/states/provision`, { target: 'provide' });
     for (const n of all) await waitState(n.uuid, 'available', 90_000);
-    const owners = new Set(all.map((n) => n.conductor));
+    const owners = new Set((await call<{ nodes: N[] }>('c1', 'GET', '/v1/nodes?detail=true')).json.nodes.map((n) => n.conductor));
     expect(owners.size).toBeGreaterThan(1);
     // Every agent ended up on its owner (redirected when it first reached another conductor).
     const logs = [...conductors.values()].map((c) => c.logs()).join('\n');

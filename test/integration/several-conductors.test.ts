@@ -45,6 +45,14 @@ describe('three conductors on PostgreSQL', () => {
     db = await freshPgDatabase(inject('pgUrl'));
     sim = await startSim(['--bmcs', String(BMCS), '--profile', 'ideal', '--http', '--initial-power', 'off']);
     for (const name of ['c1', 'c2', 'c3']) conductors.set(name, await start(name));
+    // Every conductor has seen all three members (their rings agree) before anything is asked of them.
+    await waitFor(async () => {
+      for (const c of conductors.values()) {
+        const list = (await (await fetch(`${c.apiUrl}/v1/conductors`)).json()) as { conductors: Array<{ alive: boolean }> };
+        if (list.conductors.filter((x) => x.alive).length !== 3) return undefined;
+      }
+      return true;
+    }, 20_000, 'ring of three');
     for (const b of sim.manifest.bmcs) {
       const r = await call<N>('c1', 'POST', '/v1/nodes', { driver: 'redfish', name: b.name, driver_info: { redfish_address: b.address, redfish_username: b.username, redfish_password: b.password, redfish_system_id: b.system_id } });
       expect(r.status).toBe(201);
