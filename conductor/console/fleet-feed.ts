@@ -15,7 +15,7 @@ import { channels, type AgentProgressMessage, type BmcReachabilityMessage, type 
 import { POWER_FAILURE_FAULT } from '../power-sync.js';
 import { FeedClient, type FeedClientOptions, type SseSink } from './feed-client.js';
 import { FleetPanels, type PanelSources } from './fleet-panels.js';
-import { ROW_FIELDS, type FeedRow } from './feed-row.js';
+import { ROW_FIELDS, type FeedRow } from '../../shared/console-feed.js';
 
 export { ROW_FIELDS, type FeedRow };
 

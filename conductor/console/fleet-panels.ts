@@ -4,7 +4,9 @@
  * exposes, read from the same places (the sweep channel, the BMC pool's counters, the agent hub),
  * sampled every 2 s only while a browser is watching, with ten minutes kept for the charts.
  */
-import type { FeedRow } from './feed-row.js';
+import type { FeedRow, PanelSample, SweepPoint } from '../../shared/console-feed.js';
+
+export type { PanelSample, SweepPoint };
 import { channels, type NodeStateMessage, type SweepReport } from '../events.js';
 import { FLOW_STATES } from '../states.js';
 
@@ -12,32 +14,6 @@ export interface PanelSources {
   agents: { connectedCount(): number };
   /** The BMC pool once started (its counters are summed over its threads). */
   bmc(): { stats(): Promise<Record<string, number>> } | undefined;
-}
-
-export interface SweepPoint {
-  t: number;
-  ms: number;
-  nodes: number;
-  failed: number;
-  errors: Record<string, number>;
-}
-
-export interface PanelSample {
-  t: number;
-  agents: number;
-  sessions: number;
-  breakers_open: number;
-  bmc_requests: number;
-  bmc_errors: number;
-  bmc_retries: number;
-  logins: number;
-  deploys_in_flight: number;
-  /** Deploys that reached active in the last minute. */
-  deploys_per_min: number;
-  /** Sum of the image-write rates the agents reported in the last 5 s. */
-  write_bytes_per_s: number;
-  /** The latest sweep, for the error-by-code panel. */
-  sweep: SweepPoint | null;
 }
 
 const SAMPLE_MS = 2_000;

@@ -30,7 +30,7 @@ describe('three conductors with ramdisk agents', () => {
   const conductors = new Map<string, ConductorProc>();
   const env = {
     IRONFLEET_CONDUCTOR__HEARTBEAT_INTERVAL_S: '0.5',
-    IRONFLEET_CONDUCTOR__HEARTBEAT_TIMEOUT_S: '2',
+    IRONFLEET_CONDUCTOR__HEARTBEAT_TIMEOUT_S: '4',
     IRONFLEET_POWER_SYNC__INTERVAL_S: '0',
     IRONFLEET_CONDUCTOR__ERASE_DEVICES_PRIORITY: '0',
     IRONFLEET_CONDUCTOR__FAST_TRACK_TIMEOUT_S: '3600',
