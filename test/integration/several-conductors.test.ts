@@ -113,6 +113,12 @@ describe('three conductors on PostgreSQL', () => {
     const t0 = Date.now();
     await conductors.get(victim)!.kill('SIGKILL');
     conductors.delete(victim);
+    // Until the ring moves, a change sent to another conductor for the victim's node cannot be
+    // carried out: a 503 the caller may retry, nothing done.
+    const early = await fetch(`${conductors.get('c1')!.apiUrl}/v1/nodes/${theirs.at(-1)!.uuid}/states/power`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ target: 'power on' }) });
+    expect(early.status).toBe(503);
+    expect(early.headers.get('retry-after')).toBe('2');
+    expect(JSON.parse(JSON.parse(await early.text()).error_message)).toMatchObject({ code: 'IRF_CONDUCTOR_UNAVAILABLE', faultstring: expect.stringMatching(new RegExp(`owned by conductor ${victim}, which did not answer`)) });
     // Owned by the survivors.
     await waitFor(async () => (await nodes()).every((n) => n.conductor !== victim) || undefined, 15_000, 'victim nodes re-owned');
     const owned = Date.now() - t0;
