@@ -44,11 +44,12 @@ export class BmcSessions {
   }
 
   /**
-   * Starts the BMC worker threads and adopts (or cleans up) sessions left by our previous run:
-   * those on BMCs this conductor owns are adopted, those on BMCs no node uses are logged out, and
-   * those on BMCs another conductor owns now are left for it to adopt.
+   * Starts the BMC worker threads and deals with the persisted sessions: those on BMCs this
+   * conductor owns are adopted (whoever's name is on the row: our previous run, a peer, a dead
+   * conductor; no login), and our previous run's sessions on BMCs no node uses are logged out.
+   * Sessions on BMCs another conductor owns are left for it. `take` records adopted sessions as ours.
    */
-  async start(owns: (n: Node) => boolean = () => true): Promise<void> {
+  async start(owns: (n: Node) => boolean, take: (keys: string[]) => Promise<void>): Promise<void> {
     const r = this.cfg;
     this.p = new BmcPool(
       r.pool_size,
@@ -56,12 +57,8 @@ export class BmcSessions {
       (events) => this.persist(events),
     );
     await this.p.start();
-    const rows = await this.store.listBmcSessions(this.host);
-    if (rows.length === 0) return;
-    const { mine: targets, all } = await this.split(owns);
-    const adopt = rows.filter((s) => targets.has(s.bmc_key));
-    const orphans = rows.filter((s) => !all.has(s.bmc_key));
-    const adopted = await this.p.importSessions(adopt.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: targets.get(s.bmc_key)! })));
+    const { mine, all } = await this.split(owns);
+    const orphans = (await this.store.listBmcSessions(this.host)).filter((s) => !all.has(s.bmc_key));
     // Sessions on BMCs we no longer manage: log them out so nothing is left on the BMC.
     await Promise.all(
       orphans.map(async (s) => {
@@ -73,21 +70,13 @@ export class BmcSessions {
         await this.store.deleteBmcSession(s.bmc_key);
       }),
     );
-    this.log.info({ adopted, orphans_logged_out: orphans.length }, 'BMC sessions from the previous run');
+    const adopted = await this.adoptOwned(mine, take);
+    if (adopted || orphans.length) this.log.info({ adopted, orphans_logged_out: orphans.length }, 'BMC sessions persisted before this start');
   }
 
   /** Every redfish node's BMC target, by session key. */
   async targets(): Promise<Map<string, RedfishTarget>> {
-    const out = new Map<string, RedfishTarget>();
-    for (const n of await this.store.listNodes({ driver: 'redfish' })) {
-      try {
-        const t = parseRedfishDriverInfo(n.driver_info, n.uuid);
-        out.set(t.key, t);
-      } catch {
-        /* invalid driver_info: nothing to adopt */
-      }
-    }
-    return out;
+    return (await this.split(() => true)).mine;
   }
 
   /** Redfish targets by session key: those this conductor owns, and every one in use. */
@@ -106,24 +95,27 @@ export class BmcSessions {
     return { mine, all };
   }
 
-  /**
-   * Before ownership moves: adopts the persisted sessions of BMCs this conductor is about to own
-   * (whoever holds them; no login) and records them as its own.
-   */
+  /** Before ownership moves: adopts the persisted sessions of BMCs this conductor is about to own. */
   async adopt(owns: (n: Node) => boolean, take: (keys: string[]) => Promise<void>): Promise<number> {
     if (!this.p) return 0;
-    const { mine } = await this.split(owns);
+    const adopted = await this.adoptOwned((await this.split(owns)).mine, take);
+    if (adopted) this.log.info({ adopted }, 'adopted the BMC sessions of nodes this conductor now owns (no login)');
+    return adopted;
+  }
+
+  /**
+   * Every persisted session on a BMC in `mine`, whoever's name is on the row — including our own:
+   * a session we released earlier (its BMC moved away and back) is adopted again. The worker keeps
+   * a client's own live session if it has one. Rows in another conductor's name become ours.
+   */
+  private async adoptOwned(mine: Map<string, RedfishTarget>, take: (keys: string[]) => Promise<void>): Promise<number> {
     const keys = [...mine.keys()];
     const rows = [];
     for (let i = 0; i < keys.length; i += 500) rows.push(...(await this.store.listBmcSessionsFor(keys.slice(i, i + 500))));
-    // Every persisted session on a BMC we will own, whoever's name is on the row — including our
-    // own name: a session we released earlier (its BMC moved away and back) is adopted again. The
-    // worker keeps a client's own live session if it has one.
     if (rows.length === 0) return 0;
-    const adopted = await this.p.importSessions(rows.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: mine.get(s.bmc_key)! })));
+    const adopted = await this.p!.importSessions(rows.map((s) => ({ key: s.bmc_key, uri: s.session_uri, token: s.token, createdAt: Date.parse(s.created_at), target: mine.get(s.bmc_key)! })));
     const foreign = rows.filter((r) => r.conductor !== this.host);
     if (foreign.length) await take(foreign.map((r) => r.bmc_key));
-    if (adopted) this.log.info({ adopted }, 'adopted the BMC sessions of nodes this conductor now owns (no login)');
     return adopted;
   }
 

@@ -138,7 +138,7 @@ export class Conductor {
     this.sensors = new SensorCollector({ store, drivers: this.drivers, owns, log: child('sensors'), cfg: { ...cfg.sensors, deadline_ms: cfg.power_sync.sweep_deadline_ms } });
     this.firmware = new FirmwareMonitor({ store, tasks: this.tasks, ops: this.ops, drivers: this.drivers, pollIntervalMs: cfg.firmware.poll_interval_ms, owns, log: child('firmware') });
     this.takeover = new Takeover({
-      membership: this.membership, cluster: this.cluster, store, ops: this.ops, heartbeatTimeoutS: c.heartbeat_timeout_s, log: child('takeover'),
+      membership: this.membership, cluster: this.cluster, store, ops: this.ops, log: child('takeover'),
       releaseSessions: async () => {
         await this.bmc.releaseLost(owns);
         // Agents of nodes another conductor owns now reconnect (and are redirected there).
@@ -183,12 +183,13 @@ export class Conductor {
       throw err;
     }
     const owns = (n: Node) => c.membership.owns(n);
+    const take = (keys: string[]) => c.cluster.takeSessions(keys, cfg.host);
     await recoverAtStart(store, c.ops, cfg.host, log, owns);
-    await c.bmc.start(owns);
-    // Sessions on BMCs this conductor owns that a peer (or a dead conductor) persisted: adopted now,
-    // before the first sweep could log in again.
-    await c.bmc.adopt(owns, (keys) => c.cluster.takeSessions(keys, cfg.host));
-    c.membership.beforeSwap = (_change, next) => c.bmc.adopt(next, (keys) => c.cluster.takeSessions(keys, cfg.host)).then(() => undefined);
+    // Persisted sessions on BMCs this conductor owns (our previous run's, a peer's, a dead
+    // conductor's) are adopted before the first sweep could log in again; so are those of BMCs a
+    // ring change is about to hand us.
+    await c.bmc.start(owns, take);
+    c.membership.beforeSwap = (_change, next) => c.bmc.adopt(next, take).then(() => undefined);
     return c;
   }
 

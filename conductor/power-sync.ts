@@ -102,7 +102,6 @@ export class PowerSync {
   /** Which nodes a sweep looks at, and why the others are skipped. */
   private eligible(n: Node): boolean {
     if (!this.syncedHardware(n)) return false;
-    if (this.d.owns && !this.d.owns(n)) return false;
     if (n.reservation || n.target_power_state) return false;
     if (isProvisionState(n.provision_state) && SYNC_EXCLUDED_STATES.has(n.provision_state)) return false;
     if (n.maintenance && n.fault !== POWER_FAILURE_FAULT) return false;
@@ -137,8 +136,10 @@ export class PowerSync {
     // Eligible nodes grouped by hardware type: each type sweeps its own nodes (all at once).
     const groups = new Map<HardwareType, Node[]>();
     for (const n of all) {
+      // Another conductor's node is neither swept nor counted here (ownership hashed once per node).
+      if (this.d.owns && !this.d.owns(n)) continue;
       if (!this.eligible(n)) {
-        if (this.syncedHardware(n) && (!this.d.owns || this.d.owns(n))) report.skipped++;
+        if (this.syncedHardware(n)) report.skipped++;
         continue;
       }
       const hw = this.syncedHardware(n)!;

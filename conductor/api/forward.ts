@@ -17,17 +17,15 @@ export const FORWARDED_BY = 'x-ironfleet-forwarded-by';
 export const SERVED_BY = 'x-ironfleet-served-by';
 const HOP_BY_HOP = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'expect']);
 
-/** The URL peers reach this conductor's API at. */
-export function advertisedApiUrl(cfg: { public_url: string; host: string }, port: number): string {
-  if (cfg.public_url) return cfg.public_url.replace(/\/$/, '');
-  const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? os.hostname() : cfg.host;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-}
-
-/** The host:port agents reach this conductor's agent endpoint at (sent to agents in Welcome). */
+/** host:port peers and agents dial: a wildcard listen address becomes this machine's name. */
 export function advertisedAgentAddress(host: string, port: number): string {
   const h = host === '0.0.0.0' || host === '::' ? os.hostname() : host;
   return `${h.includes(':') ? `[${h}]` : h}:${port}`;
+}
+
+/** The URL peers reach this conductor's API at. */
+export function advertisedApiUrl(cfg: { public_url: string; host: string }, port: number): string {
+  return cfg.public_url ? cfg.public_url.replace(/\/$/, '') : `http://${advertisedAgentAddress(cfg.host, port)}`;
 }
 
 export function registerForwarding(app: FastifyInstance, ctx: ApiContext): void {

@@ -168,7 +168,7 @@ export function registerMiscRoutes(app: FastifyInstance, ctx: ApiContext): void 
   const conductorView = (r: ConductorRecord, req: FastifyRequest) => ({
     hostname: r.hostname,
     conductor_group: r.conductor_group,
-    alive: r.state !== 'offline' && r.age_ms < conductor.cfg.conductor.heartbeat_timeout_s * 1000,
+    alive: conductor.membership.isAlive(r),
     state: r.state,
     drivers: conductor.drivers.names(),
     version: r.version,

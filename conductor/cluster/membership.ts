@@ -198,7 +198,8 @@ export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
     }
   }
 
-  private isAlive(r: ConductorRecord): boolean {
+  /** Alive: not offline, and its heartbeat (on the database's clock) younger than the timeout. */
+  isAlive(r: ConductorRecord): boolean {
     return r.state !== 'offline' && r.age_ms < this.o.heartbeatTimeoutS * 1000;
   }
 

@@ -21,7 +21,6 @@ export interface TakeoverDeps {
   cluster: ClusterStore;
   store: Store;
   ops: NodeOps;
-  heartbeatTimeoutS: number;
   /** Releases the BMC sessions of nodes this conductor no longer owns (after the ring changed). */
   releaseSessions(): Promise<unknown>;
   /** Lets the deferred scheduler look for newly owned work at once. */
@@ -62,8 +61,7 @@ export class Takeover {
     for (const host of change.left) {
       if (host === membership.host) continue;
       const rec = membership.record(host);
-      const dead = !rec || rec.state === 'offline' || rec.age_ms >= this.d.heartbeatTimeoutS * 1000;
-      if (dead) await this.takeOver(host, rec?.state === 'offline');
+      if (!rec || !membership.isAlive(rec)) await this.takeOver(host, rec?.state === 'offline');
     }
     await this.d.releaseSessions();
     this.d.wake();
@@ -102,19 +100,14 @@ export class Takeover {
 
   /** A node the dead conductor left mid-operation: resumed when its step is safe to repeat, else failed naming it. */
   private async endOrphan(node: Node, dead: string): Promise<'resumed' | 'failed' | 'none'> {
-    if (!STUCK_STATES_TREATED_AS_FAIL.has(node.provision_state as ProvisionState)) return 'none';
-    if (await this.d.resume(node, dead).catch(() => false)) return 'resumed';
-    return (await this.failIfStuck(node, dead)) ? 'failed' : 'none';
-  }
-
-  private async failIfStuck(node: Node, dead: string): Promise<boolean> {
     const state = node.provision_state;
-    if (!STUCK_STATES_TREATED_AS_FAIL.has(state as ProvisionState)) return false;
+    if (!STUCK_STATES_TREATED_AS_FAIL.has(state as ProvisionState)) return 'none';
+    if (await this.d.resume(node, dead).catch(() => false)) return 'resumed';
     const ev = transition(state as ProvisionState, 'fail', node.target_provision_state as ProvisionState | null, node.uuid);
     const text = `Conductor ${dead} went offline while the node was ${state}; taken over by ${this.d.membership.host}, the operation was aborted.`;
     const updated = await this.d.store.updateNode(node.id, { provision_state: ev.to, target_provision_state: null, last_error: text }, { provision_state: state, reservation: null });
-    if (!updated) return false;
+    if (!updated) return 'none';
     await this.d.ops.history(node, text, 'takeover', 'ERROR');
-    return true;
+    return 'failed';
   }
 }

@@ -206,15 +206,7 @@ export class FleetFeed {
   /** The ring changed: every node's owner is read again (one listing per change, changes are rare). */
   private async reown(): Promise<void> {
     if (this.pending) return;
-    for (const n of await this.src.listNodes().catch(() => [])) {
-      const row = this.rows.get(n.id);
-      const owner = this.src.ownerOf(n);
-      if (!row || row[10] === owner) continue;
-      const next = [...row] as FeedRow;
-      next[10] = owner;
-      this.rows.set(n.id, next);
-      this.mark(n.id);
-    }
+    for (const n of await this.src.listNodes().catch(() => [])) this.setField(n.id, 10, this.src.ownerOf(n));
   }
 
   private onReachability(m: BmcReachabilityMessage): void {
@@ -241,7 +233,8 @@ export class FleetFeed {
     return [n.id, n.uuid, n.name, n.conductor_group, n.provision_state, n.power_state, n.maintenance ? 1 : 0, n.health, this.src.agents.isConnected(n.id) ? 1 : 0, bmc, this.src.ownerOf(n)];
   }
 
-  private setField(id: number, index: 8 | 9, value: FeedRow[8] | FeedRow[9]): void {
+  /** One field of a node's row changed without a row write (agent stream, reachability, owner). */
+  private setField(id: number, index: 8 | 9 | 10, value: FeedRow[8] | FeedRow[9] | FeedRow[10]): void {
     if (this.pending) return; // the listing that follows reads the same truth
     const row = this.rows.get(id);
     if (!row || row[index] === value) return;
