@@ -10,11 +10,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { ROOT, startConductorProcess, tmpDir, waitFor, type ConductorProc } from '../helpers.js';
+import { ROOT, serveSlowly, startConductorProcess, tmpDir, waitFor, type ConductorProc } from '../helpers.js';
 import { admin, startSim, type SimProc } from '../sim/helpers.js';
 
 const MiB = 1024 * 1024;
@@ -28,7 +26,7 @@ describe('the web console in chromium', () => {
   const dir = tmpDir('ironfleet-console-');
   const image = randomBytes(48 * MiB);
   const checksum = createHash('sha256').update(image).digest('hex');
-  let server: http.Server;
+  let served: Awaited<ReturnType<typeof serveSlowly>> | undefined;
   let imageUrl = '';
   let conductor: ConductorProc;
   let sim: SimProc;
@@ -74,21 +72,8 @@ describe('the web console in chromium', () => {
 
   beforeAll(async () => {
     // The image trickles out (≈ 12 MiB/s) so the deploy's progress bar has time to move.
-    server = http.createServer((req, res) => {
-      if (req.url !== '/os.img') return void res.writeHead(404).end();
-      res.writeHead(200, { 'content-length': image.length });
-      let o = 0;
-      const tick = () => {
-        if (res.destroyed) return;
-        if (o >= image.length) return void res.end();
-        res.write(image.subarray(o, o + MiB));
-        o += MiB;
-        setTimeout(tick, 80);
-      };
-      tick();
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    imageUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/os.img`;
+    served = await serveSlowly(image, 80);
+    imageUrl = served.url;
     const cfg = path.join(dir, 'conductor.yaml');
     writeFileSync(cfg, `api:\n  auth:\n    strategy: http_basic\n    users:\n      ${USER}: ${PASS}\n`);
     conductor = await startConductorProcess({
@@ -126,7 +111,7 @@ describe('the web console in chromium', () => {
     await browser?.close();
     await conductor?.kill('SIGTERM');
     await sim?.stop();
-    await new Promise<void>((r) => server?.close(() => r()));
+    await served?.close();
   });
 
   it('shows every node on the map, with legend counts that match the API', async () => {

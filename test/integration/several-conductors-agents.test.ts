@@ -9,12 +9,10 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import pg from 'pg';
-import { freshPgDatabase, startConductorProcess, tmpDir, waitFor, type ConductorProc } from '../helpers.js';
+import { freshPgDatabase, serveSlowly, tmpDir, waitFor, type ConductorProc } from '../helpers.js';
 import { admin, startSim, type SimProc } from '../sim/helpers.js';
+import { callVia, clusterEnv, leftovers, startThree } from './cluster-helpers.js';
 
 type N = { uuid: string; name: string; provision_state: string; conductor: string | null; last_error: string | null };
 const MiB = 1024 * 1024;
@@ -23,25 +21,19 @@ describe('three conductors with ramdisk agents', () => {
   const dir = tmpDir('ironfleet-ha-agents-');
   const image = randomBytes(24 * MiB);
   const sha = createHash('sha256').update(image).digest('hex');
-  let server: http.Server;
+  let served: Awaited<ReturnType<typeof serveSlowly>> | undefined;
   let imageUrl = '';
   let db = '';
   let sim: SimProc;
   const conductors = new Map<string, ConductorProc>();
   const env = {
-    IRONFLEET_CONDUCTOR__HEARTBEAT_INTERVAL_S: '0.5',
-    IRONFLEET_CONDUCTOR__HEARTBEAT_TIMEOUT_S: '4',
+    ...clusterEnv(dir),
     IRONFLEET_POWER_SYNC__INTERVAL_S: '0',
     IRONFLEET_CONDUCTOR__ERASE_DEVICES_PRIORITY: '0',
     IRONFLEET_CONDUCTOR__FAST_TRACK_TIMEOUT_S: '3600',
     IRONFLEET_AGENT__COMMAND_LOST_GRACE_S: '30',
-    IRONFLEET_SECURITY__SECRETS_KEY_FILE: path.join(dir, 'secrets.key'),
   };
-  const call = async <T = unknown>(c: string, method: string, p: string, body?: unknown): Promise<{ status: number; json: T }> => {
-    const res = await fetch(`${conductors.get(c)!.apiUrl}${p}`, { method, headers: { 'x-openstack-ironic-api-version': 'latest', ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
-    const text = await res.text();
-    return { status: res.status, json: (text ? JSON.parse(text) : undefined) as T };
-  };
+  const call = <T = unknown>(c: string, method: string, p: string, body?: unknown) => callVia<T>(conductors.get(c)!, method, p, body);
   const via = () => [...conductors.keys()][0]!;
   const node = async (uuid: string) => (await call<N>(via(), 'GET', `/v1/nodes/${uuid}`)).json;
   const waitState = (uuid: string, state: string, ms = 60_000) =>
@@ -63,30 +55,10 @@ describe('three conductors with ramdisk agents', () => {
   };
 
   beforeAll(async () => {
-    server = http.createServer((req, res) => {
-      res.writeHead(200, { 'content-length': image.length });
-      let o = 0;
-      const tick = () => {
-        if (res.destroyed) return;
-        if (o >= image.length) return void res.end();
-        res.write(image.subarray(o, o + MiB));
-        o += MiB;
-        setTimeout(tick, 150);
-      };
-      tick();
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    imageUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/os.img`;
+    served = await serveSlowly(image, 150);
+    imageUrl = served.url;
     db = await freshPgDatabase(inject('pgUrl'));
-    for (const name of ['c1', 'c2', 'c3']) conductors.set(name, await startConductorProcess({ dir, database: db, name, env: { ...env, IRONFLEET_HOST: name } }));
-    // Every conductor has seen all three members (their rings agree) before anything is asked of them.
-    await waitFor(async () => {
-      for (const c of conductors.values()) {
-        const list = (await (await fetch(`${c.apiUrl}/v1/conductors`)).json()) as { conductors: Array<{ alive: boolean }> };
-        if (list.conductors.filter((x) => x.alive).length !== 3) return undefined;
-      }
-      return true;
-    }, 20_000, 'ring of three');
+    await startThree(dir, db, env, conductors);
     const agents = [...conductors.values()].map((c) => c.agentAddr).join(',');
     sim = await startSim(['--bmcs', '6', '--profile', 'ideal', '--http', '--agents', agents, '--boot-delay-ms', '2500', '--disk-dir', path.join(dir, 'disks')]);
     for (const b of sim.manifest.bmcs) {
@@ -102,7 +74,7 @@ describe('three conductors with ramdisk agents', () => {
   afterAll(async () => {
     for (const c of conductors.values()) await c.kill('SIGKILL');
     await sim?.stop();
-    await new Promise<void>((r) => server?.close(() => r()));
+    await served?.close();
   });
 
   it('agents are redirected to their nodes\' owners; cleaning by agents completes on every owner', async () => {
@@ -147,14 +119,7 @@ describe('three conductors with ramdisk agents', () => {
     expect(a.conductor).not.toBe(victim);
     expect(disk(writing.name).equals(image)).toBe(true);
     expect(disk(calling.name).equals(image)).toBe(true);
-    const client = new pg.Client({ connectionString: db });
-    await client.connect();
-    try {
-      expect((await client.query(`SELECT count(*)::int AS n FROM nodes WHERE reservation IS NOT NULL`)).rows[0].n).toBe(0);
-      expect((await client.query(`SELECT count(*)::int AS n FROM deferred_actions WHERE state = 'RUNNING'`)).rows[0].n).toBe(0);
-    } finally {
-      await client.end();
-    }
+    expect(await leftovers(db)).toEqual({ locks: 0, running: 0 });
   }, 240_000);
 
   it('SIGKILL the owner in the middle of a conductor-side step (boot_agent on a stalled BMC): the new owner resumes the step', async () => {

@@ -10,9 +10,9 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
 import { freshPgDatabase, startConductorProcess, tmpDir, waitFor, type ConductorProc } from '../helpers.js';
 import { admin, startSim, type SimProc } from '../sim/helpers.js';
+import { callVia, clusterEnv, leftovers, startThree } from './cluster-helpers.js';
 
 type N = { uuid: string; name: string; provision_state: string; power_state: string | null; conductor: string | null; reservation: string | null; last_error: string | null };
 type C = { hostname: string; alive: boolean; state: string; api_url: string | null };
@@ -24,35 +24,15 @@ describe('three conductors on PostgreSQL', () => {
   let db = '';
   let sim: SimProc;
   const conductors = new Map<string, ConductorProc>();
-  const env = {
-    IRONFLEET_CONDUCTOR__HEARTBEAT_INTERVAL_S: '0.5',
-    IRONFLEET_CONDUCTOR__HEARTBEAT_TIMEOUT_S: '4',
-    IRONFLEET_POWER_SYNC__INTERVAL_S: '1',
-    IRONFLEET_POWER_SYNC__FORCE_POWER_STATE: 'false',
-    IRONFLEET_SECURITY__SECRETS_KEY_FILE: path.join(dir, 'secrets.key'),
-    IRONFLEET_LOGGING__LEVEL: 'info',
-  };
-  const start = (name: string) => startConductorProcess({ dir, database: db, name, env: { ...env, IRONFLEET_HOST: name } });
-  const call = async <T = unknown>(c: string, method: string, p: string, body?: unknown): Promise<{ status: number; json: T; servedBy: string | null }> => {
-    const res = await fetch(`${conductors.get(c)!.apiUrl}${p}`, { method, headers: { 'x-openstack-ironic-api-version': 'latest', ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
-    const text = await res.text();
-    return { status: res.status, json: (text ? JSON.parse(text) : undefined) as T, servedBy: res.headers.get('x-ironfleet-served-by') };
-  };
+  const env = { ...clusterEnv(dir), IRONFLEET_POWER_SYNC__INTERVAL_S: '1', IRONFLEET_POWER_SYNC__FORCE_POWER_STATE: 'false', IRONFLEET_LOGGING__LEVEL: 'info' };
+  const call = <T = unknown>(c: string, method: string, p: string, body?: unknown) => callVia<T>(conductors.get(c)!, method, p, body);
   const nodes = async (via = 'c1') => (await call<{ nodes: N[] }>(via, 'GET', '/v1/nodes?detail=true&limit=1000')).json.nodes;
   const simStats = async () => (await admin(sim, 'GET', '/stats')).json.fleet as Record<string, number>;
 
   beforeAll(async () => {
     db = await freshPgDatabase(inject('pgUrl'));
     sim = await startSim(['--bmcs', String(BMCS), '--profile', 'ideal', '--http', '--initial-power', 'off']);
-    for (const name of ['c1', 'c2', 'c3']) conductors.set(name, await start(name));
-    // Every conductor has seen all three members (their rings agree) before anything is asked of them.
-    await waitFor(async () => {
-      for (const c of conductors.values()) {
-        const list = (await (await fetch(`${c.apiUrl}/v1/conductors`)).json()) as { conductors: Array<{ alive: boolean }> };
-        if (list.conductors.filter((x) => x.alive).length !== 3) return undefined;
-      }
-      return true;
-    }, 20_000, 'ring of three');
+    await startThree(dir, db, env, conductors);
     for (const b of sim.manifest.bmcs) {
       const r = await call<N>('c1', 'POST', '/v1/nodes', { driver: 'redfish', name: b.name, driver_info: { redfish_address: b.address, redfish_username: b.username, redfish_password: b.password, redfish_system_id: b.system_id } });
       expect(r.status).toBe(201);
@@ -140,14 +120,7 @@ describe('three conductors on PostgreSQL', () => {
 
     const list = (await call<{ conductors: C[] }>('c1', 'GET', '/v1/conductors')).json.conductors;
     expect(list.find((c) => c.hostname === victim)).toMatchObject({ alive: false, state: 'offline' });
-    const client = new pg.Client({ connectionString: db });
-    await client.connect();
-    try {
-      expect((await client.query(`SELECT count(*)::int AS n FROM nodes WHERE reservation IS NOT NULL`)).rows[0].n).toBe(0);
-      expect((await client.query(`SELECT count(*)::int AS n FROM deferred_actions WHERE state = 'RUNNING'`)).rows[0].n).toBe(0);
-    } finally {
-      await client.end();
-    }
+    expect(await leftovers(db)).toEqual({ locks: 0, running: 0 });
     console.log(`takeover: owned after ${owned} ms, swept after ${swept} ms`);
   }, 90_000);
 
