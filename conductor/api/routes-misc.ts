@@ -111,6 +111,16 @@ export function buildOpenApi(base: string): Record<string, unknown> {
       '/v1/conductors': { get: { summary: 'Every conductor sharing the database, alive or not', responses: { '200': ok('Conductors') } } },
       '/v1/conductors/{hostname}': { parameters: [{ name: 'hostname', in: 'path', required: true, schema: { type: 'string' } }], get: { summary: 'One conductor', responses: { '200': ok('Conductor'), ...errors } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': ok('text/plain exposition') } } },
+      '/console/': { get: { summary: 'The web console (its page)', responses: { '200': ok('text/html') } } },
+      '/console/api/fleet': { get: { summary: 'Console: every node as a row tuple, panel history, and the event id to stream from', responses: { '200': ok('Fleet snapshot') } } },
+      '/console/api/events': {
+        get: {
+          summary: 'Console: live changes (Server-Sent Events), resumed from Last-Event-ID or last_event_id',
+          parameters: [{ name: 'last_event_id', in: 'query', required: false, schema: { type: 'string' } }],
+          responses: { '200': ok('text/event-stream'), ...errors },
+        },
+      },
+      '/console/api/nodes/{ident}/live': { parameters: [{ name: 'ident', in: 'path', required: true, schema: { type: 'string' } }], get: { summary: "Console: a node's agent progress and sensor series", responses: { '200': ok('Live extras'), ...errors } } },
     },
   };
 }
