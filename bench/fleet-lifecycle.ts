@@ -9,7 +9,9 @@
  * Per phase: time, nodes per failure state with their last_error classes, BMC requests per node,
  * conductor CPU per node (its own process, from /proc). Overall: retries by code (/metrics).
  * `failed_transient` counts failures a BMC's faults do not explain (target 0); `failed_dead_bmc`
- * those whose BMC stayed unreachable for a whole operation deadline (the error says so).
+ * those whose BMC stayed unusable for a whole operation deadline (the error says so) and has a
+ * standing fault in the simulator's record (black hole, slow, flapping). A node power sync put into
+ * maintenance is waited for (power sync clears it when the BMC answers again), as automation would.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -51,12 +53,24 @@ interface PhaseRow extends Record<string, string | number> {
   conductor_cpu_ms_per_node: number;
 }
 
-/** A BMC that stayed unreachable for a whole operation deadline (the retry policy's error says so). */
+/**
+ * A BMC that stayed unusable for a whole operation deadline, as the retry policy's error tells it:
+ * only timeouts, refused/reset connections, an open breaker or "503 busy" for ≥ 90 % of the deadline.
+ */
 function deadBmc(lastError: string): boolean {
   const m = lastError.match(/tried \d+ times over ([0-9.]+) s \(answers: ([^)]*)\)/);
   if (!m) return false;
-  const onlyUnreachable = m[2]!.split(', ').every((a) => /^(RF_TIMEOUT|RF_CONNECT|RF_CIRCUIT_OPEN)\b/.test(a));
-  return onlyUnreachable && Number(m[1]) >= DEADLINE_S * 0.9;
+  const onlyUnusable = m[2]!.split(', ').every((a) => /^(RF_TIMEOUT|RF_CONNECT|RF_CIRCUIT_OPEN|RF_SESSION_CAP|HTTP 503)\b/.test(a));
+  return onlyUnusable && Number(m[1]) >= DEADLINE_S * 0.9;
+}
+
+/** The standing faults a BMC drew from its profile (the simulator's own record), or none. */
+function standingFaults(traits: { blackHole?: boolean; slowFactor?: number; flapping?: boolean }): string[] {
+  const out: string[] = [];
+  if (traits.blackHole) out.push('black hole');
+  if ((traits.slowFactor ?? 1) > 1) out.push(`slow ×${traits.slowFactor}`);
+  if (traits.flapping) out.push('flapping');
+  return out;
 }
 
 /**
@@ -136,6 +150,17 @@ async function main(): Promise<void> {
       return out;
     };
 
+    /** Waits (inside the phase's time) for power sync to take a node out of power-failure maintenance. */
+    const recovered = async (u: string, t0: number): Promise<boolean> => {
+      while (Date.now() - t0 < PHASE_TIMEOUT_MS) {
+        const n: { maintenance: boolean; fault: string | null } = await api.get(`/v1/nodes/${u}?fields=maintenance,fault`);
+        if (!n.maintenance) return true;
+        if (n.fault !== 'power failure') return false;
+        await sleep(5000);
+      }
+      return false;
+    };
+
     /** Runs one phase: `request` per node, then waits until each is in `want` or failed; records the row. */
     const phase = async (name: string, targets: string[], request: (u: string) => Promise<unknown>, want: string) => {
       const r0 = await bmcRequests();
@@ -150,6 +175,9 @@ async function main(): Promise<void> {
             return;
           } catch (err) {
             if (/maintenance mode/.test((err as Error).message)) {
+              // Power sync put it into maintenance ("power failure") and clears that itself once
+              // the BMC answers a sweep again: an operator's automation waits for that, then retries.
+              if (await recovered(u, t0)) continue;
               held.add(u);
               return;
             }
@@ -242,18 +270,30 @@ async function main(): Promise<void> {
     const retries: Record<string, number> = {};
     for (const m of metrics.matchAll(/^ironfleet_bmc_operation_retries_total\{code="([A-Z_]+)"\} (\d+)/gm)) retries[m[1]!] = Number(m[2]);
     const failedNodes = [...failedAt.values()];
-    const dead = failedNodes.filter((n) => deadBmc(n.last_error ?? ''));
+    // A failure is "dead BMC" only when both agree: the error says the BMC stayed unusable for the
+    // whole deadline, and the simulator's record shows a standing fault (not a passing storm).
+    const indexOf = new Map(uuids.map((u, i) => [u, i]));
+    const explained = new Map<string, string[]>();
+    await forEachLimit(failedNodes, 16, async (n) => {
+      const detail = await simJson('GET', `/bmcs/${indexOf.get(n.uuid)}`);
+      explained.set(n.uuid, standingFaults(detail.traits ?? {}));
+    });
+    const dead = failedNodes.filter((n) => deadBmc(n.last_error ?? '') && explained.get(n.uuid)!.length > 0);
+    const byFault: Record<string, number> = {};
+    for (const n of dead) for (const f of explained.get(n.uuid)!) byFault[f.replace(/×.*/, '')] = (byFault[f.replace(/×.*/, '')] ?? 0) + 1;
+    for (const n of failedNodes.filter((f) => !dead.includes(f))) console.log(`  transient: ${n.name} (${n.provision_state}; BMC faults: ${explained.get(n.uuid)!.join(', ') || 'none'}): ${n.last_error}`);
     printTable(`fleet-lifecycle (${N} nodes, ${PROFILE}; operation deadline ${DEADLINE_S} s)`, rows);
     for (const [p, f] of Object.entries(failures)) for (const [k, n] of Object.entries(f)) console.log(`  ${p}: ${n} × ${k}`);
     console.log(`retries by code: ${JSON.stringify(retries)}`);
     const failedTransient = failedNodes.length - dead.length;
-    console.log(`failed_transient=${failedTransient} (target 0), failed_dead_bmc=${dead.length}`);
+    console.log(`failed_transient=${failedTransient} (target 0), failed_dead_bmc=${dead.length} ${JSON.stringify(byFault)}`);
     writeResults('fleet-lifecycle', {
       nodes: N,
       profile: PROFILE,
       operation_deadline_s: DEADLINE_S,
       failed_transient: failedTransient,
       failed_dead_bmc: dead.length,
+      failed_dead_bmc_by_fault: byFault,
       ...Object.fromEntries(rows.map((r) => [`phase_s_${r.phase}`, r.seconds])),
       ...Object.fromEntries(rows.map((r) => [`requests_per_node_${r.phase}`, r.requests_per_node])),
       ...Object.fromEntries(rows.map((r) => [`conductor_cpu_ms_per_node_${r.phase}`, r.conductor_cpu_ms_per_node])),

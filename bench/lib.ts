@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,32 +22,7 @@ export function machineInfo(): Record<string, unknown> {
   };
 }
 
-const CLK_TCK = 100;
-
-/** RSS (MiB) and cumulative CPU seconds of a process, from /proc. */
-export function procSample(pid: number): { rssMiB: number; cpuS: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const rssKb = Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return { rssMiB: rssKb / 1024, cpuS: (utime + stime) / CLK_TCK };
-}
-
-/** Cumulative CPU seconds of a process and all its descendants. */
-export function treeCpuS(pid: number): number {
-  let total = 0;
-  try {
-    total = procSample(pid).cpuS;
-    for (const t of readdirSync(`/proc/${pid}/task`)) {
-      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean)) total += treeCpuS(Number(c));
-    }
-  } catch {
-    /* exited */
-  }
-  return total;
-}
+export { procSample, treeCpuS } from '../shared/proc-stats.js';
 
 export function printTable(title: string, rows: Array<Record<string, string | number>>): void {
   if (rows.length === 0) return;

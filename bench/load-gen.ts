@@ -84,14 +84,16 @@ async function main() {
   await new Promise((r) => setTimeout(r, warmupS * 1000));
   measuring = true;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   await new Promise((r) => setTimeout(r, durationS * 1000));
   measuring = false;
+  const cpu = process.cpuUsage(cpu0);
   const secs = (performance.now() - t0) / 1000;
   stop = true;
   await Promise.race([Promise.all(loops), new Promise((r) => setTimeout(r, 5000))]);
   lat.sort((a, b) => a - b);
   const q = (p: number) => (lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! * 100) / 100 : 0);
-  process.stdout.write(`${JSON.stringify({ bmcs: targets.length, ok, errors, login_failures: loginFailures, seconds: secs, rps: ok / secs, p50_ms: q(0.5), p99_ms: q(0.99) })}\n`);
+  process.stdout.write(`${JSON.stringify({ bmcs: targets.length, ok, errors, login_failures: loginFailures, seconds: secs, rps: ok / secs, p50_ms: q(0.5), p99_ms: q(0.99), cpu_ms_per_request: ok ? (cpu.user + cpu.system) / 1000 / ok : null })}\n`);
   await Promise.all(clients.map((c) => c.destroy()));
   process.exit(0);
 }

@@ -13,6 +13,7 @@ import { ApiClient, ApiError } from './api-client.js';
 import { AGENT_VERSION } from '../shared/commands.js';
 import { installProcessGuards } from '../shared/process-guard.js';
 import { rotateSecretsKey } from './secrets.js';
+import { enrollEntries, manifestEntries, redfishEntries, type EnrollEntry } from './enroll.js';
 
 /**
  * The simulator, the lab and the ramdisk builder need development packages (certificate
@@ -257,6 +258,38 @@ export function buildCli(): Command {
       console.log(JSON.stringify(m));
     });
 
+  program
+    .command('bench-fleet')
+    .description('measure a fresh conductor process on a fleet: enrol, manage, K steady power-sync sweeps; CPU per node per sweep, RSS per BMC, sessions, API latency')
+    .option('--manifest <file>', 'a fleet manifest (ironfleet sim)')
+    .option('--redfish <url>', 'or walk this Redfish service (sushy-tools: every system behind one address)')
+    .option('--username <user>', 'BMC user (with --redfish)')
+    .option('--password <password>', 'BMC password (with --redfish; or IRONFLEET_BMC_PASSWORD)', process.env.IRONFLEET_BMC_PASSWORD)
+    .option('--verify-ca <path|true|false>', 'TLS verification with --redfish', 'true')
+    .option('--database <url>', 'an empty postgres://… database (default: SQLite in a temporary directory)')
+    .option('--sweeps <k>', 'steady sweeps measured', int('sweeps', 1, 100), 4)
+    .option('--interval-s <s>', 'power sync interval', int('interval-s', 1, 3600), 15)
+    .option('--pool-size <n>', 'BMC worker threads (default: CPUs)', int('pool-size', 1, 64))
+    .option('--json <file>', 'also write the result here')
+    .action(async (o) => {
+      if (Boolean(o.manifest) === Boolean(o.redfish)) throw new IronfleetError('IRF_INVALID_INPUT', 'bench-fleet: give exactly one of --manifest <file> or --redfish <url>');
+      if (o.redfish && (!o.username || !o.password)) throw new IronfleetError('IRF_INVALID_INPUT', 'bench-fleet --redfish: --username and --password are required');
+      const { benchFleet, benchFleetTable, writeBenchFleet } = await import('./bench-fleet.js');
+      const verifyCa = o.verifyCa === 'true' ? true : o.verifyCa === 'false' ? false : String(o.verifyCa);
+      const r = await benchFleet({
+        manifest: o.manifest,
+        redfish: o.redfish ? { url: o.redfish, username: o.username, password: o.password, verifyCa } : undefined,
+        database: o.database,
+        sweeps: o.sweeps,
+        intervalS: o.intervalS,
+        poolSize: o.poolSize,
+        progress: progressLine,
+      });
+      process.stdout.write('\n');
+      console.log(benchFleetTable(r));
+      if (o.json) writeBenchFleet(o.json, r);
+    });
+
   const node = program.command('node').description('manage nodes through the API');
   const common = (c: Command) =>
     c.option('--url <url>', 'API endpoint', process.env.IRONFLEET_URL ?? 'http://127.0.0.1:6385').option('--token <token>', 'API token (X-Auth-Token)', process.env.IRONFLEET_TOKEN);
@@ -289,32 +322,30 @@ export function buildCli(): Command {
       console.log(showNode(n));
     });
 
-  common(node.command('enroll').description('enroll nodes from a fleet manifest ({"bmcs": [...]}, as written by `ironfleet sim`)'))
-    .requiredOption('--from <file>')
+  common(node.command('enroll').description('enroll nodes (idempotent): from a fleet manifest ({"bmcs": [...]}, as written by `ironfleet sim`) or from a Redfish service\'s Systems'))
+    .option('--from <file>', 'fleet manifest')
+    .option('--redfish <url>', 'walk this Redfish service: one node per member of /redfish/v1/Systems, ports from its EthernetInterfaces')
+    .option('--username <user>', 'BMC user (with --redfish)')
+    .option('--password <password>', 'BMC password (with --redfish; or IRONFLEET_BMC_PASSWORD)', process.env.IRONFLEET_BMC_PASSWORD)
+    .option('--verify-ca <path|true|false>', 'TLS verification with --redfish: a CA bundle, true (system CAs) or false', 'true')
+    .option('--address-template <tpl>', 'each node\'s BMC address; {url}, {id} (system Id) and {index} are replaced', '{url}')
     .option('--driver <driver>', 'hardware type', 'redfish')
     .action(async (o) => {
-      const doc = JSON.parse(readFileSync(o.from, 'utf8')) as { bmcs: Array<Record<string, unknown>>; ca_file?: string | null; tls_server_name?: string | null };
-      if (!Array.isArray(doc.bmcs)) throw new IronfleetError('IRF_INVALID_INPUT', `${o.from}: "bmcs" must be an array`);
-      const c = api(o);
-      let done = 0;
-      for (const [i, b] of doc.bmcs.entries()) {
-        const n = await c.post<Record<string, unknown>>('/v1/nodes', {
-          driver: o.driver,
-          name: typeof b.name === 'string' ? b.name : `node-${i}`,
-          driver_info: {
-            redfish_address: b.address,
-            redfish_username: b.username,
-            redfish_password: b.password,
-            redfish_system_id: b.system_id,
-            // A simulator manifest names its CA and the server name its certificate carries.
-            ...(doc.ca_file ? { redfish_verify_ca: doc.ca_file } : {}),
-            ...(doc.tls_server_name ? { redfish_tls_server_name: doc.tls_server_name } : {}),
-          },
-        });
-        for (const mac of (b.macs as string[]) ?? []) await c.post('/v1/ports', { address: mac, node_uuid: n.uuid });
-        progressLine(`enrolled ${++done}/${doc.bmcs.length}`);
+      if (Boolean(o.from) === Boolean(o.redfish)) throw new IronfleetError('IRF_INVALID_INPUT', 'node enroll: give exactly one of --from <manifest> or --redfish <url>');
+      let entries: EnrollEntry[];
+      if (o.from) {
+        const doc = JSON.parse(readFileSync(o.from, 'utf8')) as { bmcs: Array<Record<string, unknown>> };
+        if (!Array.isArray(doc.bmcs)) throw new IronfleetError('IRF_INVALID_INPUT', `${o.from}: "bmcs" must be an array`);
+        entries = manifestEntries(doc);
+      } else {
+        if (!o.username || !o.password) throw new IronfleetError('IRF_INVALID_INPUT', 'node enroll --redfish: --username and --password (or IRONFLEET_BMC_PASSWORD) are required');
+        const verifyCa = o.verifyCa === 'true' ? true : o.verifyCa === 'false' ? false : String(o.verifyCa);
+        entries = await redfishEntries({ url: o.redfish, username: o.username, password: o.password, verifyCa, addressTemplate: o.addressTemplate, progress: progressLine });
+        process.stdout.write('\n');
       }
+      const report = await enrollEntries(api(o), o.driver, entries, progressLine);
       process.stdout.write('\n');
+      console.log(JSON.stringify(report));
     });
 
   common(node.command('power <node> <action>').description('power on|off|reboot|soft-off|soft-reboot'))

@@ -11,6 +11,8 @@ import type { ConductorConfig } from './config.js';
 import { BmcPool } from './redfish/pool.js';
 import { RedfishClient, type SessionEvent } from './redfish/client.js';
 import { parseRedfishDriverInfo, type RedfishTarget } from './redfish/driver-info.js';
+import { openFileLimit } from '../shared/fd-limits.js';
+import { ConfigError } from '../shared/errors.js';
 
 /** The BMC session key of a redfish node, or undefined (other driver, invalid driver_info). */
 export function bmcKeyOf(node: Node): string | undefined {
@@ -49,11 +51,24 @@ export class BmcSessions {
    * conductor; no login), and our previous run's sessions on BMCs no node uses are logged out.
    * Sessions on BMCs another conductor owns are left for it. `take` records adopted sessions as ours.
    */
+  /** Each worker thread's share of the BMC socket budget (config.ts redfish.max_bmc_sockets). */
+  private socketBudgetPerThread(): number {
+    const r = this.cfg;
+    const limit = openFileLimit();
+    let total = r.max_bmc_sockets;
+    if (!total && limit) total = limit - (r.fd_reserve || Math.max(64, Math.floor(limit / 4)));
+    if (!total) return 0;
+    const perThread = Math.floor(total / r.pool_size);
+    if (perThread < 8) throw new ConfigError(`invalid configuration: only ${total} descriptors are left for BMC sockets (open-files limit ${limit ?? 'unknown'}, redfish.fd_reserve ${r.fd_reserve || 'auto'}) — raise the limit (systemd LimitNOFILE) or lower redfish.pool_size`, 'redfish.max_bmc_sockets');
+    this.log.info({ fd_limit: limit, bmc_sockets: perThread * r.pool_size, per_thread: perThread }, 'BMC socket budget');
+    return perThread;
+  }
+
   async start(owns: (n: Node) => boolean, take: (keys: string[]) => Promise<void>): Promise<void> {
     const r = this.cfg;
     this.p = new BmcPool(
       r.pool_size,
-      { timeoutMs: r.timeout_ms, connectTimeoutMs: r.connect_timeout_ms, maxInflight: r.max_inflight_per_bmc, breakerThreshold: r.breaker_threshold, breakerOpenMs: r.breaker_open_ms, operationDeadlineMs: r.operation_deadline_s * 1000 },
+      { timeoutMs: r.timeout_ms, connectTimeoutMs: r.connect_timeout_ms, maxInflight: r.max_inflight_per_bmc, breakerThreshold: r.breaker_threshold, breakerOpenMs: r.breaker_open_ms, operationDeadlineMs: r.operation_deadline_s * 1000, socketBudget: this.socketBudgetPerThread() },
       (events) => this.persist(events),
     );
     await this.p.start();

@@ -89,7 +89,39 @@ export class ConductorMetrics {
     });
     this.sweepNodes = new Gauge({ name: 'ironfleet_power_sync_nodes', help: 'Nodes in the last power sync sweep, by outcome', labelNames: ['outcome'], registers: [r] });
     this.syncErrors = new Counter({ name: 'ironfleet_power_sync_errors_total', help: 'Power sync failures by error code', labelNames: ['code'], registers: [r] });
-    const bmcStats = async (): Promise<Record<string, number>> => (src.bmc()?.stats() ?? {});
+    // One worker round-trip per scrape: the BMC collectors below share one stats read (1 s).
+    let statsAt = 0;
+    let statsRead: Promise<Record<string, number>> = Promise.resolve({});
+    const bmcStats = (): Promise<Record<string, number>> => {
+      if (Date.now() - statsAt > 1000) {
+        statsAt = Date.now();
+        statsRead = Promise.resolve(src.bmc()?.stats() ?? {}).catch(() => ({}));
+      }
+      return statsRead;
+    };
+    new Gauge({
+      name: 'ironfleet_bmc_sockets',
+      help: 'BMC sockets open, and the budget they are held to (redfish.max_bmc_sockets; 0 = none)',
+      labelNames: ['kind'],
+      registers: [r],
+      async collect() {
+        const s = await bmcStats();
+        this.set({ kind: 'open' }, s.bmc_sockets_open ?? 0);
+        this.set({ kind: 'budget' }, s.bmc_socket_budget ?? 0);
+      },
+    });
+    new Counter({
+      name: 'ironfleet_bmc_socket_budget_events_total',
+      help: 'Descriptor budget events: idle BMC sockets closed to make room (evicted), connects that waited for a descriptor (waited)',
+      labelNames: ['event'],
+      registers: [r],
+      async collect() {
+        this.reset();
+        const s = await bmcStats();
+        this.inc({ event: 'evicted' }, s.bmc_socket_evictions ?? 0);
+        this.inc({ event: 'waited' }, s.bmc_socket_waits ?? 0);
+      },
+    });
     new Gauge({
       name: 'ironfleet_bmc_sessions',
       help: 'Live Redfish sessions held (at most one per BMC and user)',

@@ -186,6 +186,10 @@ export class PowerSync {
       report.failed++;
       const code = it.error?.code ?? 'RF_INTERNAL';
       report.errors_by_code[code] = (report.errors_by_code[code] ?? 0) + 1;
+      // An open breaker answered for the BMC without asking it: the failure that opened it was
+      // counted already. Counting the breaker too turned a flapping BMC's 20 s outage into three
+      // strikes (two real ones, then the breaker's 30 s) and maintenance mid-lifecycle.
+      if (code === 'RF_CIRCUIT_OPEN') return;
       const n = (this.failures.get(node.uuid) ?? 0) + 1;
       this.failures.set(node.uuid, n);
       if (n === 1) publish<BmcReachabilityMessage>(channels.bmcReachability, { node: node.uuid, ok: false, code });

@@ -29,6 +29,8 @@ export type ErrorCode =
   | 'IRF_DB_UNAVAILABLE'
   | 'IRF_CONSOLE_NOT_BUILT'
   | 'IRF_CONDUCTOR_UNAVAILABLE'
+  /** A Redfish service walked for enrolment refused the credentials or kept failing. */
+  | 'IRF_REDFISH_SERVICE'
   | 'IRF_INTERNAL';
 
 export interface ErrorFields {

@@ -38,8 +38,13 @@ export const profileSchema = z.strictObject({
   health_changes_per_hour: z.number().min(0),
   /** Whether Basic auth is accepted besides sessions. */
   basic_auth: z.boolean(),
-});
-export type Profile = z.infer<typeof profileSchema>;
+  /**
+   * Whether the service has a SessionService. Stock sushy-tools has none: Basic auth on every
+   * request, no session to log into (so basic_auth must then be true).
+   */
+  session_service: z.boolean().default(true),
+}).refine((p) => p.session_service || p.basic_auth, { message: 'a profile without a SessionService must accept Basic auth', path: ['basic_auth'] });
+export type Profile = z.output<typeof profileSchema>;
 
 export const PROFILES: Record<'ideal' | 'realistic' | 'hostile', Profile> = {
   ideal: {
@@ -61,6 +66,7 @@ export const PROFILES: Record<'ideal' | 'realistic' | 'hostile', Profile> = {
     storm_error_rate: 0,
     health_changes_per_hour: 0,
     basic_auth: true,
+    session_service: true,
   },
   // Figures from the field (ironic-facts §8.3, peers.md): 50–300 ms GETs, 1–3 s logins, a session
   // cap of 4–8 (iDRAC can be set as low as 8), power changes landing 1–11 s later (sushy-tools).
@@ -83,6 +89,7 @@ export const PROFILES: Record<'ideal' | 'realistic' | 'hostile', Profile> = {
     storm_error_rate: 0.2,
     health_changes_per_hour: 0.05,
     basic_auth: true,
+    session_service: true,
   },
   hostile: {
     name: 'hostile',
@@ -103,6 +110,7 @@ export const PROFILES: Record<'ideal' | 'realistic' | 'hostile', Profile> = {
     storm_error_rate: 0.3,
     health_changes_per_hour: 2,
     basic_auth: false,
+    session_service: true,
   },
 };
 

@@ -307,6 +307,9 @@ export class BmcService {
     const p = path.replace(/\/+$/, '') || '/';
     if (p === '/redfish') return { status: 200, body: { v1: '/redfish/v1/' } };
     if (p === '/redfish/v1' && method === 'GET') return select(this.serviceRoot(), query);
+    // Without a SessionService (stock sushy-tools) there is nothing to log into: 404, as it answers.
+    const sessions = this.profile.session_service;
+    if (!sessions && (p === '/redfish/v1/SessionService' || p.startsWith('/redfish/v1/SessionService/'))) return redfishError(404, 'Base.1.8.ResourceMissingAtURI', `The resource at the URI ${p} was not found.`);
     if (p === '/redfish/v1/SessionService/Sessions' && method === 'POST') return login(this, body);
     if (!p.startsWith('/redfish/v1/')) return redfishError(404, 'Base.1.8.ResourceMissingAtURI', `The resource at the URI ${p} was not found.`);
     const who = this.authenticate(req);
@@ -370,11 +373,11 @@ export class BmcService {
       Systems: { '@odata.id': '/redfish/v1/Systems' },
       Chassis: { '@odata.id': '/redfish/v1/Chassis' },
       Managers: { '@odata.id': '/redfish/v1/Managers' },
-      SessionService: { '@odata.id': '/redfish/v1/SessionService' },
+      ...(this.profile.session_service ? { SessionService: { '@odata.id': '/redfish/v1/SessionService' } } : {}),
       UpdateService: { '@odata.id': '/redfish/v1/UpdateService' },
       TaskService: { '@odata.id': '/redfish/v1/TaskService' },
       EventService: { '@odata.id': '/redfish/v1/EventService' },
-      Links: { Sessions: { '@odata.id': '/redfish/v1/SessionService/Sessions' } },
+      ...(this.profile.session_service ? { Links: { Sessions: { '@odata.id': '/redfish/v1/SessionService/Sessions' } } } : {}),
     };
   }
 

@@ -48,9 +48,12 @@ export interface Proc {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-function spawnLogged(args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): Proc {
+function spawnLogged(args: string[], logFile: string, env: NodeJS.ProcessEnv = {}, fdLimit?: number): Proc {
   const out = createWriteStream(logFile);
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // With fdLimit the process runs under `ulimit -n` (exec keeps the PID: kill() reaches node itself).
+  const child = fdLimit
+    ? spawn('/bin/sh', ['-c', `ulimit -n ${fdLimit} && exec "$0" "$@"`, process.execPath, BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(out, { end: false });
   child.stderr!.pipe(out, { end: false });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? -1 : null))));
@@ -73,11 +76,11 @@ export interface ConductorProc extends Proc {
 }
 
 /** Starts `ironfleet conductor` on ephemeral ports; resolves when it prints its ready line. */
-export async function startConductorProcess(o: { dir: string; database?: string; env?: NodeJS.ProcessEnv; config?: string; apiPort?: number; agentPort?: number; name?: string }): Promise<ConductorProc> {
+export async function startConductorProcess(o: { dir: string; database?: string; env?: NodeJS.ProcessEnv; config?: string; apiPort?: number; agentPort?: number; name?: string; fdLimit?: number }): Promise<ConductorProc> {
   const logFile = path.join(o.dir, `${o.name ?? 'conductor'}.log`);
   const args = ['conductor', '--api-port', String(o.apiPort ?? 0), '--agent-port', String(o.agentPort ?? 0), '--database', o.database ?? `sqlite://${path.join(o.dir, 'ironfleet.db')}`];
   if (o.config) args.push('--config', o.config);
-  const p = spawnLogged(args, logFile, { IRONFLEET_HOST: 'test-conductor', IRONFLEET_AGENT__LIVENESS_FLUSH_MS: '200', IRONFLEET_SECURITY__SECRETS_KEY_FILE: path.join(o.dir, 'secrets.key'), ...o.env });
+  const p = spawnLogged(args, logFile, { IRONFLEET_HOST: 'test-conductor', IRONFLEET_AGENT__LIVENESS_FLUSH_MS: '200', IRONFLEET_SECURITY__SECRETS_KEY_FILE: path.join(o.dir, 'secrets.key'), ...o.env }, o.fdLimit);
   const ready = await new Promise<{ api_port: number; agent_port: number }>((resolve, reject) => {
     let buf = '';
     const t = setTimeout(() => reject(new Error(`conductor did not start:\n${buf}`)), 30_000);

@@ -15,6 +15,8 @@ export interface RedfishClientOptions {
   breakerOpenMs?: number;
   /** The worker's deadline per operation (retry-policy.ts); the client itself does not read it. @default 60000 */
   operationDeadlineMs?: number;
+  /** BMC sockets this worker thread may hold (socket-budget.ts); 0 = no budget. @default 0 */
+  socketBudget?: number;
 }
 
 export interface SessionRecord {

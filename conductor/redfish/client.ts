@@ -5,10 +5,13 @@
  * idempotent GETs only, ETag/If-None-Match, $select when the service supports it, an adaptive
  * per-BMC concurrency limit and a circuit breaker so a dead BMC costs one timeout, not a stall.
  */
+import type { Socket } from 'node:net';
 import { type Pool, errors as undiciErrors } from 'undici';
+import { socketBudget, type SocketOwner } from './socket-budget.js';
 import { BmcGate } from './gate.js';
 import { BASE_HEADERS, bmcPool, classifyTransportError, retryAfterMs } from './transport.js';
 import { RedfishError, type RedfishErrorCode } from './errors.js';
+import { readLoginAnswer } from './login-answer.js';
 import type { RedfishTarget } from './driver-info.js';
 import type { ClientStats, RedfishClientOptions, SessionEvent, SessionRecord } from './client-types.js';
 
@@ -19,7 +22,10 @@ interface Cached {
   doc: Record<string, unknown>;
 }
 
-export class RedfishClient {
+export class RedfishClient implements SocketOwner {
+  /** Requests in flight (their sockets are never closed by the descriptor budget). */
+  busy = 0;
+  readonly sockets = new Set<Socket>();
   readonly stats: ClientStats = { requests: 0, errors: 0, logins: 0, logins_failed: 0, relogins: 0, not_modified: 0, retries: 0, breaker_rejections: 0 };
   private readonly pool: Pool;
   private session: SessionRecord | null = null;
@@ -49,10 +55,11 @@ export class RedfishClient {
       breakerThreshold: opts.breakerThreshold ?? 2,
       breakerOpenMs: opts.breakerOpenMs ?? 30_000,
       operationDeadlineMs: opts.operationDeadlineMs ?? 60_000,
+      socketBudget: opts.socketBudget ?? 0,
     };
     this.basicOnly = target.authType === 'basic';
     this.gate = new BmcGate(target.origin, this.o.maxInflight, this.o.breakerThreshold, this.o.breakerOpenMs);
-    this.pool = bmcPool(target, { connections: this.o.maxInflight, timeoutMs: this.o.timeoutMs, connectTimeoutMs: this.o.connectTimeoutMs });
+    this.pool = bmcPool(target, { connections: this.o.maxInflight, timeoutMs: this.o.timeoutMs, connectTimeoutMs: this.o.connectTimeoutMs }, this);
   }
 
   get key(): string {
@@ -123,7 +130,7 @@ export class RedfishClient {
     if (!s) return;
     this.session = null;
     this.sessionEvents.push({ op: 'deleted', key: s.key, uri: s.uri });
-    if (deleteOnBmc) void this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } }).catch(() => {});
+    if (deleteOnBmc) void this.working(async () => (await this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } })).body.dump()).catch(() => {});
   }
 
   private async login(): Promise<void> {
@@ -136,45 +143,20 @@ export class RedfishClient {
       this.stats.logins_failed++;
       throw err;
     }
-    const text = await res.body.text();
-    if (res.statusCode === 404 || res.statusCode === 405 || res.statusCode === 501) {
-      if (this.target.authType === 'session') throw new RedfishError('RF_AUTH', `BMC has no SessionService (HTTP ${res.statusCode}) and redfish_auth_type is session`, res.statusCode, this.target.origin);
-      if (!this.sessionWorked) {
-        this.basicOnly = true;
-        return;
+    const answer = readLoginAnswer(res.statusCode, res.headers, await res.body.text(), this.target, this.sessionWorked);
+    if (answer.kind === 'no-session-service') {
+      this.basicOnly = true;
+      return;
+    }
+    if (answer.kind === 'error') {
+      this.stats.logins_failed++;
+      if (answer.blockMs !== undefined) {
+        this.blockedUntil = Date.now() + answer.blockMs;
+        this.blockedError = answer.error;
       }
+      throw answer.error;
     }
-    if (res.statusCode === 503 && /SessionLimitExceeded|maximum number of user sessions/i.test(text)) {
-      this.stats.logins_failed++;
-      // Back off: a full session table is not fixed by hammering it (no login storm).
-      this.blockedUntil = Date.now() + retryAfterMs(res.headers['retry-after'], 30_000);
-      this.blockedError = new RedfishError('RF_SESSION_CAP', `BMC session limit reached: ${text.slice(0, 200)}`, 503, this.target.origin);
-      throw this.blockedError;
-    }
-    if (res.statusCode === 401 || res.statusCode === 403) {
-      this.stats.logins_failed++;
-      // Never retry a failed login quickly: it counts towards BMC account lockouts.
-      this.blockedUntil = Date.now() + 60_000;
-      this.blockedError = new RedfishError('RF_AUTH', `BMC rejected the credentials of ${this.target.username} (HTTP ${res.statusCode})`, res.statusCode, this.target.origin);
-      throw this.blockedError;
-    }
-    const token = res.headers['x-auth-token'];
-    const location = res.headers.location;
-    if (res.statusCode >= 300 || typeof token !== 'string') {
-      this.stats.logins_failed++;
-      const code: RedfishErrorCode = res.statusCode === 503 ? 'RF_BUSY' : res.statusCode >= 500 ? 'RF_HTTP' : 'RF_PROTOCOL';
-      const after = res.headers['retry-after'] === undefined ? undefined : retryAfterMs(res.headers['retry-after'], 1000);
-      throw new RedfishError(code, `session login failed: HTTP ${res.statusCode}${typeof token !== 'string' ? ' without X-Auth-Token' : ''}`, res.statusCode, this.target.origin, after);
-    }
-    let uri = typeof location === 'string' ? location : '';
-    if (!uri) {
-      try {
-        uri = String((JSON.parse(text) as Record<string, unknown>)['@odata.id'] ?? '');
-      } catch {
-        /* no body */
-      }
-    }
-    if (/^https?:\/\//.test(uri)) uri = new URL(uri).pathname;
+    const { token, uri } = answer;
     this.session = { key: this.target.key, uri, token, createdAt: Date.now() };
     this.lastUsed = Date.now();
     this.sessionWorked = true;
@@ -196,15 +178,27 @@ export class RedfishClient {
     if (!s) return;
     this.sessionEvents.push({ op: 'deleted', key: s.key, uri: s.uri });
     try {
-      const r = await this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } });
-      await r.body.dump();
+      await this.working(async () => (await this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } })).body.dump());
     } catch {
       /* best effort: the BMC may be gone */
     }
   }
 
   async close(): Promise<void> {
+    socketBudget.forget(this);
     await this.pool.close().catch(() => {});
+  }
+
+  /** Marks this BMC busy for the descriptor budget while `fn` runs (its sockets stay open). */
+  private async working<T>(fn: () => Promise<T>): Promise<T> {
+    this.busy++;
+    socketBudget.touch(this);
+    try {
+      return await fn();
+    } finally {
+      this.busy--;
+      if (this.busy === 0) socketBudget.idle();
+    }
   }
 
   // ------------------------------------------------------------------ requests
@@ -250,14 +244,18 @@ export class RedfishClient {
     }
     await this.gate.acquire();
     try {
-      return await this.send(method, full, o.body, method === 'GET' ? (o.retries ?? this.o.getRetries) : 0, true);
+      return await this.working(() => this.send(method, full, o.body, method === 'GET' ? (o.retries ?? this.o.getRetries) : 0, true));
     } finally {
       this.gate.release();
       this.gate.exit(halfOpen);
     }
   }
 
-  private async probeRoot(): Promise<void> {
+  private probeRoot(): Promise<void> {
+    return this.working(() => this.probeRootOnce());
+  }
+
+  private async probeRootOnce(): Promise<void> {
     try {
       const r = await this.raw('GET', `${this.target.rootPrefix}/`);
       // A 503 body is not the service root (read as one, it switched a BMC to Basic auth for good).

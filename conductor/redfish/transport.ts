@@ -1,9 +1,12 @@
 /**
  * The HTTP side of a BMC client: one undici keep-alive pool per BMC origin whose TCP+TLS
- * handshakes go through a per-thread limiter, the Redfish base headers, and Retry-After parsing.
+ * handshakes go through a per-thread limiter and descriptor budget, the Redfish base headers, and
+ * Retry-After parsing.
  */
+import type { Socket } from 'node:net';
 import { Pool, buildConnector, errors as undiciErrors } from 'undici';
 import { RedfishError } from './errors.js';
+import { socketBudget, type SocketOwner } from './socket-budget.js';
 import type { RedfishTarget } from './driver-info.js';
 
 export const BASE_HEADERS = { 'OData-Version': '4.0', Accept: 'application/json' };
@@ -17,7 +20,8 @@ const MAX_CONCURRENT_HANDSHAKES = 96;
 let handshakes = 0;
 const handshakeQueue: Array<() => void> = [];
 
-function limitedConnector(inner: buildConnector.connector): buildConnector.connector {
+/** Connects inside this thread's descriptor budget (socket-budget.ts) and handshake limit. */
+function limitedConnector(inner: buildConnector.connector, owner: SocketOwner): buildConnector.connector {
   return (opts, cb) => {
     const start = () => {
       handshakes++;
@@ -27,17 +31,21 @@ function limitedConnector(inner: buildConnector.connector): buildConnector.conne
           done = true;
           handshakes--;
           handshakeQueue.shift()?.();
+          if (err) socketBudget.unreserve();
+          else socketBudget.adopt(owner, sock as Socket);
         }
         (cb as (e: Error | null, s: unknown) => void)(err, sock);
       }) as buildConnector.Callback);
     };
-    if (handshakes < MAX_CONCURRENT_HANDSHAKES) start();
-    else handshakeQueue.push(start);
+    socketBudget.reserve(owner, () => {
+      if (handshakes < MAX_CONCURRENT_HANDSHAKES) start();
+      else handshakeQueue.push(start);
+    });
   };
 }
 
 /** The connection pool of one BMC: `connections` sockets at most, kept alive, TLS verified as the target says. */
-export function bmcPool(target: RedfishTarget, o: { connections: number; timeoutMs: number; connectTimeoutMs: number }): Pool {
+export function bmcPool(target: RedfishTarget, o: { connections: number; timeoutMs: number; connectTimeoutMs: number }, owner: SocketOwner): Pool {
   return new Pool(target.origin, {
     connections: o.connections,
     pipelining: 1,
@@ -52,6 +60,7 @@ export function bmcPool(target: RedfishTarget, o: { connections: number; timeout
         ...(typeof target.verify === 'string' ? { ca: target.verify } : {}),
         ...(target.serverName ? { servername: target.serverName } : {}),
       }),
+      owner,
     ),
   });
 }

@@ -5,6 +5,7 @@
  * plain data; session changes are returned for the main thread to persist.
  */
 import { operationRetries } from './retry-policy.js';
+import { socketBudget } from './socket-budget.js';
 import { RedfishClient, type ClientStats, type SessionEvent, type SessionRecord } from './client.js';
 import { RedfishError } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
@@ -101,6 +102,7 @@ export default async function run(task: Task): Promise<unknown> {
   switch (task.op) {
     case 'configure':
       clientOpts = task.options;
+      socketBudget.configure(task.options?.socketBudget);
       return { ok: true };
     case 'sweep': {
       const res = await perNode(task.nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0));
@@ -169,7 +171,7 @@ export default async function run(task: Task): Promise<unknown> {
         if (c.breakerOpen) total.breakers_open++;
       }
       // Operation retries by error code (retry-policy.ts), flat so the pool can sum shards.
-      return { ...total, ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
+      return { ...total, ...socketBudget.stats(), ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
     }
     case 'release': {
       // Another conductor owns these BMCs now: drop the clients without logging out (the new

@@ -112,6 +112,20 @@ describe('power sync with one shared session per BMC', () => {
     expect((await admin(s, 'GET', '/bmcs/2')).json.counters.black_holed).toBe(2);
   });
 
+  it('sweeps the open breaker answers for are no strikes: maintenance needs max_retries real failures', async () => {
+    const s = await sim(2);
+    const { c, nodes } = await conductorFor(s.manifest, { power_sync: { sweep_deadline_ms: 3000, max_retries: 2 }, redfish: { timeout_ms: 800, breaker_threshold: 1, breaker_open_ms: 60_000 } });
+    conductors.push(c);
+    await c.powerSync.sweep();
+    await admin(s, 'POST', '/bmcs/1/faults', { black_hole: true });
+    const r1 = await c.powerSync.sweep();
+    expect(r1.errors_by_code.RF_TIMEOUT).toBe(1);
+    for (let i = 0; i < 3; i++) expect((await c.powerSync.sweep()).errors_by_code.RF_CIRCUIT_OPEN).toBe(1);
+    // One real failure, three breaker answers: not in maintenance, and the BMC was asked once.
+    expect((await c.store.getNodeById(nodes[1]!.id))!).toMatchObject({ maintenance: false, fault: null });
+    expect((await admin(s, 'GET', '/bmcs/1')).json.counters.black_holed).toBe(1);
+  });
+
   it('recovery clears the power-failure maintenance; manual maintenance is left alone', async () => {
     const s = await sim(2);
     const { c, nodes } = await conductorFor(s.manifest, { power_sync: { max_retries: 1, sweep_deadline_ms: 1500 }, redfish: { timeout_ms: 800, breaker_threshold: 100 } });
