@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ApiClient } from './api-client.js';
-import { enrollEntries, manifestEntries, redfishEntries, type EnrollEntry } from './enroll.js';
+import { enrollEntries, listAll, manifestEntries, redfishEntries, type EnrollEntry } from './enroll.js';
 import { forEachLimit } from '../shared/pool.js';
 import { procSample } from '../shared/proc-stats.js';
 import { IronfleetError } from '../shared/errors.js';
@@ -116,7 +116,7 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
     let t0 = Date.now();
     await enrollEntries(api, 'redfish', entries, o.progress);
     const enrolS = (Date.now() - t0) / 1000;
-    const { nodes } = await api.get<{ nodes: Array<{ uuid: string }> }>(`/v1/nodes?limit=${entries.length + 10}&fields=uuid`);
+    const nodes = await listAll<{ uuid: string }>(api, 'nodes', 'uuid');
 
     t0 = Date.now();
     let apiErrors = 0;
@@ -130,14 +130,14 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
         }
       }
     });
-    let rows: Array<{ provision_state: string; last_error: string | null }> = [];
+    let rows: Array<{ uuid: string; provision_state: string; last_error: string | null }> = [];
     for (;;) {
-      rows = [];
-      for (let marker = ''; ; ) {
-        const page = await api.get<{ nodes: Array<{ uuid: string; provision_state: string; last_error: string | null }> }>(`/v1/nodes?limit=1000&fields=uuid,provision_state,last_error${marker}`).catch(() => (apiErrors++, { nodes: [] }));
-        rows.push(...page.nodes);
-        if (page.nodes.length < 1000) break;
-        marker = `&marker=${page.nodes[page.nodes.length - 1]!.uuid}`;
+      try {
+        rows = await listAll(api, 'nodes', 'uuid,provision_state,last_error');
+      } catch {
+        apiErrors++;
+        await sleep(2000);
+        continue;
       }
       const moving = rows.filter((n) => n.provision_state !== 'manageable' && !(n.provision_state === 'enroll' && n.last_error)).length;
       o.progress(`manage: ${rows.length - moving}/${rows.length} settled`);

@@ -29,7 +29,7 @@ function keyOf(address: string, systemId: string | undefined): string {
 }
 
 /** Every row of a paginated listing (marker paging, the fields kept on every page). */
-async function listAll<T extends { uuid: string }>(api: ApiClient, collection: 'nodes' | 'ports', fields: string): Promise<T[]> {
+export async function listAll<T extends { uuid: string }>(api: ApiClient, collection: 'nodes' | 'ports', fields: string): Promise<T[]> {
   const out: T[] = [];
   for (let marker: string | undefined; ; ) {
     const page = await api.get<Record<string, T[]>>(`/v1/${collection}?limit=1000&fields=${fields}${marker ? `&marker=${marker}` : ''}`);

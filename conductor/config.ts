@@ -135,8 +135,12 @@ export const configSchema = z.strictObject({
       timeout_ms: z.number().int().min(100).max(300_000).default(30_000),
       /** @default 5000 */
       connect_timeout_ms: z.number().int().min(100).max(120_000).default(5_000),
-      /** Requests in flight per BMC (adaptive, never above this). @default 2 */
-      max_inflight_per_bmc: z.number().int().min(1).max(16).default(2),
+      /**
+       * Connections (and so requests in flight) per BMC. One kept-alive socket per BMC is what a
+       * fleet of 20,000 can afford in descriptors and memory; raise it for BMCs that serve parallel
+       * requests well. @default 1
+       */
+      max_inflight_per_bmc: z.number().int().min(1).max(16).default(1),
       /** Consecutive unreachable failures that open a BMC's circuit breaker. @default 2 */
       breaker_threshold: z.number().int().min(1).max(100).default(2),
       /** @default 30000 */

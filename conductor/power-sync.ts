@@ -131,7 +131,7 @@ export class PowerSync {
       errors_by_code: {},
     };
     const store = this.d.store;
-    const all = await store.listNodes();
+    const all = await store.listNodesForSweep();
     const byUuid = new Map<string, Node>();
     // Eligible nodes grouped by hardware type: each type sweeps its own nodes (all at once).
     const groups = new Map<HardwareType, Node[]>();
@@ -235,7 +235,9 @@ export class PowerSync {
     for (const [e, sev] of events) await this.d.history(node, e, 'monitoring', sev);
     if (force) {
       try {
-        await this.d.setPowerState(node, force);
+        // The sweep's node is a read-only listing row: act on the node as stored.
+        const full = await store.getNodeById(node.id);
+        if (full) await this.d.setPowerState(full, force);
       } catch (err) {
         this.log.info({ node: node.uuid, err: errorMessage(err) }, 'could not force power state (node busy)');
       }

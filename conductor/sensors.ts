@@ -56,7 +56,7 @@ export class SensorCollector {
 
   private async refresh(): Promise<void> {
     const drivers = this.d.drivers.names().filter((name) => this.d.drivers.get(name).management.readSensors);
-    const all = (await Promise.all(drivers.map((driver) => this.d.store.listNodes({ driver })))).flat();
+    const all = (await this.d.store.listNodesForSweep()).filter((n) => drivers.includes(n.driver));
     this.nodes = all.filter((n) => !n.maintenance && (this.d.cfg.include_undeployed || n.provision_state === 'active') && (!this.d.owns || this.d.owns(n)));
     const live = new Set(this.nodes.map((n) => n.uuid));
     for (const uuid of this.published) {

@@ -129,6 +129,8 @@ export class StoreBase {
   protected readonly historyInserts = new Map<number, number>();
 
   protected readonly toNode: (r: NodeRow) => Node;
+  /** One stored JSON document, parsed and its sealed values opened. */
+  protected readonly parseDoc: (text: string | null) => Json;
   protected readonly toCommand: (r: AgentCommandRow) => AgentCommand;
 
   /**
@@ -142,6 +144,7 @@ export class StoreBase {
     this.db = opened.db;
     this.dialect = opened.dialect;
     this.toNode = (r) => toNode(r, box);
+    this.parseDoc = (text) => parseSealed<Json>(text, box);
     this.toCommand = (r) => toCommand(r, box);
   }
 

@@ -25,16 +25,29 @@ function driverError(err: unknown): never {
   throw err;
 }
 
+/**
+ * A sweep's compiled targets, by driver_info object: the sweep listing hands back the same frozen
+ * object while the stored driver_info is unchanged, so validation runs once per change, not once
+ * per node per sweep (a WeakMap: a replaced document takes its entry with it).
+ */
+const compiled = new WeakMap<object, NodeRef | { error: string }>();
+
 /** Addressable nodes (refs) and those whose driver_info cannot reach a BMC. */
 function refsOf(nodes: Node[]): { refs: NodeRef[]; invalid: Array<{ node: Node; message: string }> } {
   const refs: NodeRef[] = [];
   const invalid: Array<{ node: Node; message: string }> = [];
   for (const n of nodes) {
-    try {
-      refs.push(nodeRef(n));
-    } catch (err) {
-      invalid.push({ node: n, message: errorMessage(err) });
+    let c = Object.isFrozen(n.driver_info) ? compiled.get(n.driver_info) : undefined;
+    if (!c || ('uuid' in c && c.uuid !== n.uuid)) {
+      try {
+        c = nodeRef(n);
+      } catch (err) {
+        c = { error: errorMessage(err) };
+      }
+      if (Object.isFrozen(n.driver_info)) compiled.set(n.driver_info, c);
     }
+    if ('error' in c) invalid.push({ node: n, message: c.error });
+    else refs.push(c);
   }
   return { refs, invalid };
 }

@@ -5,7 +5,7 @@ export interface RedfishClientOptions {
   timeoutMs?: number;
   /** @default 5000 */
   connectTimeoutMs?: number;
-  /** Max requests in flight to this BMC (the adaptive limit never exceeds it). @default 2 */
+  /** Max requests in flight to this BMC, and its connections (the adaptive limit never exceeds it). @default 1 */
   maxInflight?: number;
   /** Retries for idempotent GETs on 5xx / connection errors. @default 2 */
   getRetries?: number;

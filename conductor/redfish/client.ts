@@ -6,7 +6,7 @@
  * per-BMC concurrency limit and a circuit breaker so a dead BMC costs one timeout, not a stall.
  */
 import type { Socket } from 'node:net';
-import { type Pool, errors as undiciErrors } from 'undici';
+import { type Dispatcher, errors as undiciErrors } from 'undici';
 import { socketBudget, type SocketOwner } from './socket-budget.js';
 import { BmcGate } from './gate.js';
 import { BASE_HEADERS, bmcPool, classifyTransportError, retryAfterMs } from './transport.js';
@@ -27,7 +27,7 @@ export class RedfishClient implements SocketOwner {
   busy = 0;
   readonly sockets = new Set<Socket>();
   readonly stats: ClientStats = { requests: 0, errors: 0, logins: 0, logins_failed: 0, relogins: 0, not_modified: 0, retries: 0, breaker_rejections: 0 };
-  private readonly pool: Pool;
+  private readonly pool: Dispatcher;
   private session: SessionRecord | null = null;
   private sessionTimeoutMs = 1800_000;
   private lastUsed = 0;
@@ -50,7 +50,7 @@ export class RedfishClient implements SocketOwner {
     this.o = {
       timeoutMs: opts.timeoutMs ?? 10_000,
       connectTimeoutMs: opts.connectTimeoutMs ?? 5_000,
-      maxInflight: opts.maxInflight ?? 2,
+      maxInflight: opts.maxInflight ?? 1,
       getRetries: opts.getRetries ?? 2,
       breakerThreshold: opts.breakerThreshold ?? 2,
       breakerOpenMs: opts.breakerOpenMs ?? 30_000,

@@ -4,7 +4,8 @@
  * Retry-After parsing.
  */
 import type { Socket } from 'node:net';
-import { Pool, buildConnector, errors as undiciErrors } from 'undici';
+import tls from 'node:tls';
+import { Client, Pool, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
 import { RedfishError } from './errors.js';
 import { socketBudget, type SocketOwner } from './socket-budget.js';
 import type { RedfishTarget } from './driver-info.js';
@@ -44,10 +45,26 @@ function limitedConnector(inner: buildConnector.connector, owner: SocketOwner): 
   };
 }
 
-/** The connection pool of one BMC: `connections` sockets at most, kept alive, TLS verified as the target says. */
-export function bmcPool(target: RedfishTarget, o: { connections: number; timeoutMs: number; connectTimeoutMs: number }, owner: SocketOwner): Pool {
-  return new Pool(target.origin, {
-    connections: o.connections,
+/**
+ * One TLS context per CA per thread, shared by every BMC connection that trusts it. Why: a context
+ * per connection parsed the CA again and kept its own OpenSSL context — about 12 KiB per BMC.
+ */
+const contexts = new Map<string, tls.SecureContext>();
+
+function secureContextFor(verify: boolean | string): tls.SecureContext {
+  const k = typeof verify === 'string' ? verify : String(verify);
+  let c = contexts.get(k);
+  if (!c) contexts.set(k, (c = tls.createSecureContext(typeof verify === 'string' ? { ca: verify } : {})));
+  return c;
+}
+
+/**
+ * The connection of one BMC: `connections` sockets at most (one by default: a single undici Client;
+ * a Pool only when more are configured — its queue alone is ~18 KiB), kept alive, TLS verified as
+ * the target says.
+ */
+export function bmcPool(target: RedfishTarget, o: { connections: number; timeoutMs: number; connectTimeoutMs: number }, owner: SocketOwner): Dispatcher {
+  const opts = {
     pipelining: 1,
     keepAliveTimeout: 30_000,
     keepAliveMaxTimeout: 60_000,
@@ -56,13 +73,15 @@ export function bmcPool(target: RedfishTarget, o: { connections: number; timeout
     connect: limitedConnector(
       buildConnector({
         timeout: o.connectTimeoutMs,
+        maxCachedSessions: 1,
         rejectUnauthorized: target.verify !== false,
-        ...(typeof target.verify === 'string' ? { ca: target.verify } : {}),
+        ...(target.origin.startsWith('https:') ? { secureContext: secureContextFor(target.verify) } : {}),
         ...(target.serverName ? { servername: target.serverName } : {}),
       }),
       owner,
     ),
-  });
+  };
+  return o.connections > 1 ? new Pool(target.origin, { ...opts, connections: o.connections }) : new Client(target.origin, opts);
 }
 
 /** Retry-After in ms (delta-seconds form), else `fallback`. */
