@@ -66,7 +66,7 @@ export class FirmwareMonitor {
   /** One pass: polls every node with an update in flight; returns how many finished. */
   async poll(): Promise<number> {
     const drivers = this.d.drivers.names().filter((n) => this.d.drivers.get(n).firmware.pollUpdate);
-    const nodes = (await Promise.all(drivers.map((driver) => this.d.store.listNodes({ driver })))).flat().filter((n) => hasInternal(n, 'firmware_update') && (!this.d.owns || this.d.owns(n)));
+    const nodes = (await this.d.store.listNodesWithInternal('firmware_update')).filter((n) => drivers.includes(n.driver) && hasInternal(n, 'firmware_update') && (!this.d.owns || this.d.owns(n)));
     let finished = 0;
     await Promise.all(
       nodes.map(async (n) => {

@@ -107,6 +107,16 @@ export class NodeStore extends StoreBase {
     return out;
   }
 
+  /**
+   * Nodes whose driver_internal_info holds `key` (e.g. a firmware update in flight). The text test
+   * runs in the database (keys are stored in clear; sealing covers values), so a poll every few
+   * seconds does not open and parse every node of the fleet to find the few it wants.
+   */
+  async listNodesWithInternal(key: string): Promise<Node[]> {
+    const rows = await this.db.selectFrom('nodes').selectAll().where('driver_internal_info', 'like', `%"${key.replace(/[%_"\\]/g, '')}"%`).execute();
+    return rows.map((r) => this.toNode(r)).filter((n) => Object.hasOwn(n.driver_internal_info, key));
+  }
+
   async listNodes(o: ListNodesOptions = {}): Promise<Node[]> {
     const sortKey = o.sortKey ?? 'id';
     const dir = o.sortDir ?? 'asc';
