@@ -29,6 +29,8 @@ const PROFILE = argValue('--profile') ?? 'realistic';
 const DEADLINE_S = Number(argValue('--deadline-s') ?? 60);
 const PHASE_TIMEOUT_MS = Number(argValue('--phase-timeout-s') ?? (quick ? 400 : 1800)) * 1000;
 const API_WIDTH = 48;
+/** How long a node held in power-failure maintenance is waited for (two power sync intervals and a half). */
+const RECOVERY_WAIT_MS = 75_000;
 
 function argValue(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -152,7 +154,7 @@ async function main(): Promise<void> {
 
     /** Waits (inside the phase's time) for power sync to take a node out of power-failure maintenance. */
     const recovered = async (u: string, t0: number): Promise<boolean> => {
-      while (Date.now() - t0 < PHASE_TIMEOUT_MS) {
+      while (Date.now() - t0 < RECOVERY_WAIT_MS) {
         const n: { maintenance: boolean; fault: string | null } = await api.get(`/v1/nodes/${u}?fields=maintenance,fault`);
         if (!n.maintenance) return true;
         if (n.fault !== 'power failure') return false;
@@ -168,16 +170,13 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       /** Nodes the API refused because power sync put them into maintenance (their BMC failed its sweeps). */
       const held = new Set<string>();
-      await forEachLimit(targets, API_WIDTH, async (u) => {
+      const send = async (u: string): Promise<void> => {
         for (let attempt = 0; ; attempt++) {
           try {
             await request(u);
             return;
           } catch (err) {
             if (/maintenance mode/.test((err as Error).message)) {
-              // Power sync put it into maintenance ("power failure") and clears that itself once
-              // the BMC answers a sweep again: an operator's automation waits for that, then retries.
-              if (await recovered(u, t0)) continue;
               held.add(u);
               return;
             }
@@ -189,7 +188,18 @@ async function main(): Promise<void> {
             throw err;
           }
         }
-      });
+      };
+      await forEachLimit(targets, API_WIDTH, send);
+      // Power sync put these into maintenance ("power failure") and clears that itself once the BMC
+      // answers a sweep again: as an operator's automation would, wait for that (in parallel, up to
+      // RECOVERY_WAIT_MS), then ask again. A BMC that stays dead stays held.
+      await Promise.all(
+        [...held].map(async (u) => {
+          if (!(await recovered(u, Date.now()))) return;
+          held.delete(u);
+          await send(u);
+        }),
+      );
       const set = new Set(targets.filter((u) => !held.has(u)));
       let nodes: NodeRow[];
       for (;;) {

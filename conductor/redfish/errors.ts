@@ -40,3 +40,6 @@ export class RedfishError extends Error {
 export function isUnreachable(code: RedfishErrorCode): boolean {
   return code === 'RF_TIMEOUT' || code === 'RF_CONNECT' || code === 'RF_TLS';
 }
+
+/** A batch's answer for a node whose target the worker thread does not have (it restarted): the pool sends it again in full. */
+export const NO_TARGET = 'RF_NO_TARGET';

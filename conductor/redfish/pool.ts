@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { SessionEvent, SessionRecord, RedfishClientOptions } from './client.js';
 import type { RedfishTarget } from './driver-info.js';
-import type { NodeRef, SweepItem, Task, OpError } from './worker.js';
+import { NO_TARGET } from './errors.js';
+import type { BatchRef, NodeRef, SweepItem, Task, OpError } from './worker.js';
 
 // Compiled next to this module; when this module runs from TypeScript sources (tests), use the build.
 const WORKER = [new URL('./worker.js', import.meta.url), new URL('../../dist/conductor/redfish/worker.js', import.meta.url)]
@@ -36,6 +37,8 @@ export class BmcOpError extends Error {
 
 export class BmcPool {
   private shards: Piscina[] = [];
+  /** Per shard, the target objects it was sent (batches send only the uuid for those; see worker.ts). */
+  private sent: Array<WeakSet<RedfishTarget>> = [];
   private closed = false;
   /** Set when close() starts: no new work is handed to threads about to be destroyed. */
   private closing = false;
@@ -52,6 +55,7 @@ export class BmcPool {
 
   async start(): Promise<void> {
     this.shards = Array.from({ length: this.size }, () => this.makeShard());
+    this.sent = this.shards.map(() => new WeakSet());
     await Promise.all(this.shards.map((s) => s.run({ op: 'configure', options: this.clientOptions } satisfies Task)));
   }
 
@@ -84,17 +88,33 @@ export class BmcPool {
     return groups;
   }
 
-  /** One power/health read per node, all shards in parallel. */
-  async sweep(nodes: NodeRef[], deadlineMs: number): Promise<SweepItem[]> {
-    const parts = await Promise.all(this.group(nodes).map((g, i) => (g.length ? this.exec<{ items: SweepItem[] }>(i, { op: 'sweep', nodes: g, deadlineMs }) : { items: [] })));
-    return parts.flatMap((p) => p.items);
+  /**
+   * One batch op per shard, all shards in parallel. A node whose target object the shard was sent
+   * before goes as `{ uuid }`; one the shard answers NO_TARGET for (its thread restarted) is sent
+   * again in full.
+   */
+  private async batch<I extends { uuid: string; error?: OpError }>(op: 'sweep' | 'sensors', nodes: NodeRef[], deadlineMs: number): Promise<I[]> {
+    const run = async (g: NodeRef[], i: number, full: boolean): Promise<I[]> => {
+      const sent = this.sent[i]!;
+      const refs: BatchRef[] = g.map((n) => (!full && sent.has(n.target) ? { uuid: n.uuid } : n));
+      const { items } = await this.exec<{ items: I[] }>(i, { op, nodes: refs, deadlineMs });
+      for (const n of g) sent.add(n.target);
+      const missing = new Set(items.filter((x) => x.error?.code === NO_TARGET).map((x) => x.uuid));
+      if (!missing.size || full) return items;
+      const again = await run(g.filter((n) => missing.has(n.uuid)), i, true);
+      return [...items.filter((x) => !missing.has(x.uuid)), ...again];
+    };
+    const parts = await Promise.all(this.group(nodes).map((g, i) => (g.length ? run(g, i, false) : [])));
+    return parts.flat();
   }
 
-  async sensors<T>(nodes: NodeRef[], deadlineMs: number): Promise<Array<{ uuid: string; ok: boolean; value?: T; error?: OpError }>> {
-    const parts = await Promise.all(
-      this.group(nodes).map((g, i) => (g.length ? this.exec<{ items: Array<{ uuid: string; ok: boolean; value?: T; error?: OpError }> }>(i, { op: 'sensors', nodes: g, deadlineMs }) : { items: [] })),
-    );
-    return parts.flatMap((p) => p.items);
+  /** One power/health read per node, all shards in parallel. */
+  sweep(nodes: NodeRef[], deadlineMs: number): Promise<SweepItem[]> {
+    return this.batch<SweepItem>('sweep', nodes, deadlineMs);
+  }
+
+  sensors<T>(nodes: NodeRef[], deadlineMs: number): Promise<Array<{ uuid: string; ok: boolean; value?: T; error?: OpError }>> {
+    return this.batch('sensors', nodes, deadlineMs);
   }
 
   /** Adopt sessions persisted by an earlier run (each to its owning shard). */

@@ -7,7 +7,7 @@
 import { operationRetries } from './retry-policy.js';
 import { socketBudget } from './socket-budget.js';
 import { RedfishClient, type ClientStats, type SessionEvent, type SessionRecord } from './client.js';
-import { RedfishError } from './errors.js';
+import { NO_TARGET, RedfishError } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
 import * as ops from './ops.js';
 
@@ -23,10 +23,33 @@ function client(t: RedfishTarget): RedfishClient {
   return c;
 }
 
+/**
+ * Each node's target as last sent, so a sweep sends `{ uuid }` for nodes whose target this thread
+ * already has (pool.ts): the targets — a CA certificate each — were cloned in and thrown away on
+ * every sweep, which at 10,000 BMCs was a good part of the workers' garbage. CA text is interned.
+ */
+const targets = new Map<string, RedfishTarget>();
+const caText = new Map<string, string>();
+
+function remember(n: NodeRef): RedfishTarget {
+  const t = n.target;
+  if (typeof t.verify === 'string') {
+    const known = caText.get(t.verify);
+    if (known) t.verify = known;
+    else caText.set(t.verify, t.verify);
+  }
+  targets.set(n.uuid, t);
+  return t;
+}
+
 export interface NodeRef {
   uuid: string;
   target: RedfishTarget;
 }
+
+/** A node in a batch: its full ref, or only its uuid when this thread has its target. */
+export type BatchRef = NodeRef | { uuid: string; target?: undefined };
+
 
 export type OpError = { code: string; message: string; status?: number };
 
@@ -46,8 +69,8 @@ function drainSessionEvents(keys: Iterable<string>): SessionEvent[] {
 
 export type Task =
   | { op: 'configure'; options: ConstructorParameters<typeof RedfishClient>[1] }
-  | { op: 'sweep'; nodes: NodeRef[]; deadlineMs: number }
-  | { op: 'sensors'; nodes: NodeRef[]; deadlineMs: number }
+  | { op: 'sweep'; nodes: BatchRef[]; deadlineMs: number }
+  | { op: 'sensors'; nodes: BatchRef[]; deadlineMs: number }
   | { op: 'power'; node: NodeRef; target: ops.PowerTarget; timeoutS?: number }
   | { op: 'power-get'; node: NodeRef }
   | { op: 'boot'; node: NodeRef; device: string; persistent: boolean }
@@ -77,7 +100,7 @@ type NodeResult<T> = { uuid: string; ok: boolean; value?: T; error?: OpError; ms
  * reports RF_TIMEOUT (its read goes on in the background; the breaker hears of the outcome). One
  * timer per batch, not a timer and a Promise.race per node: at 10,000 BMCs those were measurable.
  */
-function perNode<T>(nodes: NodeRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>): Promise<Array<NodeResult<T>>> {
+function perNode<T>(nodes: BatchRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>): Promise<Array<NodeResult<T>>> {
   const out: Array<NodeResult<T>> = new Array(nodes.length);
   if (!nodes.length) return Promise.resolve(out);
   const t0 = performance.now();
@@ -86,7 +109,7 @@ function perNode<T>(nodes: NodeRef[], deadlineMs: number, fn: (c: RedfishClient,
     const timer = setTimeout(() => {
       for (let i = 0; i < nodes.length; i++) {
         if (out[i]) continue;
-        const origin = nodes[i]!.target.origin;
+        const origin = targets.get(nodes[i]!.uuid)?.origin ?? 'BMC';
         out[i] = { uuid: nodes[i]!.uuid, ok: false, error: toOpError(new RedfishError('RF_TIMEOUT', `no answer from ${origin} before the sweep deadline (${deadlineMs} ms)`, undefined, origin)), ms: deadlineMs };
       }
       resolve(out);
@@ -100,7 +123,12 @@ function perNode<T>(nodes: NodeRef[], deadlineMs: number, fn: (c: RedfishClient,
       }
     };
     for (let i = 0; i < nodes.length; i++) {
-      const t = nodes[i]!.target;
+      const n = nodes[i]!;
+      const t = n.target ? remember(n) : targets.get(n.uuid);
+      if (!t) {
+        settle(i, { ok: false, error: { code: NO_TARGET, message: `no target for node ${n.uuid} in this thread` } });
+        continue;
+      }
       let p: Promise<T>;
       try {
         p = fn(client(t), t);
@@ -115,6 +143,20 @@ function perNode<T>(nodes: NodeRef[], deadlineMs: number, fn: (c: RedfishClient,
   });
 }
 
+function dropTargets(keys: string[]): void {
+  const gone = new Set(keys);
+  for (const [uuid, t] of targets) if (gone.has(t.key)) targets.delete(uuid);
+}
+
+function batchKeys(nodes: BatchRef[]): Set<string> {
+  const keys = new Set<string>();
+  for (const n of nodes) {
+    const t = targets.get(n.uuid);
+    if (t) keys.add(t.key);
+  }
+  return keys;
+}
+
 export default async function run(task: Task): Promise<unknown> {
   switch (task.op) {
     case 'configure':
@@ -124,11 +166,11 @@ export default async function run(task: Task): Promise<unknown> {
     case 'sweep': {
       const res = await perNode(task.nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0));
       const items: SweepItem[] = res.map((r) => ({ uuid: r.uuid, ok: r.ok, power: r.value?.power, health: r.value?.health, error: r.error, ms: r.ms }));
-      return { items, sessionEvents: drainSessionEvents(new Set(task.nodes.map((n) => n.target.key))) };
+      return { items, sessionEvents: drainSessionEvents(batchKeys(task.nodes)) };
     }
     case 'sensors': {
       const res = await perNode(task.nodes, task.deadlineMs, ops.readSensors);
-      return { items: res, sessionEvents: drainSessionEvents(new Set(task.nodes.map((n) => n.target.key))) };
+      return { items: res, sessionEvents: drainSessionEvents(batchKeys(task.nodes)) };
     }
     case 'power':
     case 'power-get':
@@ -136,7 +178,7 @@ export default async function run(task: Task): Promise<unknown> {
     case 'firmware-start':
     case 'firmware-task':
     case 'firmware-versions': {
-      const t = task.node.target;
+      const t = remember(task.node);
       const c = client(t);
       try {
         let value: unknown;
@@ -191,6 +233,7 @@ export default async function run(task: Task): Promise<unknown> {
       return { ...total, ...socketBudget.stats(), ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
     }
     case 'release': {
+      dropTargets(task.keys);
       // Another conductor owns these BMCs now: drop the clients without logging out (the new
       // owner adopts the persisted session; one session per BMC, no new login).
       let released = 0;
@@ -205,6 +248,7 @@ export default async function run(task: Task): Promise<unknown> {
       return { released };
     }
     case 'forget': {
+      dropTargets(task.keys);
       // The BMC's last node was deleted (or moved to another BMC): log out, drop its sockets and
       // the credentials this thread kept for it.
       const events: SessionEvent[] = [];
