@@ -113,7 +113,7 @@ export class NodeStore extends StoreBase {
    * seconds does not open and parse every node of the fleet to find the few it wants.
    */
   async listNodesWithInternal(key: string): Promise<Node[]> {
-    const rows = await this.db.selectFrom('nodes').selectAll().where('driver_internal_info', 'like', `%"${key.replace(/[%_"\\]/g, '')}"%`).execute();
+    const rows = await this.db.selectFrom('nodes').selectAll().where('driver_internal_info', 'like', `%"${key.replace(/[%"\\]/g, '')}"%`).execute();
     return rows.map((r) => this.toNode(r)).filter((n) => Object.hasOwn(n.driver_internal_info, key));
   }
 
