@@ -109,6 +109,24 @@ describe.each(backends)('Store on $name', ({ url }) => {
     expect((await store.getNodeById(b.id))!.agent_last_seen).toBe(ts);
   });
 
+  it('the sweep listing reuses a node\'s parsed documents until they change, and finds nodes by an internal key', async () => {
+    const n = await mk('sweepy');
+    const first = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
+    const again = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
+    expect(again.driver_info).toBe(first.driver_info);
+    expect(Object.isFrozen(again.driver_info)).toBe(true);
+    expect(again.instance_info).toEqual({});
+    await store.updateNode(n.id, { driver_info: { redfish_password: 'q' }, power_state: 'power on' });
+    const changed = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
+    expect(changed.driver_info).not.toBe(first.driver_info);
+    expect(changed.driver_info).toEqual({ redfish_password: 'q' });
+    expect(changed.power_state).toBe('power on');
+    expect(await store.listNodesWithInternal('firmware_update')).toEqual([]);
+    await store.updateNode(n.id, { driver_internal_info: { firmware_update: { task_uri: '/t/1' } } });
+    expect((await store.listNodesWithInternal('firmware_update')).map((x) => x.id)).toEqual([n.id]);
+    await store.deleteNode(n.id);
+  });
+
   it('lists with marker pagination and sorting', async () => {
     const names = ['pg-c', 'pg-a', 'pg-b'];
     for (const nm of names) await mk(nm);
