@@ -5,6 +5,7 @@
  * sync, health, sensors, provisioning and agent commands run; the API listens on Ironic's port for
  * `baremetal`. Bounded: it stops by itself after --duration seconds.
  */
+import { openFdCount, openFileLimit } from '../shared/fd-limits.js';
 import { stepsOf } from '../conductor/steps/registry.js';
 import { forEachLimit } from '../shared/pool.js';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -235,7 +236,7 @@ export async function runLab(o: LabOptions): Promise<void> {
   let cmdFailed = 0;
   conductor.hub.on('command-finished', (c) => (c.status === 'SUCCEEDED' ? cmdOk++ : cmdFailed++));
   const dashboard = async () => {
-    const nodes = await conductor.store.listNodes();
+    const nodes = await conductor.store.listNodesForSweep();
     const byState = new Map<string, number>();
     for (const n of nodes) byState.set(n.provision_state, (byState.get(n.provision_state) ?? 0) + 1);
     const on = nodes.filter((n) => n.power_state === 'power on').length;
@@ -245,7 +246,7 @@ export async function runLab(o: LabOptions): Promise<void> {
     const rss = Math.round(process.memoryUsage().rss / 1048576);
     say(
       `agents ${conductor.hub.sessions.size}/${o.nodes} | ${[...byState].map(([s, c]) => `${s}=${c}`).join(' ')} | on=${on} maint=${maint} | ` +
-        `sync ${ps ? `${ps.duration_ms}ms ok=${ps.ok} fail=${ps.failed}` : '-'} | BMC sessions ${bmc.sessions} logins ${bmc.logins} 304s ${bmc.not_modified} | cmds ok=${cmdOk} failed=${cmdFailed} | rss ${rss} MiB`,
+        `sync ${ps ? `${ps.duration_ms}ms ok=${ps.ok} fail=${ps.failed}` : '-'} | BMC sessions ${bmc.sessions} logins ${bmc.logins} 304s ${bmc.not_modified} sockets ${bmc.bmc_sockets_open ?? 0}/${bmc.bmc_socket_budget || '∞'} | fds ${openFdCount() ?? '?'}/${openFileLimit() ?? '∞'} | cmds ok=${cmdOk} failed=${cmdFailed} | rss ${rss} MiB`,
     );
   };
   setInterval(() => void dashboard().catch(() => {}), 5000).unref();
