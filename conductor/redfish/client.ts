@@ -14,7 +14,6 @@ import { RedfishError, type RedfishErrorCode } from './errors.js';
 import { readLoginAnswer } from './login-answer.js';
 import type { RedfishTarget } from './driver-info.js';
 import type { ClientStats, RedfishClientOptions, SessionEvent, SessionRecord } from './client-types.js';
-
 export type { RedfishClientOptions, SessionRecord, ClientStats, SessionEvent };
 
 interface Cached {
@@ -81,6 +80,10 @@ export class RedfishClient implements SocketOwner {
 
   get breakerOpen(): boolean {
     return this.gate.open;
+  }
+
+  probeEarly(): void {
+    this.gate.probeEarly();
   }
 
   /** How long to wait after `err` when the client knows: the breaker's probe, a login block's end, Retry-After. */

@@ -48,6 +48,11 @@ export class BmcGate {
     return halfOpen;
   }
 
+  /** An operation that would otherwise give up asks for the half-open probe now (retry-policy.ts). */
+  probeEarly(): void {
+    if (this.openUntil > Date.now()) this.openUntil = Date.now();
+  }
+
   exit(probe: boolean): void {
     if (probe) this.probing = false;
   }

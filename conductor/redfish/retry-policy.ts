@@ -73,18 +73,36 @@ export class OperationTrace {
 
 export interface RetryClient {
   waitHintMs(err: RedfishError): number | undefined;
+  /** Ends an open breaker's wait now: the next request is its half-open probe. */
+  probeEarly(): void;
 }
 
-/** Sleep before attempt `n` (1-based) after `err`; undefined when that would pass the deadline. */
-function delayFor(c: RetryClient, err: RedfishError, n: number, deadline: number): number | undefined {
+/**
+ * Sleep before attempt `n` (1-based) after `err`; undefined when that would pass the deadline.
+ * An open breaker is waited out while its rest fits in the backoff step; a longer one (30 s by
+ * default — longer than a flapping BMC's outage) is not: after the step the operation asks for
+ * an early probe. Why: waiting the breaker out ended operations well before their deadline on
+ * BMCs that were back after 20 s ("circuit open for 30 s more" → given up at 33 s of 60).
+ */
+function delayFor(c: RetryClient, err: RedfishError, n: number, deadline: number): { ms: number; probe: boolean } | undefined {
   const hinted = c.waitHintMs(err);
   const backoff = Math.min(5000, 250 * 2 ** Math.min(n - 1, 5));
-  const base = hinted !== undefined ? Math.min(hinted, 60_000) : backoff;
-  const wait = Math.round(base * (0.9 + Math.random() * 0.2));
-  return Date.now() + wait < deadline ? wait : undefined;
+  let base = hinted !== undefined ? Math.min(hinted, 60_000) : backoff;
+  let probe = false;
+  if (err.code === 'RF_CIRCUIT_OPEN' && base > Math.max(backoff, 1000)) {
+    base = Math.max(backoff, 1000);
+    probe = true;
+  }
+  const ms = Math.round(base * (0.9 + Math.random() * 0.2));
+  return Date.now() + ms < deadline ? { ms, probe } : undefined;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function pause(c: RetryClient, d: { ms: number; probe: boolean }): Promise<void> {
+  await sleep(d.ms);
+  if (d.probe) c.probeEarly();
+}
 
 /** A read (GET): tried again on transient answers until the deadline. */
 export async function retryRead<T>(c: RetryClient, trace: OperationTrace, fn: () => Promise<T>): Promise<T> {
@@ -97,7 +115,7 @@ export async function retryRead<T>(c: RetryClient, trace: OperationTrace, fn: ()
       trace.note(err);
       const wait = delayFor(c, err, trace.attempts, trace.deadline);
       if (wait === undefined) throw trace.failure(err);
-      await sleep(wait);
+      await pause(c, wait);
     }
   }
 }
@@ -123,6 +141,6 @@ export async function retryAction<T>(c: RetryClient, trace: OperationTrace, send
     }
     const wait = delayFor(c, last, trace.attempts, trace.deadline);
     if (wait === undefined) throw trace.failure(last);
-    await sleep(wait);
+    await pause(c, wait);
   }
 }

@@ -135,3 +135,30 @@ describe('Redfish operations ride through BMC faults', () => {
     expect((await bmc(7)).counters.requests_login - before.counters.requests_login).toBe(1);
   });
 });
+
+describe('an open breaker longer than the outage', () => {
+  let sim: SimProc;
+  let c: Conductor;
+  let nodes: Node[];
+  beforeAll(async () => {
+    sim = await startSim(['--bmcs', '2', '--profile', 'realistic', '--profile-override', JSON.stringify(FAST), '--initial-power', 'off']);
+    // The breaker stays open 60 s — longer than the whole 10 s deadline, as the 30 s default is
+    // longer than a flapping BMC's 20 s outage.
+    ({ c, nodes } = await conductorFor(sim.manifest, { redfish: { timeout_ms: 800, connect_timeout_ms: 800, breaker_threshold: 1, breaker_open_ms: 60_000, operation_deadline_s: 10 } }));
+  });
+  afterAll(async () => {
+    await c?.stop();
+    await sim?.stop();
+  });
+
+  it('does not end the operation early: it probes again and the action lands once the BMC is back', async () => {
+    const before = (await admin(sim, 'GET', '/bmcs/1')).json.machine.resets as number;
+    await admin(sim, 'POST', '/bmcs/1/faults', { black_hole: true });
+    setTimeout(() => void admin(sim, 'POST', '/bmcs/1/faults', { black_hole: false }), 3000);
+    const t0 = Date.now();
+    expect(await c.drivers.get('redfish').power.setPowerState(nodes[1]!, 'power on', ctx, 0)).toBe('power on');
+    expect(Date.now() - t0).toBeGreaterThan(2500);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(((await admin(sim, 'GET', '/bmcs/1')).json.machine.resets as number) - before).toBe(1);
+  }, 30_000);
+});
