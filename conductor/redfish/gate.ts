@@ -86,7 +86,10 @@ export class BmcGate {
     if (code === 'RF_BUSY' || code === 'RF_TIMEOUT') this.limit = Math.max(1, Math.floor(this.limit / 2));
     if (isUnreachable(code)) {
       this.failures++;
-      if (this.failures >= this.breakerThreshold) this.openUntil = Date.now() + this.breakerOpenMs;
+      // Jittered (±20 %): with a fixed period the half-open probes of a BMC that flaps on a fixed
+      // cycle (down 20 s of every 60) landed on the same phase of it every time — always in the
+      // outage — and the node never left power-failure maintenance.
+      if (this.failures >= this.breakerThreshold) this.openUntil = Date.now() + Math.round(this.breakerOpenMs * (0.8 + Math.random() * 0.4));
     }
   }
 }
