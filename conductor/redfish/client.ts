@@ -82,9 +82,7 @@ export class RedfishClient implements SocketOwner {
     return this.gate.open;
   }
 
-  probeEarly(): void {
-    this.gate.probeEarly();
-  }
+  readonly probeEarly = (): void => this.gate.probeEarly();
 
   /** How long to wait after `err` when the client knows: the breaker's probe, a login block's end, Retry-After. */
   waitHintMs(err: RedfishError): number | undefined {
