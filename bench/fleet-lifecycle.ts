@@ -29,8 +29,11 @@ const PROFILE = argValue('--profile') ?? 'realistic';
 const DEADLINE_S = Number(argValue('--deadline-s') ?? 60);
 const PHASE_TIMEOUT_MS = Number(argValue('--phase-timeout-s') ?? (quick ? 400 : 1800)) * 1000;
 const API_WIDTH = 48;
-/** How long a node held in power-failure maintenance is waited for (five power sync intervals). */
-const RECOVERY_WAIT_MS = 150_000;
+/**
+ * How long a node held in power-failure maintenance is waited for: Ironic's own
+ * power_failure_recovery_interval (300 s), the pace at which it looks at such nodes again.
+ */
+const RECOVERY_WAIT_MS = 300_000;
 
 function argValue(name: string): string | undefined {
   const i = process.argv.indexOf(name);
