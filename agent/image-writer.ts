@@ -14,7 +14,7 @@
  * and zstd need none.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { mkdtemp, open, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -60,7 +60,7 @@ export interface WriteProgress {
 export interface WriteOptions {
   target: string;
   md5Allowed?: boolean;
-  /** Write (and hand-over) size; multiple of 4096. @default 4 MiB for a block device, 1 MiB for a file */
+  /** Write size; multiple of 4096. @default 4 MiB */
   bufferBytes?: number;
   /** Resume attempts after a dropped transfer. @default 5 */
   retries?: number;
@@ -363,9 +363,7 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
     sinkTarget = path.join(scratch, 'image.qcow2');
     await writeFile(sinkTarget, '');
   }
-  // Measured (bench/image-write): a block device (a loop device here) takes 4 MiB writes at twice
-  // the rate of 1 MiB ones (187 → 417 MiB/s); a file is best at 1 MiB (480–555 vs 300–385 MiB/s).
-  const batch = o.bufferBytes ?? ((await stat(sinkTarget).catch(() => undefined))?.isBlockDevice() ? 4 << 20 : 1 << 20);
+  const batch = o.bufferBytes ?? 1 << 20;
   // Created once the first bytes (format) and the announced size are known.
   let sink: ImageSink | undefined;
   let downloaded = 0;
