@@ -60,7 +60,7 @@ export interface WriteProgress {
 export interface WriteOptions {
   target: string;
   md5Allowed?: boolean;
-  /** Write size; multiple of 4096. @default 4 MiB */
+  /** Write size; multiple of 4096. @default 1 MiB */
   bufferBytes?: number;
   /** Resume attempts after a dropped transfer. @default 5 */
   retries?: number;
