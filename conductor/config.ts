@@ -148,8 +148,8 @@ export const configSchema = z.strictObject({
       /** One deadline per BMC operation (power action, boot device, firmware, a power read for a flow): transient answers are retried until then. */
       operation_deadline_s: z.number().int().min(1).max(3600).default(60),
       /**
-       * BMC sockets the conductor may hold, all worker threads together; beyond it the least-recently-
-       * used idle BMC's keep-alive sockets are closed and a connect waits rather than fail with EMFILE.
+       * BMC sockets the conductor may hold, all worker threads together; beyond it the most recently
+       * idle BMC's keep-alive sockets are closed and a connect waits rather than fail with EMFILE.
        * 0 = the open-files limit (`ulimit -n`, systemd LimitNOFILE) minus fd_reserve. @default 0
        */
       max_bmc_sockets: z.number().int().min(0).max(10_000_000).default(0),

@@ -193,12 +193,11 @@ export class RedfishClient implements SocketOwner {
   /** Marks this BMC busy for the descriptor budget while `fn` runs (its sockets stay open). */
   private async working<T>(fn: () => Promise<T>): Promise<T> {
     this.busy++;
-    socketBudget.touch(this);
     try {
       return await fn();
     } finally {
       this.busy--;
-      if (this.busy === 0) socketBudget.idle();
+      if (this.busy === 0) socketBudget.idle(this);
     }
   }
 
