@@ -39,6 +39,9 @@ class SocketBudget {
   private readonly idleStack: SocketOwner[] = [];
   private readonly stacked = new WeakSet<SocketOwner>();
   private readonly waiters: Array<() => void> = [];
+  /** Sockets destroyed for waiting connects whose 'close' has not come yet (they will free a slot). */
+  private closing = 0;
+  private readonly evicted = new WeakSet<Socket>();
 
   configure(limit: number | undefined): void {
     this.limit = limit && limit > 0 ? limit : Infinity;
@@ -75,6 +78,7 @@ class SocketBudget {
     o.sockets.add(s);
     s.once('close', () => {
       o.sockets.delete(s);
+      if (this.evicted.has(s)) this.closing--;
       this.open--;
       this.wake();
     });
@@ -99,13 +103,18 @@ class SocketBudget {
 
   /** Closes idle sockets, most recently idle BMC first, one per waiting connect. */
   private evict(requester: SocketOwner | undefined): void {
-    let need = this.waiters.length;
+    // Sockets already destroyed free their slots when they close: count them, or every idle BMC
+    // in between would close more (seen at 20,000 BMCs: thousands of sockets torn down per sweep).
+    let need = this.waiters.length - this.closing;
     while (need > 0 && this.idleStack.length) {
       const o = this.idleStack.pop()!;
       if (!this.stacked.has(o)) continue; // closed meanwhile
       this.stacked.delete(o);
       if (o === requester || o.busy > 0 || o.sockets.size === 0) continue;
       for (const s of o.sockets) {
+        if (this.evicted.has(s)) continue;
+        this.evicted.add(s);
+        this.closing++;
         s.destroy();
         this.evictions++;
         need--;
