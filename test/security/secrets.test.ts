@@ -25,8 +25,19 @@ function dbBytes(dir: string): Buffer {
   return Buffer.concat(readdirSync(dir).filter((f) => f.startsWith('ironfleet.db')).map((f) => readFileSync(path.join(dir, f))));
 }
 
-/** URL userinfo that is not masked: scheme://user:password@ */
-const CLEAR_USERINFO = /:\/\/[^\s/@*"'\\]+:[^\s/@*"'\\]+@/;
+/**
+ * URL userinfo that is not masked: scheme://user:password@, with only the characters RFC 3986
+ * allows in userinfo (so printable ASCII, no '|'). Why that strict: the database file is binary,
+ * and the BMC session table's key ("https://host:port|user") followed by a row id of 64 (byte '@')
+ * in its index matched a looser pattern — a leak that was not one.
+ */
+const CLEAR_USERINFO = /:\/\/[A-Za-z0-9\-._~%!$&()+,;=]+:[A-Za-z0-9\-._~%!$&()+,;=:]+@/;
+
+/** The first clear userinfo in `text`, with some context (null when there is none). */
+function clearUserinfo(text: string): string | null {
+  const m = CLEAR_USERINFO.exec(text);
+  return m ? JSON.stringify(text.slice(Math.max(0, m.index - 60), m.index + m[0].length + 20)) : null;
+}
 
 describe('secrets at rest and in logs', () => {
   it('a lab run: no BMC password, session token or image URL credential in the database or the debug log', async () => {
@@ -70,8 +81,8 @@ describe('secrets at rest and in logs', () => {
         expect(log.includes(secret), `log holds ${secret.slice(0, 4)}…`).toBe(false);
         expect(bytes.includes(Buffer.from(secret)), `database holds ${secret.slice(0, 4)}…`).toBe(false);
       }
-      expect(log).not.toMatch(CLEAR_USERINFO);
-      expect(bytes.toString('latin1')).not.toMatch(CLEAR_USERINFO);
+      expect(clearUserinfo(log)).toBeNull();
+      expect(clearUserinfo(bytes.toString('latin1'))).toBeNull();
       // The key file and the database are private to the conductor's user.
       expect(statSync(path.join(dir, 'secrets.key')).mode & 0o077).toBe(0);
       expect(statSync(path.join(dir, 'ironfleet.db')).mode & 0o077).toBe(0);
