@@ -246,7 +246,7 @@ export async function runLab(o: LabOptions): Promise<void> {
     const rss = Math.round(process.memoryUsage().rss / 1048576);
     say(
       `agents ${conductor.hub.sessions.size}/${o.nodes} | ${[...byState].map(([s, c]) => `${s}=${c}`).join(' ')} | on=${on} maint=${maint} | ` +
-        `sync ${ps ? `${ps.duration_ms}ms ok=${ps.ok} fail=${ps.failed}` : '-'} | BMC sessions ${bmc.sessions} logins ${bmc.logins} 304s ${bmc.not_modified} sockets ${bmc.bmc_sockets_open ?? 0}/${bmc.bmc_socket_budget || '∞'} | fds ${openFdCount() ?? '?'}/${openFileLimit() ?? '∞'} | cmds ok=${cmdOk} failed=${cmdFailed} | rss ${rss} MiB`,
+        `sync ${ps ? `${ps.duration_ms}ms ok=${ps.ok} fail=${ps.failed}` : '-'} | ${bmc.sessions === undefined ? 'BMC pool stopped' : `BMC sessions ${bmc.sessions} logins ${bmc.logins} 304s ${bmc.not_modified} sockets ${bmc.bmc_sockets_open ?? 0}/${bmc.bmc_socket_budget || '∞'}`} | fds ${openFdCount() ?? '?'}/${openFileLimit() ?? '∞'} | cmds ok=${cmdOk} failed=${cmdFailed} | rss ${rss} MiB`,
     );
   };
   setInterval(() => void dashboard().catch(() => {}), 5000).unref();
