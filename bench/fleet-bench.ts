@@ -4,21 +4,19 @@
  * python3-sushy with a ThreadPoolExecutor of 8, session auth, one client per node — and (c) the
  * simulator's GET ceiling measured with the load generator on the same fleet.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { startFleet, type RunningFleet } from '../sim/fleet.js';
 import { compileConfig } from '../conductor/config.js';
 import { Conductor } from '../conductor/manager.js';
 import { createLogger } from '../shared/logger.js';
-import { benchNodeRow, printTable, writeResults } from './lib.js';
+import { benchNodeRow, printTable, runLoadGen, writeResults } from './lib.js';
 
 const run = promisify(execFile);
-const LOADGEN = fileURLToPath(new URL('./load-gen.js', import.meta.url));
 
 export type Mode = 'power' | 'sensors';
 
@@ -66,14 +64,6 @@ async function sushyBaseline(dir: string, manifest: string, count: number, mode:
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
-function ceiling(manifest: string, bmcs: number, seconds: number): Promise<{ rps: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--max-old-space-size=4096', LOADGEN, '--manifest', manifest, '--bmcs', String(bmcs), '--warmup', '3', '--duration', String(seconds), '--auth', 'session'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`load generator exited ${code}`))));
-  });
-}
 
 async function seedNodes(c: Conductor, fleet: RunningFleet): Promise<void> {
   const rows = fleet.manifest.bmcs.map((b) =>
@@ -103,7 +93,7 @@ export async function runFleetBench(o: FleetBenchOptions): Promise<void> {
       const sizeDoc: Record<string, unknown> = {};
       try {
         // (c) the ceiling on this very fleet.
-        const ceil = await ceiling(fleet.manifestPath, n, o.ceilingSeconds);
+        const ceil = await runLoadGen(fleet.manifestPath, n, o.ceilingSeconds);
         const ceilingNodesPerS = o.mode === 'power' ? ceil.rps : ceil.rps / 2;
         await fleet.resetCounters();
         // (a) ironfleet.

@@ -19,6 +19,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { ApiClient } from '../cli/api-client.js';
+import { listAll as listNodePages } from '../cli/enroll.js';
 import { forEachLimit } from '../shared/pool.js';
 import type { Manifest } from '../sim/fleet.js';
 import { printTable, serveBenchImage, sleep, spawnReady, treeCpuS, writeResults } from './lib.js';
@@ -144,16 +145,8 @@ async function main(): Promise<void> {
     const failedAt = new Map<string, NodeRow>();
     const cpu = () => treeCpuS(conductor.child.pid!);
 
-    const listAll = async (): Promise<NodeRow[]> => {
-      const out: NodeRow[] = [];
-      let next: string | undefined = '/v1/nodes?limit=1000&fields=uuid,name,provision_state,maintenance,last_error';
-      while (next) {
-        const page: { nodes: NodeRow[]; next?: string } = await api.get(next);
-        out.push(...page.nodes);
-        next = page.next ? page.next.slice(apiUrl.length) : undefined;
-      }
-      return out;
-    };
+    // Marker paging that keeps the fields on every page (cli/enroll.ts).
+    const listAll = () => listNodePages<NodeRow>(api, 'nodes', 'uuid,name,provision_state,maintenance,last_error');
 
     /** Waits (inside the phase's time) for power sync to take a node out of power-failure maintenance. */
     const recovered = async (u: string, t0: number): Promise<boolean> => {

@@ -16,8 +16,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -25,7 +23,7 @@ import { openDatabase } from '../conductor/db/database.js';
 import { startEmbeddedPg } from '../cli/embedded-pg.js';
 import { freePort } from '../shared/net.js';
 import type { Manifest } from '../sim/fleet.js';
-import { benchNodeRow, printTable, procSample, sleep, spawnReady, writeResults } from './lib.js';
+import { benchNodeRow, printTable, procSample, serveSlowly, sleep, spawnReady, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const N = quick ? 300 : 3000;
@@ -43,19 +41,7 @@ async function main(): Promise<void> {
   // The deploy image trickles (4 MiB/s) so the deploys are mid-write when a conductor dies.
   const image = Buffer.alloc((quick ? 8 : 16) * 1024 * 1024, 7);
   const sha = (await import('node:crypto')).createHash('sha256').update(image).digest('hex');
-  const server = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-length': image.length });
-    let o = 0;
-    const tick = () => {
-      if (res.destroyed) return;
-      if (o >= image.length) return void res.end();
-      res.write(image.subarray(o, (o += 1024 * 1024)));
-      setTimeout(tick, 250);
-    };
-    tick();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const imageUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/os.img`;
+  const { url: imageUrl, close: closeImage } = await serveSlowly(image, 250);
   try {
     const db = await pgServer.database('ha');
     const names = ['c1', 'c2', 'c3'];
@@ -219,7 +205,7 @@ async function main(): Promise<void> {
   } finally {
     for (const c of children.values()) c.kill('SIGKILL');
     await sleep(500);
-    server.close();
+    await closeImage();
     await pgServer.stop();
     rmSync(dir, { recursive: true, force: true });
   }

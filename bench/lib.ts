@@ -67,6 +67,29 @@ export function spawnReady(args: string[], o: { env?: NodeJS.ProcessEnv; nodeArg
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const LOADGEN = fileURLToPath(new URL('./load-gen.js', import.meta.url));
+
+/** What the load generator (load-gen.ts, its own process) printed for one run on a fleet. */
+export interface LoadGenResult {
+  bmcs: number;
+  ok: number;
+  errors: number;
+  rps: number;
+  p50_ms: number;
+  p99_ms: number;
+  cpu_ms_per_request: number | null;
+}
+
+/** Runs the load generator on the first `bmcs` BMCs of a manifest for `seconds` (3 s warm-up). */
+export function runLoadGen(manifest: string, bmcs: number, seconds: number): Promise<LoadGenResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--max-old-space-size=4096', LOADGEN, '--manifest', manifest, '--bmcs', String(bmcs), '--warmup', '3', '--duration', String(seconds), '--auth', 'session'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`load generator exited ${code}`))));
+  });
+}
+
 /** A complete `nodes` row for seeding benchmark databases directly (setup, not what is measured). */
 export function benchNodeRow(o: { uuid: string; name: string; driver: string; driver_info?: Record<string, unknown>; provision_state: string; power_state?: string | null }) {
   const ts = new Date().toISOString();
@@ -86,4 +109,29 @@ export async function serveBenchImage(bytes: number): Promise<{ url: string; sha
   const server = http.createServer((_req, res) => res.writeHead(200, { 'content-length': image.length }).end(image));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/bench.raw`, sha, server };
+}
+
+/**
+ * Serves `body` at `<url>` on loopback, 1 MiB every `delayMs` (a deploy that takes long enough
+ * for a progress bar to move, or for a conductor to be killed mid-write; benches and tests). `close` stops it.
+ */
+export async function serveSlowly(body: Buffer, delayMs: number): Promise<{ url: string; close(): Promise<void> }> {
+  const MiB = 1024 * 1024;
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-length': body.length });
+    let o = 0;
+    const tick = () => {
+      if (res.destroyed) return;
+      if (o >= body.length) return void res.end();
+      res.write(body.subarray(o, o + MiB));
+      o += MiB;
+      setTimeout(tick, delayMs);
+    };
+    tick();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/os.img`,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
 }

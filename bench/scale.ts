@@ -11,32 +11,21 @@
  * costs with no engine around it. `cpu_ratio_vs_floor_*` = conductor CPU per node per sweep ÷
  * (floor CPU per GET × GETs per node per sweep).
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { benchFleet, benchFleetTable, type BenchFleetResult } from '../cli/bench-fleet.js';
 import { openFileLimit } from '../shared/fd-limits.js';
-import { printTable, sleep, spawnReady, writeResults } from './lib.js';
+import { printTable, runLoadGen, sleep, spawnReady, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const sizesArg = process.argv.indexOf('--sizes');
 const SIZES = sizesArg > 0 ? process.argv[sizesArg + 1]!.split(',').map(Number) : quick ? [2000] : [10_000, 20_000];
 const SWEEPS = quick ? 3 : 4;
 const INTERVAL_S = 15;
-const LOADGEN = fileURLToPath(new URL('./load-gen.js', import.meta.url));
 
 const tag = (n: number) => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
 
-async function floor(manifest: string, bmcs: number): Promise<{ cpu_ms_per_request: number; rps: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LOADGEN, '--manifest', manifest, '--bmcs', String(bmcs), '--warmup', '3', '--duration', '10', '--auth', 'session'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`load generator exited ${code}`))));
-  });
-}
 
 async function main(): Promise<void> {
   const results: Record<string, unknown> = { sizes: SIZES, sweeps: SWEEPS, power_sync_interval_s: INTERVAL_S, fd_limit: openFileLimit() ?? null };
@@ -46,7 +35,8 @@ async function main(): Promise<void> {
     const manifest = path.join(dir, 'fleet.json');
     const sim = await spawnReady(['sim', '--bmcs', String(n), '--profile', 'ideal', '--seed', `scale-${n}`, '--admin-port', '0', '--manifest', manifest, '--port', String(20000 + Math.floor(Math.random() * 20000))]);
     try {
-      const f = await floor(manifest, Math.min(n, 2000));
+      const f = await runLoadGen(manifest, Math.min(n, 2000), 10);
+      if (f.cpu_ms_per_request === null) throw new Error('the load generator answered no request');
       const r: BenchFleetResult = await benchFleet({ manifest, sweeps: SWEEPS, intervalS: INTERVAL_S, progress: (t) => process.stdout.isTTY && process.stdout.write(`\r\x1b[K${n}: ${t}`) });
       if (process.stdout.isTTY) process.stdout.write('\n');
       console.log(`\n${n} BMCs\n${benchFleetTable(r)}`);

@@ -9,7 +9,7 @@ import type { Node, Store } from './db/store.js';
 import type { TaskManager } from './task-manager.js';
 import type { NodeOps } from './node-ops.js';
 import type { DriverRegistry } from './drivers/registry.js';
-import { hasInternal, internalInfo } from './internal-info.js';
+import { internalInfo } from './internal-info.js';
 import { InvalidInputError, InvalidStateError, NodeLockedError, errorMessage } from '../shared/errors.js';
 
 export interface FirmwareMonitorDeps {
@@ -66,7 +66,7 @@ export class FirmwareMonitor {
   /** One pass: polls every node with an update in flight; returns how many finished. */
   async poll(): Promise<number> {
     const drivers = this.d.drivers.names().filter((n) => this.d.drivers.get(n).firmware.pollUpdate);
-    const nodes = (await this.d.store.listNodesWithInternal('firmware_update')).filter((n) => drivers.includes(n.driver) && hasInternal(n, 'firmware_update') && (!this.d.owns || this.d.owns(n)));
+    const nodes = (await this.d.store.listNodesWithInternal('firmware_update')).filter((n) => drivers.includes(n.driver) && (!this.d.owns || this.d.owns(n)));
     let finished = 0;
     await Promise.all(
       nodes.map(async (n) => {

@@ -5,8 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -104,27 +102,4 @@ export function startAgentProcess(o: { dir: string; conductor: string; stateDir:
   return spawnLogged(['agent', '--conductor', o.conductor, '--state-dir', o.stateDir, '--log-level', 'debug', ...(o.extraArgs ?? [])], path.join(o.dir, `${o.name ?? 'agent'}.log`));
 }
 
-/**
- * Serves `body` at `<url>` on loopback, 1 MiB every `delayMs` (a deploy that takes long enough
- * for a progress bar to move, or for a conductor to be killed mid-write). `close` stops it.
- */
-export async function serveSlowly(body: Buffer, delayMs: number): Promise<{ url: string; close(): Promise<void> }> {
-  const MiB = 1024 * 1024;
-  const server = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-length': body.length });
-    let o = 0;
-    const tick = () => {
-      if (res.destroyed) return;
-      if (o >= body.length) return void res.end();
-      res.write(body.subarray(o, o + MiB));
-      o += MiB;
-      setTimeout(tick, delayMs);
-    };
-    tick();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/os.img`,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-}
+export { serveSlowly } from '../bench/lib.js';

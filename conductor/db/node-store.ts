@@ -114,7 +114,8 @@ export class NodeStore extends StoreBase {
    */
   async listNodesWithInternal(key: string): Promise<Node[]> {
     const rows = await this.db.selectFrom('nodes').selectAll().where('driver_internal_info', 'like', `%"${key.replace(/[%"\\]/g, '')}"%`).execute();
-    return rows.map((r) => this.toNode(r)).filter((n) => Object.hasOwn(n.driver_internal_info, key));
+    // The text test can match a value elsewhere that merely contains "key": the parsed document decides.
+    return rows.map((r) => this.toNode(r)).filter((n) => n.driver_internal_info[key] !== undefined && n.driver_internal_info[key] !== null);
   }
 
   async listNodes(o: ListNodesOptions = {}): Promise<Node[]> {

@@ -38,7 +38,8 @@ export class RedfishClient implements SocketOwner {
   private selectSupported: boolean | null = null;
   private readonly etags = new Map<string, Cached>();
   private readonly gate: BmcGate;
-  private readonly o: Required<RedfishClientOptions>;
+  /** The worker thread, not the client, reads socketBudget (socket-budget.ts). */
+  private readonly o: Required<Omit<RedfishClientOptions, 'socketBudget'>>;
   /** Session changes for the owner to persist (drained by takeSessionEvents). */
   private sessionEvents: SessionEvent[] = [];
 
@@ -54,7 +55,6 @@ export class RedfishClient implements SocketOwner {
       breakerThreshold: opts.breakerThreshold ?? 2,
       breakerOpenMs: opts.breakerOpenMs ?? 30_000,
       operationDeadlineMs: opts.operationDeadlineMs ?? 60_000,
-      socketBudget: opts.socketBudget ?? 0,
     };
     this.basicOnly = target.authType === 'basic';
     this.gate = new BmcGate(target.origin, this.o.maxInflight, this.o.breakerThreshold, this.o.breakerOpenMs);
