@@ -25,7 +25,8 @@ export const faultRequestSchema = z.strictObject({
    * Scripted answers for the next matching requests (replaces any script left): the first rule
    * whose method and path match answers instead of the BMC, `times` times. `after_apply`: the
    * request takes effect first and then the answer is lost or an error (a reset that landed, then
-   * HTTP 500). `reset`: the connection is destroyed instead of answered.
+   * HTTP 500). `reset`: the connection is destroyed instead of answered; `body_bytes` and
+   * `truncate` answer with a malformed body instead.
    */
   script: z
     .array(
@@ -36,6 +37,10 @@ export const faultRequestSchema = z.strictObject({
         status: z.number().int().min(400).max(599).optional(),
         retry_after_s: z.number().int().min(0).max(3600).optional(),
         reset: z.boolean().optional(),
+        /** Answer 200 with a JSON document of this many bytes (a BMC that sends far too much). */
+        body_bytes: z.number().int().min(2).max(64 << 20).optional(),
+        /** Promise a body in Content-Length, send half of it, then close the connection. */
+        truncate: z.boolean().optional(),
         after_apply: z.boolean().optional(),
         times: z.number().int().min(1).max(10_000).default(1),
       }),

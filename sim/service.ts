@@ -192,6 +192,14 @@ export class BmcService {
   }
 
   private answerScripted(res: ServerResponse, r: ScriptedFault): void {
+    if (r.body_bytes !== undefined || r.truncate) {
+      const doc = Buffer.from(JSON.stringify({ Padding: 'x'.repeat(Math.max(0, (r.body_bytes ?? 4096) - 15)) }));
+      res.writeHead(r.status ?? 200, { 'Content-Type': 'application/json', 'Content-Length': doc.length });
+      if (!r.truncate) return void res.end(doc);
+      // Half the promised body, then the connection goes: the client must not take it as an answer.
+      res.write(doc.subarray(0, doc.length >> 1), () => res.socket?.destroy());
+      return;
+    }
     if (r.reset || !r.status) {
       res.socket?.destroy();
       return;

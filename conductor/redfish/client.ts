@@ -10,6 +10,7 @@ import { type Dispatcher, errors as undiciErrors } from 'undici';
 import { socketBudget, type SocketOwner } from './socket-budget.js';
 import { BmcGate } from './gate.js';
 import { BASE_HEADERS, bmcPool, classifyTransportError, retryAfterMs } from './transport.js';
+import { exchange, type Exchange } from './exchange.js';
 import { RedfishError, type RedfishErrorCode } from './errors.js';
 import { readLoginAnswer } from './login-answer.js';
 import type { RedfishTarget } from './driver-info.js';
@@ -131,7 +132,7 @@ export class RedfishClient implements SocketOwner {
     if (!s) return;
     this.session = null;
     this.sessionEvents.push({ op: 'deleted', key: s.key, uri: s.uri });
-    if (deleteOnBmc) void this.working(async () => (await this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } })).body.dump()).catch(() => {});
+    if (deleteOnBmc) void this.working(() => this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } })).catch(() => {});
   }
 
   private async login(): Promise<void> {
@@ -144,7 +145,7 @@ export class RedfishClient implements SocketOwner {
       this.stats.logins_failed++;
       throw err;
     }
-    const answer = readLoginAnswer(res.statusCode, res.headers, await res.body.text(), this.target, this.sessionWorked);
+    const answer = readLoginAnswer(res.statusCode, res.headers, res.body, this.target, this.sessionWorked);
     if (answer.kind === 'no-session-service') {
       this.basicOnly = true;
       return;
@@ -165,7 +166,7 @@ export class RedfishClient implements SocketOwner {
     // Learn the idle timeout once, to refresh before the BMC expires us.
     try {
       const ss = await this.raw('GET', `${this.target.rootPrefix}/SessionService`, { headers: { 'X-Auth-Token': token } });
-      const doc = (await ss.body.json()) as { SessionTimeout?: number };
+      const doc = JSON.parse(ss.body) as { SessionTimeout?: number };
       if (typeof doc.SessionTimeout === 'number' && doc.SessionTimeout > 0) this.sessionTimeoutMs = doc.SessionTimeout * 1000;
     } catch {
       /* keep the default */
@@ -179,7 +180,7 @@ export class RedfishClient implements SocketOwner {
     if (!s) return;
     this.sessionEvents.push({ op: 'deleted', key: s.key, uri: s.uri });
     try {
-      await this.working(async () => (await this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } })).body.dump());
+      await this.working(() => this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } }));
     } catch {
       /* best effort: the BMC may be gone */
     }
@@ -203,9 +204,9 @@ export class RedfishClient implements SocketOwner {
 
   // ------------------------------------------------------------------ requests
 
-  private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; headers?: Record<string, string> } = {}) {
+  private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; headers?: Record<string, string> } = {}): Promise<Exchange> {
     try {
-      return await this.pool.request({
+      return await exchange(this.pool, this.target.origin, {
         method,
         path,
         headers: { ...BASE_HEADERS, ...(o.body ? { 'Content-Type': 'application/json' } : {}), ...o.headers },
@@ -259,8 +260,8 @@ export class RedfishClient implements SocketOwner {
     try {
       const r = await this.raw('GET', `${this.target.rootPrefix}/`);
       // A 503 body is not the service root (read as one, it switched a BMC to Basic auth for good).
-      if (r.statusCode !== 200) return void (await r.body.dump()); // probed again next time
-      const doc = (await r.body.json()) as { ProtocolFeaturesSupported?: { SelectQuery?: boolean }; SessionService?: unknown };
+      if (r.statusCode !== 200) return; // probed again next time
+      const doc = JSON.parse(r.body) as { ProtocolFeaturesSupported?: { SelectQuery?: boolean }; SessionService?: unknown };
       this.selectSupported = doc.ProtocolFeaturesSupported?.SelectQuery === true;
       if (!doc.SessionService && this.target.authType === 'auto') this.basicOnly = true;
     } catch {
@@ -298,12 +299,11 @@ export class RedfishClient implements SocketOwner {
     this.lastUsed = Date.now();
     const status = res.statusCode;
     if (status === 304 && cached) {
-      await res.body.dump();
       this.stats.not_modified++;
       this.gate.onSuccess();
       return { status: 200, doc: cached.doc, headers: res.headers };
     }
-    const text = await res.body.text().catch(() => '');
+    const text = res.body;
     if ((status === 401 || status === 403) && mayReauth && !this.basicOnly) {
       // The BMC forgot our session (expiry, reboot, admin): log in again once, retry once.
       this.stats.relogins++;
