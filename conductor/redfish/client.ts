@@ -6,11 +6,10 @@
  * per-BMC concurrency limit and a circuit breaker so a dead BMC costs one timeout, not a stall.
  */
 import type { Socket } from 'node:net';
-import { type Dispatcher, errors as undiciErrors } from 'undici';
 import { socketBudget, type SocketOwner } from './socket-budget.js';
 import { BmcGate } from './gate.js';
-import { BASE_HEADERS, bmcPool, classifyTransportError, retryAfterMs } from './transport.js';
-import { exchange, type Exchange } from './exchange.js';
+import { BASE_HEADERS, classifyTransportError, forgetTlsSession, retryAfterMs } from './transport.js';
+import { BmcLink, type Exchange } from './bmc-link.js';
 import { RedfishError, type RedfishErrorCode } from './errors.js';
 import { readLoginAnswer } from './login-answer.js';
 import type { RedfishTarget } from './driver-info.js';
@@ -27,7 +26,7 @@ export class RedfishClient implements SocketOwner {
   busy = 0;
   readonly sockets = new Set<Socket>();
   readonly stats: ClientStats = { requests: 0, errors: 0, logins: 0, logins_failed: 0, relogins: 0, not_modified: 0, retries: 0, breaker_rejections: 0 };
-  private readonly pool: Dispatcher;
+  private readonly link: BmcLink;
   private session: SessionRecord | null = null;
   private sessionTimeoutMs = 1800_000;
   private lastUsed = 0;
@@ -59,7 +58,7 @@ export class RedfishClient implements SocketOwner {
     };
     this.basicOnly = target.authType === 'basic';
     this.gate = new BmcGate(target.origin, this.o.maxInflight, this.o.breakerThreshold, this.o.breakerOpenMs);
-    this.pool = bmcPool(target, { connections: this.o.maxInflight, timeoutMs: this.o.timeoutMs, connectTimeoutMs: this.o.connectTimeoutMs }, this);
+    this.link = new BmcLink({ origin: target.origin, verify: target.verify, serverName: target.serverName, connections: this.o.maxInflight, timeoutMs: this.o.timeoutMs, connectTimeoutMs: this.o.connectTimeoutMs, keepAliveMs: 30_000 }, this);
   }
 
   get key(): string {
@@ -188,7 +187,8 @@ export class RedfishClient implements SocketOwner {
 
   async close(): Promise<void> {
     socketBudget.forget(this);
-    await this.pool.close().catch(() => {});
+    await this.link.close();
+    forgetTlsSession(this.target.origin);
   }
 
   /** Marks this BMC busy for the descriptor budget while `fn` runs (its sockets stay open). */
@@ -204,18 +204,13 @@ export class RedfishClient implements SocketOwner {
 
   // ------------------------------------------------------------------ requests
 
+  /**
+   * One exchange on the BMC link. Deadlines (connect, then the answer) start only when that phase
+   * starts, so time queued behind our own connection limits never reads as a BMC timeout.
+   */
   private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; headers?: Record<string, string> } = {}): Promise<Exchange> {
     try {
-      return await exchange(this.pool, this.target.origin, {
-        method,
-        path,
-        headers: { ...BASE_HEADERS, ...(o.body ? { 'Content-Type': 'application/json' } : {}), ...o.headers },
-        body: o.body,
-        // Phase deadlines (connect / headers / body), each started when that phase starts, so time
-        // spent queued behind our own connection limits never reads as a BMC timeout.
-        headersTimeout: this.o.timeoutMs,
-        bodyTimeout: this.o.timeoutMs,
-      });
+      return await this.link.exchange(method, path, o.body ? { ...BASE_HEADERS, 'Content-Type': 'application/json', ...o.headers } : { ...BASE_HEADERS, ...o.headers }, o.body);
     } catch (err) {
       throw this.classify(err);
     }

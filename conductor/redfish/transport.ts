@@ -1,14 +1,13 @@
 /**
- * The HTTP side of a BMC client: one undici keep-alive pool per BMC origin whose TCP+TLS
- * handshakes go through a per-thread limiter and descriptor budget, the Redfish base headers, and
- * Retry-After parsing.
+ * The socket side of a BMC client: TCP+TLS connects through a per-thread handshake limiter and
+ * descriptor budget with TLS session resumption, one TLS context per CA, transport error codes, the
+ * Redfish base headers and Retry-After parsing.
  */
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import tls from 'node:tls';
-import { Client, Pool, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
+import { errors as undiciErrors } from 'undici';
 import { RedfishError } from './errors.js';
 import { socketBudget, type SocketOwner } from './socket-budget.js';
-import type { RedfishTarget } from './driver-info.js';
 
 export const BASE_HEADERS = { 'OData-Version': '4.0', Accept: 'application/json' };
 
@@ -20,30 +19,6 @@ export const BASE_HEADERS = { 'OData-Version': '4.0', Accept: 'application/json'
 const MAX_CONCURRENT_HANDSHAKES = 96;
 let handshakes = 0;
 const handshakeQueue: Array<() => void> = [];
-
-/** Connects inside this thread's descriptor budget (socket-budget.ts) and handshake limit. */
-function limitedConnector(inner: buildConnector.connector, owner: SocketOwner): buildConnector.connector {
-  return (opts, cb) => {
-    const start = () => {
-      handshakes++;
-      let done = false;
-      inner(opts, ((err: Error | null, sock: unknown) => {
-        if (!done) {
-          done = true;
-          handshakes--;
-          handshakeQueue.shift()?.();
-          if (err) socketBudget.unreserve();
-          else socketBudget.adopt(owner, sock as Socket);
-        }
-        (cb as (e: Error | null, s: unknown) => void)(err, sock);
-      }) as buildConnector.Callback);
-    };
-    socketBudget.reserve(owner, () => {
-      if (handshakes < MAX_CONCURRENT_HANDSHAKES) start();
-      else handshakeQueue.push(start);
-    });
-  };
-}
 
 /**
  * One TLS context per CA per thread, shared by every BMC connection that trusts it. Why: a context
@@ -58,30 +33,73 @@ function secureContextFor(verify: boolean | string): tls.SecureContext {
   return c;
 }
 
+export interface SocketOptions {
+  /** scheme://host[:port] of the BMC. */
+  origin: string;
+  connectTimeoutMs: number;
+  /** false = no verification; true = system CAs; string = PEM CA bundle. */
+  verify: boolean | string;
+  serverName: string | null;
+}
+
+/** TLS sessions to resume, per origin (the last one each BMC gave this thread). */
+const tlsSessions = new Map<string, Buffer>();
+
+/** The BMC is no longer this thread's: its TLS session goes too. */
+export function forgetTlsSession(origin: string): void {
+  tlsSessions.delete(origin);
+}
+
 /**
- * The connection of one BMC: `connections` sockets at most (one by default: a single undici Client;
- * a Pool only when more are configured — its queue alone is ~18 KiB), kept alive, TLS verified as
- * the target says.
+ * A connected socket to the BMC (TLS verified as the target says), opened inside this thread's
+ * descriptor budget and handshake limit; TLS resumes the BMC's last session when it has one.
+ * Rejects with RF_TIMEOUT, RF_TLS or RF_CONNECT.
  */
-export function bmcPool(target: RedfishTarget, o: { connections: number; timeoutMs: number; connectTimeoutMs: number }, owner: SocketOwner): Dispatcher {
-  const opts = {
-    pipelining: 1,
-    keepAliveTimeout: 30_000,
-    keepAliveMaxTimeout: 60_000,
-    headersTimeout: o.timeoutMs,
-    bodyTimeout: o.timeoutMs,
-    connect: limitedConnector(
-      buildConnector({
-        timeout: o.connectTimeoutMs,
-        maxCachedSessions: 1,
-        rejectUnauthorized: target.verify !== false,
-        ...(target.origin.startsWith('https:') ? { secureContext: secureContextFor(target.verify) } : {}),
-        ...(target.serverName ? { servername: target.serverName } : {}),
-      }),
-      owner,
-    ),
-  };
-  return o.connections > 1 ? new Pool(target.origin, { ...opts, connections: o.connections }) : new Client(target.origin, opts);
+export function openSocket(o: SocketOptions, owner: SocketOwner): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const start = () => {
+      handshakes++;
+      let done = false;
+      const u = new URL(o.origin);
+      const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
+      const host = u.hostname.replace(/^\[|\]$/g, '');
+      const settle = (err: unknown, s: Socket) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        handshakes--;
+        handshakeQueue.shift()?.();
+        if (err) {
+          s.destroy();
+          socketBudget.unreserve();
+          return reject(classifyTransportError(err, o.origin, o.connectTimeoutMs));
+        }
+        s.removeAllListeners('error');
+        s.on('error', () => {}); // the link listens from here on; until then an error must not throw
+        socketBudget.adopt(owner, s);
+        resolve(s);
+      };
+      let s: Socket;
+      if (u.protocol === 'https:') {
+        const servername = o.serverName ?? (net.isIP(host) ? undefined : host);
+        const t = tls.connect({ host, port, servername, secureContext: secureContextFor(o.verify), rejectUnauthorized: o.verify !== false, session: tlsSessions.get(o.origin) });
+        t.on('session', (sess: Buffer) => tlsSessions.set(o.origin, sess));
+        t.once('secureConnect', () => settle(null, t));
+        s = t;
+      } else {
+        s = net.connect({ host, port });
+        s.once('connect', () => settle(null, s));
+      }
+      s.setNoDelay(true);
+      s.setKeepAlive(true, 60_000);
+      s.once('error', (err) => settle(err, s));
+      const timer = setTimeout(() => settle(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' }), s), o.connectTimeoutMs);
+    };
+    socketBudget.reserve(owner, () => {
+      if (handshakes < MAX_CONCURRENT_HANDSHAKES) start();
+      else handshakeQueue.push(start);
+    });
+  });
 }
 
 /** Retry-After in ms (delta-seconds form), else `fallback`. */

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { admin, startSim, type SimProc } from '../../sim/helpers.js';
 import { RedfishClient } from '../../../conductor/redfish/client.js';
 import { parseRedfishDriverInfo, type RedfishTarget } from '../../../conductor/redfish/driver-info.js';
-import { MAX_BODY_BYTES } from '../../../conductor/redfish/exchange.js';
+import { MAX_BODY_BYTES } from '../../../conductor/redfish/http1-parser.js';
 import type { RedfishError } from '../../../conductor/redfish/errors.js';
 
 const FAST = { latency_ms: { get: [1, 2], login: [1, 2], action: [1, 2] }, flapping_fraction: 0, storm_fraction: 0, slow_fraction: 0, health_changes_per_hour: 0 };
