@@ -41,6 +41,8 @@ export const faultRequestSchema = z.strictObject({
         body_bytes: z.number().int().min(2).max(64 << 20).optional(),
         /** Promise a body in Content-Length, send half of it, then close the connection. */
         truncate: z.boolean().optional(),
+        /** Send the answer in chunked transfer coding, a few bytes per chunk, then close the connection. */
+        chunked: z.boolean().optional(),
         after_apply: z.boolean().optional(),
         times: z.number().int().min(1).max(10_000).default(1),
       }),

@@ -192,6 +192,14 @@ export class BmcService {
   }
 
   private answerScripted(res: ServerResponse, r: ScriptedFault): void {
+    if (r.chunked) {
+      // Chunked, in small pieces, and Connection: close — framing a BMC's web server may choose.
+      const doc = JSON.stringify({ '@odata.id': '/redfish/v1/Chunked', Chunks: Array.from({ length: 40 }, (_, i) => `part-${i}`) });
+      res.writeHead(r.status ?? 200, { 'Content-Type': 'application/json', Connection: 'close' });
+      for (let i = 0; i < doc.length; i += 37) res.write(doc.slice(i, i + 37));
+      res.end();
+      return;
+    }
     if (r.body_bytes !== undefined || r.truncate) {
       const doc = Buffer.from(JSON.stringify({ Padding: 'x'.repeat(Math.max(0, (r.body_bytes ?? 4096) - 15)) }));
       res.writeHead(r.status ?? 200, { 'Content-Type': 'application/json', 'Content-Length': doc.length });

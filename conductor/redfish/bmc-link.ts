@@ -176,6 +176,17 @@ class Conn {
   }
 }
 
+/** Header lines for exchange(); a value holding a line break (header injection) is refused. */
+export function headerLines(h: Record<string, string>): string {
+  let out = '';
+  for (const k in h) {
+    const v = h[k]!;
+    if (!VALUE_OK.test(v) || !PATH_OK.test(k)) throw new RedfishError('RF_PROTOCOL', `header ${k.replace(/[^\x21-\x7e]/g, '?')} holds a line break or control character; not sent`);
+    out += `${k}: ${v}\r\n`;
+  }
+  return out;
+}
+
 export class BmcLink {
   private readonly conns: Conn[] = [];
   private readonly queue: Pending[] = [];
@@ -190,16 +201,14 @@ export class BmcLink {
     this.host = u.host;
   }
 
-  /** One request; resolves with the whole answer, rejects with a RedfishError. */
-  exchange(method: string, path: string, headers: Record<string, string>, body?: string): Promise<Exchange> {
+  /**
+   * One request; resolves with the whole answer, rejects with a RedfishError. `lines`: header
+   * lines as headerLines() made them (built once per session by the client, not per request).
+   */
+  exchange(method: string, path: string, lines: string, body?: string): Promise<Exchange> {
     if (this.closed) return Promise.reject(new RedfishError('RF_CONNECT', `the link to BMC ${this.o.origin} is closed`, undefined, this.o.origin));
     if (!PATH_OK.test(path)) return Promise.reject(new RedfishError('RF_PROTOCOL', `refusing to send a request path with spaces or control characters to BMC ${this.o.origin}`, undefined, this.o.origin));
-    let head = `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\n`;
-    for (const k in headers) {
-      const v = headers[k]!;
-      if (!VALUE_OK.test(v)) return Promise.reject(new RedfishError('RF_PROTOCOL', `header ${k} holds a line break; not sent to BMC ${this.o.origin}`, undefined, this.o.origin));
-      head += `${k}: ${v}\r\n`;
-    }
+    const head = `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}`;
     let data: Buffer | string;
     if (body === undefined) data = `${head}\r\n`;
     else {

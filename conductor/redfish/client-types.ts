@@ -19,6 +19,28 @@ export interface RedfishClientOptions {
   socketBudget?: number;
 }
 
+export type CompiledClientOptions = Required<Omit<RedfishClientOptions, 'socketBudget'>>;
+
+const compiled = new WeakMap<RedfishClientOptions, CompiledClientOptions>();
+
+/** Defaults applied once per options object (a thread's clients share one), not once per BMC client. */
+export function compileClientOptions(opts: RedfishClientOptions): CompiledClientOptions {
+  let o = compiled.get(opts);
+  if (!o) {
+    o = Object.freeze({
+      timeoutMs: opts.timeoutMs ?? 10_000,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 5_000,
+      maxInflight: opts.maxInflight ?? 1,
+      getRetries: opts.getRetries ?? 2,
+      breakerThreshold: opts.breakerThreshold ?? 2,
+      breakerOpenMs: opts.breakerOpenMs ?? 30_000,
+      operationDeadlineMs: opts.operationDeadlineMs ?? 60_000,
+    });
+    compiled.set(opts, o);
+  }
+  return o;
+}
+
 export interface SessionRecord {
   key: string;
   uri: string;

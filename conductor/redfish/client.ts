@@ -9,17 +9,17 @@ import type { Socket } from 'node:net';
 import { socketBudget, type SocketOwner } from './socket-budget.js';
 import { BmcGate } from './gate.js';
 import { BASE_HEADERS, classifyTransportError, forgetTlsSession, retryAfterMs } from './transport.js';
-import { BmcLink, type Exchange } from './bmc-link.js';
+import { BmcLink, headerLines, type Exchange } from './bmc-link.js';
+import { EtagCache } from './etag-cache.js';
+
+const BASE_LINES = headerLines(BASE_HEADERS);
+const JSON_LINES = headerLines({ ...BASE_HEADERS, 'Content-Type': 'application/json' });
+const tokenLines = (token: string) => headerLines({ 'X-Auth-Token': token });
 import { RedfishError, type RedfishErrorCode } from './errors.js';
 import { readLoginAnswer } from './login-answer.js';
 import type { RedfishTarget } from './driver-info.js';
-import type { ClientStats, RedfishClientOptions, SessionEvent, SessionRecord } from './client-types.js';
+import { compileClientOptions, type ClientStats, type CompiledClientOptions, type RedfishClientOptions, type SessionEvent, type SessionRecord } from './client-types.js';
 export type { RedfishClientOptions, SessionRecord, ClientStats, SessionEvent };
-
-interface Cached {
-  etag: string;
-  doc: Record<string, unknown>;
-}
 
 export class RedfishClient implements SocketOwner {
   /** Requests in flight (their sockets are never closed by the descriptor budget). */
@@ -36,10 +36,10 @@ export class RedfishClient implements SocketOwner {
   private blockedUntil = 0;
   private blockedError: RedfishError | null = null;
   private selectSupported: boolean | null = null;
-  private readonly etags = new Map<string, Cached>();
+  private readonly etags = new EtagCache();
   private readonly gate: BmcGate;
   /** The worker thread, not the client, reads socketBudget (socket-budget.ts). */
-  private readonly o: Required<Omit<RedfishClientOptions, 'socketBudget'>>;
+  private readonly o: CompiledClientOptions;
   /** Session changes for the owner to persist (drained by takeSessionEvents). */
   private sessionEvents: SessionEvent[] = [];
 
@@ -47,15 +47,7 @@ export class RedfishClient implements SocketOwner {
     private target: RedfishTarget,
     opts: RedfishClientOptions = {},
   ) {
-    this.o = {
-      timeoutMs: opts.timeoutMs ?? 10_000,
-      connectTimeoutMs: opts.connectTimeoutMs ?? 5_000,
-      maxInflight: opts.maxInflight ?? 1,
-      getRetries: opts.getRetries ?? 2,
-      breakerThreshold: opts.breakerThreshold ?? 2,
-      breakerOpenMs: opts.breakerOpenMs ?? 30_000,
-      operationDeadlineMs: opts.operationDeadlineMs ?? 60_000,
-    };
+    this.o = compileClientOptions(opts);
     this.basicOnly = target.authType === 'basic';
     this.gate = new BmcGate(target.origin, this.o.maxInflight, this.o.breakerThreshold, this.o.breakerOpenMs);
     this.link = new BmcLink({ origin: target.origin, verify: target.verify, serverName: target.serverName, connections: this.o.maxInflight, timeoutMs: this.o.timeoutMs, connectTimeoutMs: this.o.connectTimeoutMs, keepAliveMs: 30_000 }, this);
@@ -113,17 +105,27 @@ export class RedfishClient implements SocketOwner {
 
   // ------------------------------------------------------------------ auth
 
-  private async ensureAuth(): Promise<Record<string, string>> {
+  /** The auth header line of the session (or Basic) in use, built once per token. */
+  private authCache: { token: string; lines: string } | null = null;
+
+  private authLines(token: string): string {
+    if (this.authCache?.token !== token) this.authCache = { token, lines: tokenLines(token) };
+    return this.authCache.lines;
+  }
+
+  /** Auth header lines: at once while the session is good (no promise per request), else after a login. */
+  private ensureAuth(): string | Promise<string> {
     if (this.blockedUntil > Date.now()) throw this.blockedError!;
-    if (this.basicOnly) return { Authorization: `Basic ${Buffer.from(`${this.target.username}:${this.target.password}`).toString('base64')}` };
+    if (this.basicOnly) {
+      const basic = `Basic ${Buffer.from(`${this.target.username}:${this.target.password}`).toString('base64')}`;
+      if (this.authCache?.token !== basic) this.authCache = { token: basic, lines: headerLines({ Authorization: basic }) };
+      return this.authCache.lines;
+    }
     const stale = this.session && Date.now() - this.lastUsed > this.sessionTimeoutMs * 0.9;
     if (stale) this.dropSession(true);
-    if (!this.session) {
-      this.login$ ??= this.login().finally(() => (this.login$ = null));
-      await this.login$;
-      if (this.basicOnly) return this.ensureAuth();
-    }
-    return { 'X-Auth-Token': this.session!.token };
+    if (this.session) return this.authLines(this.session.token);
+    this.login$ ??= this.login().finally(() => (this.login$ = null));
+    return this.login$.then(() => this.ensureAuth());
   }
 
   private dropSession(deleteOnBmc: boolean): void {
@@ -131,7 +133,7 @@ export class RedfishClient implements SocketOwner {
     if (!s) return;
     this.session = null;
     this.sessionEvents.push({ op: 'deleted', key: s.key, uri: s.uri });
-    if (deleteOnBmc) void this.working(() => this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } })).catch(() => {});
+    if (deleteOnBmc) void this.working(() => this.raw('DELETE', s.uri, { lines: tokenLines(s.token) })).catch(() => {});
   }
 
   private async login(): Promise<void> {
@@ -164,7 +166,7 @@ export class RedfishClient implements SocketOwner {
     this.sessionEvents.push({ op: 'created', session: this.session });
     // Learn the idle timeout once, to refresh before the BMC expires us.
     try {
-      const ss = await this.raw('GET', `${this.target.rootPrefix}/SessionService`, { headers: { 'X-Auth-Token': token } });
+      const ss = await this.raw('GET', `${this.target.rootPrefix}/SessionService`, { lines: tokenLines(token) });
       const doc = JSON.parse(ss.body) as { SessionTimeout?: number };
       if (typeof doc.SessionTimeout === 'number' && doc.SessionTimeout > 0) this.sessionTimeoutMs = doc.SessionTimeout * 1000;
     } catch {
@@ -179,7 +181,7 @@ export class RedfishClient implements SocketOwner {
     if (!s) return;
     this.sessionEvents.push({ op: 'deleted', key: s.key, uri: s.uri });
     try {
-      await this.working(() => this.raw('DELETE', s.uri, { headers: { 'X-Auth-Token': s.token } }));
+      await this.working(() => this.raw('DELETE', s.uri, { lines: tokenLines(s.token) }));
     } catch {
       /* best effort: the BMC may be gone */
     }
@@ -208,9 +210,10 @@ export class RedfishClient implements SocketOwner {
    * One exchange on the BMC link. Deadlines (connect, then the answer) start only when that phase
    * starts, so time queued behind our own connection limits never reads as a BMC timeout.
    */
-  private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; headers?: Record<string, string> } = {}): Promise<Exchange> {
+  private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; lines?: string } = {}): Promise<Exchange> {
     try {
-      return await this.link.exchange(method, path, o.body ? { ...BASE_HEADERS, 'Content-Type': 'application/json', ...o.headers } : { ...BASE_HEADERS, ...o.headers }, o.body);
+      const lines = o.body ? JSON_LINES : BASE_LINES;
+      return await this.link.exchange(method, path, o.lines ? lines + o.lines : lines, o.body);
     } catch (err) {
       throw this.classify(err);
     }
@@ -238,7 +241,8 @@ export class RedfishClient implements SocketOwner {
       if (this.selectSupported === null) await this.probeRoot();
       if (this.selectSupported) full += `${full.includes('?') ? '&' : '?'}$select=${o.select.join(',')}`;
     }
-    await this.gate.acquire();
+    const wait = this.gate.acquire();
+    if (wait) await wait;
     try {
       return await this.working(() => this.send(method, full, o.body, method === 'GET' ? (o.retries ?? this.o.getRetries) : 0, true));
     } finally {
@@ -266,9 +270,10 @@ export class RedfishClient implements SocketOwner {
 
   private async send(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, body: unknown, retries: number, mayReauth: boolean): Promise<{ status: number; doc: Record<string, unknown>; headers: Record<string, string | string[] | undefined> }> {
     this.stats.requests++;
-    let auth: Record<string, string>;
+    let auth: string;
     try {
-      auth = await this.ensureAuth();
+      const a = this.ensureAuth();
+      auth = typeof a === 'string' ? a : await a;
     } catch (err) {
       this.stats.errors++;
       const e = this.classify(err);
@@ -276,10 +281,9 @@ export class RedfishClient implements SocketOwner {
       throw e;
     }
     const cached = method === 'GET' ? this.etags.get(path) : undefined;
-    const headers = { ...auth, ...(cached ? { 'If-None-Match': cached.etag } : {}) };
     let res;
     try {
-      res = await this.raw(method, path, { body: body === undefined ? undefined : JSON.stringify(body), headers });
+      res = await this.raw(method, path, { body: body === undefined ? undefined : JSON.stringify(body), lines: cached ? auth + cached.line : auth });
     } catch (err) {
       const e = err as RedfishError;
       if (method === 'GET' && retries > 0 && e.code === 'RF_CONNECT') {
@@ -336,7 +340,7 @@ export class RedfishClient implements SocketOwner {
     }
     this.gate.onSuccess();
     const etag = res.headers.etag;
-    if (method === 'GET' && typeof etag === 'string') this.etags.set(path, { etag, doc });
+    if (method === 'GET' && typeof etag === 'string') this.etags.remember(path, etag, doc);
     return { status, doc, headers: res.headers };
   }
 }

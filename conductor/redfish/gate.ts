@@ -57,14 +57,21 @@ export class BmcGate {
     if (probe) this.probing = false;
   }
 
-  /** Waits for a slot under the current limit. */
-  async acquire(): Promise<void> {
+  /**
+   * Takes a slot under the current limit: null when one was free (no promise: the common case of a
+   * sweep, thousands per second), else a promise that resolves once one is.
+   */
+  acquire(): Promise<void> | null {
     if (this.inflight < this.limit) {
       this.inflight++;
-      return;
+      return null;
     }
-    await new Promise<void>((r) => this.waiters.push(r));
-    this.inflight++;
+    return new Promise<void>((r) =>
+      this.waiters.push(() => {
+        this.inflight++;
+        r();
+      }),
+    );
   }
 
   release(): void {

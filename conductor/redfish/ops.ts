@@ -40,10 +40,12 @@ const POWER_MAP: Record<string, IronicPower> = { On: 'power on', PoweringOn: 'po
 /** System path per target key (resolved once: the only member when no system id is given). */
 const systemPaths = new Map<string, string>();
 
-export async function systemPath(c: RedfishClient, t: RedfishTarget): Promise<string> {
+export function systemPath(c: RedfishClient, t: RedfishTarget): string | Promise<string> {
   if (t.systemId) return t.systemId.startsWith('/') ? t.systemId : `${t.rootPrefix}/Systems/${t.systemId}`;
-  const cached = systemPaths.get(t.key);
-  if (cached) return cached;
+  return systemPaths.get(t.key) ?? lookUpSystemPath(c, t);
+}
+
+async function lookUpSystemPath(c: RedfishClient, t: RedfishTarget): Promise<string> {
   const { doc } = await c.request('GET', `${t.rootPrefix}/Systems`);
   const members = (doc.Members as Array<{ '@odata.id': string }> | undefined) ?? [];
   if (members.length !== 1) throw new RedfishError('RF_CONFIG', `driver_info.redfish_system_id is required: the BMC exposes ${members.length} systems`, undefined, t.origin);
@@ -57,12 +59,15 @@ export interface PowerHealth {
   health: Health | null;
 }
 
+const POWER_HEALTH_SELECT = ['PowerState', 'Status'];
+
 /**
  * One GET per node: PowerState + Status (what power sync and health monitoring need). Sweeps pass
  * retries 0: the next sweep is the retry, and a retry inside a sweep only lengthens its tail.
  */
 export async function readPowerHealth(c: RedfishClient, t: RedfishTarget, retries?: number): Promise<PowerHealth> {
-  const { doc } = await c.request('GET', await systemPath(c, t), { select: ['PowerState', 'Status'], retries });
+  const p = systemPath(c, t);
+  const { doc } = await c.request('GET', typeof p === 'string' ? p : await p, { select: POWER_HEALTH_SELECT, retries });
   const raw = typeof doc.PowerState === 'string' ? doc.PowerState : null;
   const h = (doc.Status as { Health?: string } | undefined)?.Health;
   return { power: raw ? (POWER_MAP[raw] ?? null) : null, raw_power: raw, health: h === 'OK' || h === 'Warning' || h === 'Critical' ? h : null };
@@ -76,7 +81,7 @@ export type PowerTarget = 'power on' | 'power off' | 'rebooting' | 'soft power o
  */
 export async function setPower(c: RedfishClient, t: RedfishTarget, target: PowerTarget, timeoutS = 60, retry?: OpRetry): Promise<IronicPower> {
   const { read, act } = runners(c, t, `power action "${target}"`, retry);
-  const path = await read(() => systemPath(c, t));
+  const path = await read(async () => systemPath(c, t));
   // One read: the current state, the reset action's target and the last reset time (to tell later
   // whether a reset whose answer was lost did land).
   const { doc: sys } = await read(() => c.request('GET', path, { select: ['PowerState', 'Actions', 'LastResetTime'] }));
@@ -163,7 +168,7 @@ export async function setBootDevice(c: RedfishClient, t: RedfishTarget, device: 
   const target = BOOT_MAP[device];
   if (!target) throw new RedfishError('RF_CONFIG', `boot device ${device} is not supported; use one of ${Object.keys(BOOT_MAP).join(', ')}`);
   const { read, act } = runners(c, t, `set boot device ${device}`, retry);
-  const path = await read(() => systemPath(c, t));
+  const path = await read(async () => systemPath(c, t));
   const enabled = persistent ? 'Continuous' : 'Once';
   const landed = async () => {
     const b = (await c.request('GET', path, { select: ['Boot'] })).doc.Boot as { BootSourceOverrideTarget?: string; BootSourceOverrideEnabled?: string } | undefined;

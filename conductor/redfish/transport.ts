@@ -5,7 +5,6 @@
  */
 import net, { type Socket } from 'node:net';
 import tls from 'node:tls';
-import { errors as undiciErrors } from 'undici';
 import { RedfishError } from './errors.js';
 import { socketBudget, type SocketOwner } from './socket-budget.js';
 
@@ -93,7 +92,7 @@ export function openSocket(o: SocketOptions, owner: SocketOwner): Promise<Socket
       s.setNoDelay(true);
       s.setKeepAlive(true, 60_000);
       s.once('error', (err) => settle(err, s));
-      const timer = setTimeout(() => settle(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' }), s), o.connectTimeoutMs);
+      const timer = setTimeout(() => settle(new RedfishError('RF_TIMEOUT', `BMC ${o.origin} did not accept a connection within ${o.connectTimeoutMs} ms`, undefined, o.origin), s), o.connectTimeoutMs);
     };
     socketBudget.reserve(owner, () => {
       if (handshakes < MAX_CONCURRENT_HANDSHAKES) start();
@@ -113,7 +112,7 @@ export function retryAfterMs(h: string | string[] | undefined, fallback: number)
 export function classifyTransportError(err: unknown, where: string, timeoutMs: number): RedfishError {
   if (err instanceof RedfishError) return err;
   const e = err as { name?: string; code?: string; message?: string };
-  if (e.name === 'TimeoutError' || e.name === 'AbortError' || e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError || e.code === 'UND_ERR_CONNECT_TIMEOUT') {
+  if (e.name === 'TimeoutError' || e.name === 'AbortError') {
     return new RedfishError('RF_TIMEOUT', `BMC ${where} did not answer within ${timeoutMs} ms`, undefined, where);
   }
   if (/CERT|SSL|TLS|self.signed|altnames/i.test(`${e.code} ${e.message}`)) return new RedfishError('RF_TLS', `TLS to ${where} failed: ${e.message}`, undefined, where);

@@ -239,7 +239,8 @@ describe('the web console in chromium', () => {
     let stream = '';
     const flip = (await node(3)).power_state === 'power on' ? 'off' : 'on';
     await admin(sim, 'POST', '/bmcs/3/faults', { power: flip });
-    const until = Date.now() + 3_000;
+    // Generous: the sweep that sees the flip runs every second, but CI shares two cores.
+    const until = Date.now() + 8_000;
     while (Date.now() < until && !/event: nodes/.test(stream)) {
       const { value, done } = await Promise.race([reader.read(), new Promise<{ value: undefined; done: true }>((r) => setTimeout(() => r({ value: undefined, done: true }), 500))]);
       if (done && !value) continue;

@@ -62,6 +62,17 @@ describe('BMC exchange', () => {
     expect((r.doc.Padding as string).length).toBeGreaterThan((3 << 20) - 100);
   });
 
+  it('a chunked answer with Connection: close is read whole; the next request opens a new socket', async () => {
+    await fault({ script: [{ method: 'GET', path: '/Chassis', chunked: true }] });
+    const sockets = new Set(client.sockets);
+    const r = await client.request('GET', '/redfish/v1/Chassis');
+    expect(r.doc.Chunks).toHaveLength(40);
+    expect(r.headers['transfer-encoding']).toBe('chunked');
+    const next = await client.request('GET', systemPath());
+    expect(typeof next.doc.PowerState).toBe('string');
+    expect([...client.sockets].some((s) => !sockets.has(s))).toBe(true);
+  });
+
   it('a body cut off mid-way is a transport error, not a document, and the client reconnects', async () => {
     await fault({ script: [{ method: 'GET', path: '/UpdateService', truncate: true, body_bytes: 64 << 10 }] });
     const err = (await client.request('GET', '/redfish/v1/UpdateService').catch((e: unknown) => e)) as RedfishError;
