@@ -48,6 +48,8 @@ export interface BenchFleetResult extends Record<string, unknown> {
   rss_mib: number;
   rss_idle_mib: number;
   rss_kib_per_bmc: number;
+  memory_mib: Record<string, number>;
+  worker_gc_ms_per_node_per_sweep: number;
   requests_per_node_per_sweep: number;
   sessions_after_first_sweep: number;
   api_page_ms_p50: number;
@@ -65,6 +67,19 @@ const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 function series(text: string, name: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line ? Number(line.slice(name.length + 1)) : 0;
+}
+
+function memoryBreakdown(m: string, rssMiB: number): Record<string, number> {
+  const mib = (x: number) => Math.round(x / 2 ** 20);
+  const main = series(m, 'ironfleet_nodejs_heap_size_total_bytes');
+  const workers = series(m, 'ironfleet_bmc_worker_heap_bytes{kind="total"}');
+  return {
+    main_heap_used: mib(series(m, 'ironfleet_nodejs_heap_size_used_bytes')),
+    main_heap_total: mib(main),
+    workers_heap_used: mib(series(m, 'ironfleet_bmc_worker_heap_bytes{kind="used"}')),
+    workers_heap_total: mib(workers),
+    native_and_other: Math.round(rssMiB - mib(main) - mib(workers)),
+  };
 }
 
 export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult> {
@@ -195,6 +210,10 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
       rss_kib_per_bmc: round(((end.rssMiB - idle.rssMiB) * 1024) / n, 1),
       requests_per_node_per_sweep: round((series(m1, 'ironfleet_bmc_requests_total{kind="requests"}') - series(m0, 'ironfleet_bmc_requests_total{kind="requests"}')) / (n * o.sweeps)),
       sessions_after_first_sweep: series(m1, 'ironfleet_bmc_requests_total{kind="logins"}') - series(m0, 'ironfleet_bmc_requests_total{kind="logins"}'),
+      // Where the RSS goes, from the conductor's own /metrics after the steady sweeps (MiB): the
+      // main thread's V8 heap, the BMC workers' heaps, and the rest (sockets, TLS, SQLite, code).
+      memory_mib: memoryBreakdown(m1, end.rssMiB),
+      worker_gc_ms_per_node_per_sweep: round(((series(m1, 'ironfleet_bmc_worker_gc_seconds_total{kind="minor"}') + series(m1, 'ironfleet_bmc_worker_gc_seconds_total{kind="major"}') - series(m0, 'ironfleet_bmc_worker_gc_seconds_total{kind="minor"}') - series(m0, 'ironfleet_bmc_worker_gc_seconds_total{kind="major"}')) * 1000) / (n * o.sweeps), 4),
       fds_open: series(m1, 'ironfleet_process_open_fds'),
       fds_max: series(m1, 'ironfleet_process_max_fds'),
       api_page_ms_p50: round(pct(pages, 0.5), 1),
@@ -224,6 +243,8 @@ export function benchFleetTable(r: BenchFleetResult): string {
     ['sweep p50 / p95', `${r.sweep_s_p50} s / ${r.sweep_s_p95} s`],
     ['conductor CPU per node per sweep', `${r.cpu_ms_per_node_per_sweep} ms`],
     ['conductor RSS (idle)', `${r.rss_mib} MiB (${r.rss_idle_mib} MiB): ${r.rss_kib_per_bmc} KiB per BMC`],
+    ['  BMC threads GC per node per sweep', `${r.worker_gc_ms_per_node_per_sweep} ms`],
+    ['  of which (MiB)', `main heap ${r.memory_mib.main_heap_total} (${r.memory_mib.main_heap_used} used), BMC workers' heaps ${r.memory_mib.workers_heap_total} (${r.memory_mib.workers_heap_used} used), native + other ${r.memory_mib.native_and_other}`],
     ['BMC requests per node per sweep', String(r.requests_per_node_per_sweep)],
     ['sessions created after the first sweep', String(r.sessions_after_first_sweep)],
     ['descriptors open / limit', `${r.fds_open} / ${r.fds_max}`],

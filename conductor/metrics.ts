@@ -152,6 +152,28 @@ export class ConductorMetrics {
       },
     });
     new Gauge({
+      name: 'ironfleet_bmc_worker_heap_bytes',
+      help: 'V8 heap of the BMC worker threads together: used, total (reserved) and external (buffers)',
+      labelNames: ['kind'],
+      registers: [r],
+      async collect() {
+        const s = await bmcStats();
+        this.set({ kind: 'used' }, s.heap_used_bytes ?? 0);
+        this.set({ kind: 'total' }, s.heap_total_bytes ?? 0);
+        this.set({ kind: 'external' }, s.heap_external_bytes ?? 0);
+      },
+    });
+    new Counter({
+      name: 'ironfleet_bmc_worker_gc_seconds_total',
+      help: 'Garbage-collection pauses of the BMC worker threads together, by kind (minor = scavenge)',
+      labelNames: ['kind'],
+      registers: [r],
+      async collect() {
+        this.reset();
+        for (const [k, ms] of Object.entries(await bmcStats())) if (k.startsWith('gc_ms_')) this.inc({ kind: k.slice('gc_ms_'.length) }, ms / 1000);
+      },
+    });
+    new Gauge({
       name: 'ironfleet_bmc_breakers_open',
       help: 'BMCs whose circuit breaker is open (unreachable)',
       registers: [r],

@@ -30,8 +30,24 @@ export class HashRing {
     this.owners = all.map((p) => p[1]);
   }
 
+  /**
+   * Owners already looked up: a ring never changes (a membership change builds a new one), and
+   * every sweep asks for every BMC — a hash digest each time, measurable at 10,000 nodes.
+   */
+  private readonly memo = new Map<string, string | undefined>();
+
   /** The member owning `key` (a node uuid), or undefined on an empty ring. */
   ownerOf(key: string): string | undefined {
+    let owner = this.memo.get(key);
+    if (owner === undefined && !this.memo.has(key)) {
+      owner = this.lookUp(key);
+      if (this.memo.size >= 250_000) this.memo.clear(); // keys of deleted nodes do not pile up for good
+      this.memo.set(key, owner);
+    }
+    return owner;
+  }
+
+  private lookUp(key: string): string | undefined {
     if (this.owners.length === 0) return undefined;
     const h = position(key);
     let lo = 0;

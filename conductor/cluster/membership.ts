@@ -49,9 +49,19 @@ export interface Ownable {
 /** All nodes of one BMC hash to the same place; other nodes by uuid. */
 export function ownershipKey(n: Ownable): string {
   if (n.driver !== 'redfish') return n.uuid;
-  const origin = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]+/i.exec(String(n.driver_info.redfish_address ?? ''))?.[0]?.toLowerCase();
-  return origin ? `${origin}|${String(n.driver_info.redfish_username ?? '')}` : n.uuid;
+  // A frozen driver_info (the sweep listing's, reused until the stored text changes) maps to its
+  // key once: sweeps asked this of every node every interval.
+  const frozen = Object.isFrozen(n.driver_info);
+  let k = frozen ? bmcKeys.get(n.driver_info) : undefined;
+  if (k === undefined) {
+    const origin = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]+/i.exec(String(n.driver_info.redfish_address ?? ''))?.[0]?.toLowerCase();
+    k = origin ? `${origin}|${String(n.driver_info.redfish_username ?? '')}` : '';
+    if (frozen) bmcKeys.set(n.driver_info, k);
+  }
+  return k || n.uuid;
 }
+
+const bmcKeys = new WeakMap<object, string>();
 
 export type MemberState = 'online' | 'draining' | 'offline';
 

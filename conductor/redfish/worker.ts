@@ -4,6 +4,8 @@
  * the worker, so a BMC sees exactly one session from the whole conductor. Results cross back as
  * plain data; session changes are returned for the main thread to persist.
  */
+import v8 from 'node:v8';
+import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { operationRetries } from './retry-policy.js';
 import { socketBudget } from './socket-budget.js';
 import { RedfishClient, type ClientStats, type SessionEvent, type SessionRecord } from './client.js';
@@ -12,6 +14,16 @@ import type { RedfishTarget } from './driver-info.js';
 import * as ops from './ops.js';
 
 const clients = new Map<string, RedfishClient>();
+
+/** Garbage-collection pauses of this thread by kind (ms), for /metrics: the BMC threads' hidden cost. */
+const gcMs = { minor: 0, major: 0, incremental: 0, weak: 0 };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    const k = (e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0;
+    const c = k === constants.NODE_PERFORMANCE_GC_MINOR ? 'minor' : k === constants.NODE_PERFORMANCE_GC_MAJOR ? 'major' : k === constants.NODE_PERFORMANCE_GC_INCREMENTAL ? 'incremental' : 'weak';
+    gcMs[c] += e.duration;
+  }
+}).observe({ entryTypes: ['gc'] });
 let clientOpts: ConstructorParameters<typeof RedfishClient>[1] = {};
 
 function client(t: RedfishTarget): RedfishClient {
@@ -229,8 +241,11 @@ export default async function run(task: Task): Promise<unknown> {
         if (c.hasSession) total.sessions++;
         if (c.breakerOpen) total.breakers_open++;
       }
+      // This thread's V8 heap (the pool sums shards): where a BMC's memory goes, beside its socket.
+      const heap = v8.getHeapStatistics();
+      const mem = process.memoryUsage();
       // Operation retries by error code (retry-policy.ts), flat so the pool can sum shards.
-      return { ...total, ...socketBudget.stats(), ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
+      return { ...total, ...socketBudget.stats(), heap_used_bytes: heap.used_heap_size, heap_total_bytes: heap.total_heap_size, heap_external_bytes: heap.external_memory || mem.external, ...Object.fromEntries(Object.entries(gcMs).map(([k, ms]) => [`gc_ms_${k}`, ms])), ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
     }
     case 'release': {
       dropTargets(task.keys);
