@@ -26,7 +26,6 @@ export interface LinkOptions extends SocketOptions {
 
 interface Pending {
   method: string;
-  path: string;
   data: Buffer | string;
   resolve(x: Exchange): void;
   reject(err: unknown): void;
@@ -46,6 +45,8 @@ class Conn {
   private idleTimer: NodeJS.Timeout | undefined;
   private reused = false;
   private idleMs: number;
+  /** The BMC's last Keep-Alive header (parsed again only when it changes, not per answer). */
+  private keepAliveSeen: unknown;
 
   constructor(private readonly link: BmcLink) {
     this.idleMs = link.o.keepAliveMs;
@@ -59,19 +60,24 @@ class Conn {
     this.req = req;
     if (this.socket && !this.socket.destroyed && this.socket.writable) return this.write(true);
     this.socket = null;
+    // The answer deadline of the last socket's request must not fire while this one connects (the
+    // connect has its own deadline; the answer's starts at write()).
+    clearTimeout(this.timer);
+    this.timer = undefined;
     openSocket(this.link.o, this.link.owner).then(
       (s) => {
         if (this.link.closed) return void s.destroy();
         this.attach(s);
-        this.write(false);
+        if (this.req === req) this.write(false);
       },
-      (err) => this.fail(err),
+      (err) => this.req === req && this.fail(err),
     );
   }
 
   private attach(s: Socket): void {
     this.socket = s;
     this.idleMs = this.link.o.keepAliveMs;
+    this.keepAliveSeen = undefined;
     clearTimeout(this.idleTimer); // armed for an earlier socket, perhaps with the BMC's shorter timeout
     this.idleTimer = undefined;
     s.on('data', (d: Buffer) => this.onData(s, d));
@@ -116,12 +122,16 @@ class Conn {
     }
     if (!out) return this.arm();
     const closeAfter = this.parser.closeAfter || out.rest !== null;
-    const ka = /timeout=(\d+)/.exec(String(out.answer.headers['keep-alive'] ?? ''));
-    if (ka) {
-      const ms = Math.max(0, Math.min(this.link.o.keepAliveMs, Number(ka[1]) * 1000 - 1000));
-      if (ms !== this.idleMs && this.idleTimer) clearTimeout(this.idleTimer);
-      if (ms !== this.idleMs) this.idleTimer = undefined;
-      this.idleMs = ms;
+    const keepAlive = out.answer.headers['keep-alive'];
+    if (keepAlive !== this.keepAliveSeen) {
+      this.keepAliveSeen = keepAlive;
+      const ka = /timeout=(\d+)/.exec(String(keepAlive ?? ''));
+      const ms = ka ? Math.max(0, Math.min(this.link.o.keepAliveMs, Number(ka[1]) * 1000 - 1000)) : this.idleMs;
+      if (ms !== this.idleMs) {
+        clearTimeout(this.idleTimer); // armed with the old duration
+        this.idleTimer = undefined;
+        this.idleMs = ms;
+      }
     }
     if (closeAfter || this.idleMs === 0) this.drop();
     else if (this.idleTimer) this.idleTimer.refresh();
@@ -216,7 +226,7 @@ export class BmcLink {
       data = Buffer.concat([Buffer.from(`${head}Content-Length: ${b.length}\r\n\r\n`, 'latin1'), b]);
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ method, path, data, resolve, reject, resent: false });
+      this.queue.push({ method, data, resolve, reject, resent: false });
       this.next();
     });
   }

@@ -11,15 +11,15 @@ import { BmcGate } from './gate.js';
 import { BASE_HEADERS, classifyTransportError, forgetTlsSession, retryAfterMs } from './transport.js';
 import { BmcLink, headerLines, type Exchange } from './bmc-link.js';
 import { EtagCache } from './etag-cache.js';
-
-const BASE_LINES = headerLines(BASE_HEADERS);
-const JSON_LINES = headerLines({ ...BASE_HEADERS, 'Content-Type': 'application/json' });
-const tokenLines = (token: string) => headerLines({ 'X-Auth-Token': token });
 import { RedfishError, type RedfishErrorCode } from './errors.js';
 import { readLoginAnswer } from './login-answer.js';
 import type { RedfishTarget } from './driver-info.js';
 import { compileClientOptions, type ClientStats, type CompiledClientOptions, type RedfishClientOptions, type SessionEvent, type SessionRecord } from './client-types.js';
 export type { RedfishClientOptions, SessionRecord, ClientStats, SessionEvent };
+
+const BASE_LINES = headerLines(BASE_HEADERS);
+const JSON_LINES = headerLines({ ...BASE_HEADERS, 'Content-Type': 'application/json' });
+const tokenLines = (token: string) => headerLines({ 'X-Auth-Token': token });
 
 export class RedfishClient implements SocketOwner {
   /** Requests in flight (their sockets are never closed by the descriptor budget). */
@@ -105,25 +105,22 @@ export class RedfishClient implements SocketOwner {
 
   // ------------------------------------------------------------------ auth
 
-  /** The auth header line of the session (or Basic) in use, built once per token. */
-  private authCache: { token: string; lines: string } | null = null;
+  /** The auth header line in use, built once per session token (or per target, for Basic). */
+  private authCache: { key: string | RedfishTarget; lines: string } | null = null;
 
-  private authLines(token: string): string {
-    if (this.authCache?.token !== token) this.authCache = { token, lines: tokenLines(token) };
+  private authLines(key: string | RedfishTarget, make: () => string): string {
+    if (this.authCache?.key !== key) this.authCache = { key, lines: make() };
     return this.authCache.lines;
   }
 
   /** Auth header lines: at once while the session is good (no promise per request), else after a login. */
   private ensureAuth(): string | Promise<string> {
     if (this.blockedUntil > Date.now()) throw this.blockedError!;
-    if (this.basicOnly) {
-      const basic = `Basic ${Buffer.from(`${this.target.username}:${this.target.password}`).toString('base64')}`;
-      if (this.authCache?.token !== basic) this.authCache = { token: basic, lines: headerLines({ Authorization: basic }) };
-      return this.authCache.lines;
-    }
+    if (this.basicOnly) return this.authLines(this.target, () => headerLines({ Authorization: `Basic ${Buffer.from(`${this.target.username}:${this.target.password}`).toString('base64')}` }));
     const stale = this.session && Date.now() - this.lastUsed > this.sessionTimeoutMs * 0.9;
     if (stale) this.dropSession(true);
-    if (this.session) return this.authLines(this.session.token);
+    const token = this.session?.token;
+    if (token) return this.authLines(token, () => tokenLines(token));
     this.login$ ??= this.login().finally(() => (this.login$ = null));
     return this.login$.then(() => this.ensureAuth());
   }
@@ -220,7 +217,7 @@ export class RedfishClient implements SocketOwner {
   }
 
   private classify(err: unknown): RedfishError {
-    return classifyTransportError(err, this.target.origin, this.o.timeoutMs);
+    return classifyTransportError(err, this.target.origin);
   }
 
   /** Paths relative to the root prefix are accepted ("Systems/1") as well as absolute ones. */

@@ -71,7 +71,7 @@ export function openSocket(o: SocketOptions, owner: SocketOwner): Promise<Socket
         if (err) {
           s.destroy();
           socketBudget.unreserve();
-          return reject(classifyTransportError(err, o.origin, o.connectTimeoutMs));
+          return reject(classifyTransportError(err, o.origin));
         }
         s.removeAllListeners('error');
         s.on('error', () => {}); // the link listens from here on; until then an error must not throw
@@ -108,13 +108,10 @@ export function retryAfterMs(h: string | string[] | undefined, fallback: number)
   return Number.isFinite(n) && n >= 0 ? n * 1000 : fallback;
 }
 
-/** A transport failure as a stable code: RF_TIMEOUT (any phase deadline), RF_TLS, else RF_CONNECT. */
-export function classifyTransportError(err: unknown, where: string, timeoutMs: number): RedfishError {
+/** A transport failure as a stable code: ours as they are (RF_TIMEOUT comes from the link and the connect deadline), else RF_TLS or RF_CONNECT. */
+export function classifyTransportError(err: unknown, where: string): RedfishError {
   if (err instanceof RedfishError) return err;
   const e = err as { name?: string; code?: string; message?: string };
-  if (e.name === 'TimeoutError' || e.name === 'AbortError') {
-    return new RedfishError('RF_TIMEOUT', `BMC ${where} did not answer within ${timeoutMs} ms`, undefined, where);
-  }
   if (/CERT|SSL|TLS|self.signed|altnames/i.test(`${e.code} ${e.message}`)) return new RedfishError('RF_TLS', `TLS to ${where} failed: ${e.message}`, undefined, where);
   return new RedfishError('RF_CONNECT', `cannot reach BMC ${where}: ${e.code ?? ''} ${e.message ?? ''}`.trim(), undefined, where);
 }

@@ -243,9 +243,8 @@ export default async function run(task: Task): Promise<unknown> {
       }
       // This thread's V8 heap (the pool sums shards): where a BMC's memory goes, beside its socket.
       const heap = v8.getHeapStatistics();
-      const mem = process.memoryUsage();
       // Operation retries by error code (retry-policy.ts), flat so the pool can sum shards.
-      return { ...total, ...socketBudget.stats(), heap_used_bytes: heap.used_heap_size, heap_total_bytes: heap.total_heap_size, heap_external_bytes: heap.external_memory || mem.external, ...Object.fromEntries(Object.entries(gcMs).map(([k, ms]) => [`gc_ms_${k}`, ms])), ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
+      return { ...total, ...socketBudget.stats(), heap_used_bytes: heap.used_heap_size, heap_total_bytes: heap.total_heap_size, heap_external_bytes: heap.external_memory, ...Object.fromEntries(Object.entries(gcMs).map(([k, ms]) => [`gc_ms_${k}`, ms])), ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
     }
     case 'release': {
       dropTargets(task.keys);
