@@ -13,3 +13,27 @@ export function skipBytes<T extends Uint8Array>(bufs: T[], n: number): T[] {
   }
   return out;
 }
+
+/** The first `n` bytes of the buffers, as views (no copy): what fits before an alignment boundary. */
+export function takeBytes<T extends Uint8Array>(bufs: T[], n: number): T[] {
+  const out: T[] = [];
+  for (const b of bufs) {
+    if (n <= 0) break;
+    out.push(n >= b.length ? b : (b.subarray(0, n) as T));
+    n -= b.length;
+  }
+  return out;
+}
+
+/**
+ * Writes end on this boundary (except the last). Why: a buffered write that covers only part of a
+ * block device's page makes the kernel read that page from the device first; on a loop device (or
+ * a real disk) that is a synchronous read per batch boundary, and it cut image writes onto a loop
+ * device to 0.4 of `dd`. Download chunks have arbitrary sizes, so batches rarely end aligned.
+ */
+export const WRITE_ALIGN = 64 << 10;
+
+/** How many of `bytes` queued at offset `pos` to write now so the write ends on WRITE_ALIGN. */
+export function alignedLength(pos: number, bytes: number): number {
+  return Math.max(0, bytes - ((pos + bytes) % WRITE_ALIGN));
+}

@@ -1,7 +1,7 @@
 /**
  * Streams an HTTP(S) image onto a block device (or file) in one pass: download (main thread) →
- * decompress (raw, gzip, zstd) → hash + write in a sink worker thread that receives the
- * downloaded buffers by transfer, not copy, so the network, the hash and the writes overlap on
+ * decompress (raw, gzip, zstd) → hash + write in a sink worker thread that reads them from a ring
+ * shared with the main thread (image-sink.ts), so the network, the hash and the writes overlap on
  * separate threads. A dropped connection resumes with an HTTP Range request instead of starting
  * over. A checksum mismatch fails the write and wipes the start and end of what was written, so
  * nothing half-written is ever left looking bootable. Small images (≤ 16 MiB announced) skip the
@@ -17,11 +17,8 @@ import { createHash, type Hash } from 'node:crypto';
 import { mkdtemp, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import type { SinkWorkerData } from './image-sink-worker.js';
-import { skipBytes } from './buffers.js';
+import { ImageWriteError } from './image-write-error.js';
+import { INLINE_MAX_BYTES, InlineSink, RingSink, type ImageSink } from './image-sink.js';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
@@ -29,15 +26,7 @@ import { Duplex, type Transform } from 'node:stream';
 import { request } from 'undici';
 import { redactUrl } from '../shared/redact.js';
 
-export class ImageWriteError extends Error {
-  constructor(
-    readonly code: 'CHECKSUM_MISMATCH' | 'VERIFY_FAILED' | 'CHECKSUM_INVALID' | 'UNSAFE_IMAGE' | 'CONVERT_FAILED' | 'MD5_NOT_ALLOWED' | 'DOWNLOAD_FAILED' | 'HTTP_ERROR' | 'DECOMPRESS_FAILED' | 'IO_ERROR' | 'CANCELLED',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'ImageWriteError';
-  }
-}
+export { ImageWriteError };
 
 export interface ImageInfo {
   url: string;
@@ -153,174 +142,6 @@ function decompressor(format: 'gzip' | 'zstd'): Decoder {
 }
 
 
-/**
- * The sink worker's file: compiled beside this module (dist/agent/), the build when this module
- * runs from TypeScript sources (tests), and beside agent.cjs in the ramdisk (a second esbuild entry;
- * the bundle defines import.meta.url as its own file).
- */
-const SINK_WORKER = [new URL('./image-sink-worker.js', import.meta.url), new URL('../dist/agent/image-sink-worker.js', import.meta.url)]
-  .map((u) => fileURLToPath(u))
-  .find((f) => existsSync(f)) ?? fileURLToPath(new URL('./image-sink-worker.js', import.meta.url));
-
-type SinkOp = 'hash' | 'write' | 'both';
-
-/** Where downloaded (or decompressed) bytes go: hashed, written sequentially, fsynced, or wiped. */
-interface ImageSink {
-  push(op: SinkOp, chunk: Buffer): Promise<void>;
-  finish(): Promise<{ digest: string; written: number }>;
-  wipe(): Promise<void>;
-  close(): Promise<unknown>;
-}
-
-/** Images up to this size (from Content-Length) are hashed and written on the main thread. */
-const INLINE_MAX_BYTES = 16 << 20;
-
-/** The same contract as the worker sink, on the main thread with async writes (small images). */
-class InlineSink implements ImageSink {
-  private readonly hash: Hash;
-  private fh: FileHandle | undefined;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  private pos = 0;
-
-  private constructor(private readonly target: string, algo: string, private readonly batchBytes: number) {
-    this.hash = createHash(algo);
-  }
-
-  static async open(target: string, algo: string, batchBytes: number): Promise<InlineSink> {
-    const s = new InlineSink(target, algo, batchBytes);
-    s.fh = await open(target, 'r+').catch((err: Error) => {
-      throw new ImageWriteError('IO_ERROR', `cannot open target ${target}: ${err.message}`);
-    });
-    return s;
-  }
-
-  async push(op: SinkOp, chunk: Buffer): Promise<void> {
-    if (op !== 'write') this.hash.update(chunk);
-    if (op === 'hash') return;
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
-    if (this.pendingBytes >= this.batchBytes) await this.flush();
-  }
-
-  private async flush(): Promise<void> {
-    let bufs = this.pending;
-    let left = this.pendingBytes;
-    this.pending = [];
-    this.pendingBytes = 0;
-    try {
-      while (left > 0) {
-        const { bytesWritten } = await this.fh!.writev(bufs, this.pos);
-        this.pos += bytesWritten;
-        left -= bytesWritten;
-        bufs = skipBytes(bufs, bytesWritten);
-      }
-    } catch (err) {
-      throw new ImageWriteError('IO_ERROR', `write to ${this.target} at ${this.pos} failed: ${(err as Error).message}`);
-    }
-  }
-
-  async finish(): Promise<{ digest: string; written: number }> {
-    await this.flush();
-    await this.fh!.sync();
-    return { digest: this.hash.digest('hex'), written: this.pos };
-  }
-
-  async wipe(): Promise<void> {
-    if (!this.fh || this.pos === 0) return;
-    const mib = 1 << 20;
-    const z = Buffer.alloc(Math.min(mib, this.pos));
-    await this.fh.write(z, 0, z.length, 0);
-    if (this.pos > mib) await this.fh.write(z, 0, Math.min(mib, this.pos - mib), Math.max(mib, this.pos - mib));
-    await this.fh.sync();
-  }
-
-  async close(): Promise<void> {
-    await this.fh?.close();
-    this.fh = undefined;
-  }
-}
-
-
-/** Main-thread side of the sink worker: batches buffers, transfers them, bounds bytes in flight. */
-class Sink implements ImageSink {
-  private readonly worker: Worker;
-  private batches: Record<SinkOp, { bufs: ArrayBuffer[]; bytes: number }> = { hash: { bufs: [], bytes: 0 }, write: { bufs: [], bytes: 0 }, both: { bufs: [], bytes: 0 } };
-  private inflight = 0;
-  private waiters: Array<() => void> = [];
-  private replies: Array<(m: Record<string, unknown>) => void> = [];
-  error: string | undefined;
-
-  constructor(target: string, algo: string, private readonly batchBytes = 1 << 20, private readonly maxInflight = 64 << 20) {
-    this.worker = new Worker(SINK_WORKER, { workerData: { target, algo } satisfies SinkWorkerData });
-    this.worker.on('message', (m: Record<string, unknown>) => {
-      if (typeof m.error === 'string') this.error ??= m.error;
-      if (typeof m.ack === 'number') {
-        this.inflight -= m.ack;
-        if (this.inflight <= this.maxInflight / 2 || this.error) for (const w of this.waiters.splice(0)) w();
-        if (m.error === undefined) return;
-      }
-      if (m.ack === undefined) this.replies.shift()?.(m);
-    });
-    this.worker.on('error', (err) => {
-      this.error ??= err.message;
-      for (const w of this.waiters.splice(0)) w();
-    });
-  }
-
-  /** Queue a buffer; transfers its memory when the buffer owns it, else copies once. */
-  async push(op: SinkOp, chunk: Buffer): Promise<void> {
-    if (this.error) throw new ImageWriteError('IO_ERROR', this.error);
-    let ab: ArrayBuffer;
-    if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength && chunk.buffer instanceof ArrayBuffer) ab = chunk.buffer;
-    else {
-      const u = new Uint8Array(chunk.length);
-      u.set(chunk);
-      ab = u.buffer;
-    }
-    const b = this.batches[op];
-    b.bufs.push(ab);
-    b.bytes += ab.byteLength;
-    if (b.bytes >= this.batchBytes) await this.flush(op);
-  }
-
-  private async flush(op: SinkOp): Promise<void> {
-    const b = this.batches[op];
-    if (!b.bytes) return;
-    this.batches[op] = { bufs: [], bytes: 0 };
-    this.inflight += b.bytes;
-    this.worker.postMessage({ op, bufs: b.bufs }, b.bufs);
-    while (this.inflight > this.maxInflight && !this.error) await new Promise<void>((r) => this.waiters.push(r));
-    if (this.error) throw new ImageWriteError('IO_ERROR', this.error);
-  }
-
-  private call(msg: Record<string, unknown>): Promise<Record<string, unknown>> {
-    return new Promise((resolve) => {
-      this.replies.push(resolve);
-      this.worker.postMessage(msg);
-    });
-  }
-
-  /** Everything queued is hashed and written, the target fsynced: the digest and bytes written. */
-  async finish(): Promise<{ digest: string; written: number }> {
-    // Hash batches first: for a compressed image the hash covers the download, written elsewhere.
-    await this.flush('hash');
-    await this.flush('both');
-    await this.flush('write');
-    const r = await this.call({ op: 'finish' });
-    if (typeof r.error === 'string') throw new ImageWriteError('IO_ERROR', r.error);
-    return { digest: String(r.digest), written: Number(r.written) };
-  }
-
-  async wipe(): Promise<void> {
-    await this.call({ op: 'wipe' });
-  }
-
-  close(): Promise<number> {
-    return this.worker.terminate();
-  }
-}
-
 const execFileP = promisify(execFile);
 
 /** Refuse qcow2 images that point outside themselves (backing file, external data file). */
@@ -394,7 +215,7 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
           await writeFile(sinkTarget, '');
         }
       }
-      sink = total > 0 && total <= INLINE_MAX_BYTES ? await InlineSink.open(sinkTarget, algo, batch) : new Sink(sinkTarget, algo, batch);
+      sink = total > 0 && total <= INLINE_MAX_BYTES ? await InlineSink.open(sinkTarget, algo, batch) : new RingSink(sinkTarget, algo, { batchBytes: batch, direct: format === 'raw' });
       wroteTarget = sinkTarget === o.target;
       if (format === 'raw' || format === 'qcow2') {
         passthrough = true;
@@ -453,8 +274,8 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
             written += chunk.length;
             await sink!.push('both', chunk);
           } else {
-            // The decoder reads the chunk; the sink takes a copy to hash (the chunk is shared).
-            await sink!.push('hash', Buffer.from(chunk));
+            // The sink copies the chunk into its ring before the decoder gets it.
+            await sink!.push('hash', chunk);
             if (!dec!.write(chunk)) await new Promise((r) => dec!.once('drain', r));
           }
           report();

@@ -6,7 +6,8 @@
  *   (d) the IPA-style non-streaming path: download to a file (curl), sha256sum it, dd it to the target.
  *   (e) Node's own sha256 over the local file, one core, 1 MiB buffers (the agent hashes with it).
  * Also zstd (the same image compressed) and a loop device as the target (when losetup works here).
- * Every timed write gets a fresh target file. Keys: ratio_vs_floor = throughput(a) / min(dd to the
+ * Every timed write gets a fresh target file; the raw cases run REPS times, ours and dd alternating,
+ * best of each (the machine is shared and noisy). Keys: ratio_vs_floor = throughput(a) / min(dd to the
  * same target, Node sha256) — raw, _zstd, _loop (target >= 0.7); ratio_vs_min_copy_hash (against
  * coreutils sha256sum, the former floor); speedup_vs_ipa_style = time(d) / time(a).
  */
@@ -20,6 +21,8 @@ import { printTable, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const SIZE = (quick ? 512 : 3072) * 1024 * 1024;
+/** Raw writes (ours and dd, file and loop device) are repeated, alternating, and the best kept. */
+const REPS = quick ? 2 : 3;
 const MiB = 1024 * 1024;
 
 function makeImage(file: string): string {
@@ -93,10 +96,16 @@ async function main() {
       if (r.checksum !== sum) throw new Error('checksum mismatch in the bench');
       return (performance.now() - t0) / 1000;
     };
-    fresh();
-    const a = await ours(url, digest, tgt);
-    fresh();
-    const b = time(() => execFileSync('dd', [`if=${img}`, `of=${tgt}`, 'bs=4M', 'conv=fsync,notrunc', 'status=none']));
+    // Writes onto fresh memory cost more than onto pages just freed (this VM backs guest memory
+    // lazily), so whichever case runs first pays more: the raw cases alternate, best of REPS each.
+    let a = Infinity;
+    let b = Infinity;
+    for (let r = 0; r < REPS; r++) {
+      fresh();
+      a = Math.min(a, await ours(url, digest, tgt));
+      fresh();
+      b = Math.min(b, time(() => execFileSync('dd', [`if=${img}`, `of=${tgt}`, 'bs=4M', 'conv=fsync,notrunc', 'status=none'])));
+    }
     const c = time(() => execFileSync('sha256sum', [img], { stdio: ['ignore', 'ignore', 'inherit'] }));
     const e = time(() => nodeSha256(img));
     // zstd: the same image compressed (hash over the download, as IPA checks what it fetched).
@@ -107,6 +116,7 @@ async function main() {
     // A loop device over a fresh file, when this machine lets us make one (root, loop module).
     let l: number | null = null;
     let bl: number | null = null;
+    const best = (x: number | null, y: number) => (x === null ? y : Math.min(x, y));
     const attach = () => {
       if (loop) execFileSync('losetup', ['-d', loop]);
       fresh();
@@ -114,9 +124,20 @@ async function main() {
       return loop;
     };
     try {
-      l = await ours(url, digest, attach());
-      const dev = attach();
-      bl = time(() => execFileSync('dd', [`if=${img}`, `of=${dev}`, 'bs=4M', 'conv=fsync', 'status=none']));
+      for (let r = 0; r < REPS; r++) {
+        const mine = async () => (l = best(l, await ours(url, digest, attach())));
+        const dd = () => {
+          const dev = attach();
+          bl = best(bl, time(() => execFileSync('dd', [`if=${img}`, `of=${dev}`, 'bs=4M', 'conv=fsync', 'status=none'])));
+        };
+        if (r % 2) {
+          dd();
+          await mine();
+        } else {
+          await mine();
+          dd();
+        }
+      }
     } catch (err) {
       console.log(`loop device case skipped: ${(err as Error).message.split('\n')[0]}`);
     }
@@ -131,13 +152,13 @@ async function main() {
     const row = (name: string, sec: number) => rows.push({ case: name, seconds: Math.round(sec * 100) / 100, 'MiB/s': mbs(sec) });
     row('(a) ironfleet writeImage, raw → file (HTTP, sha256, fsync)', a);
     row('(a) ironfleet writeImage, zstd → file', z);
-    if (l !== null) row(`(a) ironfleet writeImage, raw → loop device`, l);
+    if (l !== null) row('(a) ironfleet writeImage, raw → loop device (O_DIRECT)', l);
     row('(b) dd bs=4M conv=fsync → file (local copy)', b);
     if (bl !== null) row('(b) dd bs=4M conv=fsync → loop device', bl);
     row('(c) sha256sum (coreutils, local file)', c);
     row("(e) Node's sha256, one core, 1 MiB buffers", e);
     row('(d) IPA style: download, verify, copy', d);
-    printTable(`image-write (${SIZE / MiB} MiB image, target = file on ${os.tmpdir()})`, rows);
+    printTable(`image-write (${SIZE / MiB} MiB image, target = file on ${os.tmpdir()}; raw cases best of ${REPS})`, rows);
     // The floor: what the slower of writing and hashing allows, each measured in this run.
     const floorFile = Math.max(b, e);
     const floorLoop = bl === null ? null : Math.max(bl, e);
