@@ -142,7 +142,7 @@ export class RingSink implements ImageSink {
    */
   constructor(target: string, algo: string, o: { batchBytes?: number; ringBytes?: number; direct?: boolean } = {}) {
     this.batchBytes = o.batchBytes ?? 1 << 20;
-    const pages = Math.max(1, Math.ceil((o.ringBytes ?? 64 << 20) / WASM_PAGE));
+    const pages = Math.max(1, Math.ceil((o.ringBytes ?? 16 << 20) / WASM_PAGE));
     const sab = new (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number; shared: boolean }) => { buffer: ArrayBufferLike } } }).WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as unknown as SharedArrayBuffer;
     this.ring = Buffer.from(sab);
     this.worker = new Worker(SINK_WORKER, { workerData: { target, algo, ring: sab, direct: o.direct ?? false } satisfies SinkWorkerData });

@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { ApiClient } from './api-client.js';
 import { enrollEntries, listAll, manifestEntries, redfishEntries, type EnrollEntry } from './enroll.js';
 import { forEachLimit } from '../shared/pool.js';
-import { procSample } from '../shared/proc-stats.js';
+import { mainThreadCpuS, procSample } from '../shared/proc-stats.js';
 import { IronfleetError } from '../shared/errors.js';
 
 const BIN = fileURLToPath(new URL('../../bin/ironfleet.js', import.meta.url));
@@ -45,6 +45,7 @@ export interface BenchFleetResult extends Record<string, unknown> {
   sweep_s_p50: number;
   sweep_s_p95: number;
   cpu_ms_per_node_per_sweep: number;
+  main_thread_cpu_ms_per_node_per_sweep: number;
   rss_mib: number;
   rss_idle_mib: number;
   rss_kib_per_bmc: number;
@@ -168,6 +169,7 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
     while (!sweeps.some((s) => s.at - s.ms >= firstAfter)) await sleep(200);
     const m0 = await metrics();
     const c0 = procSample(pid).cpuS;
+    const t0main = mainThreadCpuS(pid);
     const w0 = Date.now();
     const n0 = sweeps.length;
     while (sweeps.length < n0 + o.sweeps) {
@@ -175,6 +177,7 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
       await sleep(500);
     }
     const c1 = procSample(pid).cpuS;
+    const t1main = mainThreadCpuS(pid);
     const windowS = (Date.now() - w0) / 1000;
     const m1 = await metrics();
     const end = procSample(pid);
@@ -205,6 +208,8 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
       sweep_s_p95: round(pct(steady, 0.95)),
       steady_window_s: round(windowS, 1),
       cpu_ms_per_node_per_sweep: round(((c1 - c0) * 1000) / (n * o.sweeps), 3),
+      // Of which the main thread (listing, applying results, API); the rest is BMC threads and V8's.
+      main_thread_cpu_ms_per_node_per_sweep: round(((t1main - t0main) * 1000) / (n * o.sweeps), 3),
       rss_mib: Math.round(end.rssMiB),
       rss_idle_mib: Math.round(idle.rssMiB),
       rss_kib_per_bmc: round(((end.rssMiB - idle.rssMiB) * 1024) / n, 1),
@@ -242,6 +247,7 @@ export function benchFleetTable(r: BenchFleetResult): string {
     ['enrol / manage', `${r.enrol_s} s / ${r.manage_s} s (${r.manage_failed} failed)`],
     ['sweep p50 / p95', `${r.sweep_s_p50} s / ${r.sweep_s_p95} s`],
     ['conductor CPU per node per sweep', `${r.cpu_ms_per_node_per_sweep} ms`],
+    ['  of which the main thread', `${r.main_thread_cpu_ms_per_node_per_sweep} ms`],
     ['conductor RSS (idle)', `${r.rss_mib} MiB (${r.rss_idle_mib} MiB): ${r.rss_kib_per_bmc} KiB per BMC`],
     ['  BMC threads GC per node per sweep', `${r.worker_gc_ms_per_node_per_sweep} ms`],
     ['  of which (MiB)', `main heap ${r.memory_mib.main_heap_total} (${r.memory_mib.main_heap_used} used), BMC workers' heaps ${r.memory_mib.workers_heap_total} (${r.memory_mib.workers_heap_used} used), native + other ${r.memory_mib.native_and_other}`],

@@ -17,6 +17,13 @@ export function procSample(pid: number): { rssMiB: number; cpuS: number } {
   return { rssMiB: rssKb / 1024, cpuS: (utime + stime) / CLK_TCK };
 }
 
+/** Cumulative CPU seconds of a process's main thread alone (its task whose id is the pid). */
+export function mainThreadCpuS(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
 /** Cumulative CPU seconds of a process and all its descendants. */
 export function treeCpuS(pid: number): number {
   let total = 0;
