@@ -46,6 +46,9 @@ export interface BenchFleetResult extends Record<string, unknown> {
   sweep_s_p95: number;
   cpu_ms_per_node_per_sweep: number;
   main_thread_cpu_ms_per_node_per_sweep: number;
+  /** Power/health changes, maintenance entries and recoveries the steady sweeps recorded (0 on a steady fleet). */
+  steady_sweep_changes: number;
+  steady_sweep_failures: number;
   rss_mib: number;
   rss_idle_mib: number;
   rss_kib_per_bmc: number;
@@ -88,7 +91,7 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
   if (!entries.length) throw new IronfleetError('IRF_INVALID_INPUT', 'bench-fleet: the fleet has no systems');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ironfleet-bench-fleet-'));
   const database = o.database ?? `sqlite://${path.join(dir, 'ironfleet.db')}`;
-  const sweeps: Array<{ at: number; ms: number }> = [];
+  const sweeps: Array<{ at: number; ms: number; changes: number; failed: number }> = [];
   let child: ChildProcess | undefined;
   try {
     child = spawn(process.execPath, [...(o.nodeArgs ?? []), '--max-old-space-size=8192', BIN, 'conductor', '--api-port', '0', '--agent-port', '0', '--database', database], {
@@ -114,8 +117,9 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
           buf = buf.slice(nl + 1);
           if (line.startsWith('{"ready"')) resolve(JSON.parse(line));
           else if (line.includes('"power sync sweep"')) {
+            const num = (k: string) => Number(line.match(new RegExp(`"${k}":(\\d+)`))?.[1] ?? 0);
             const m = line.match(/"duration_ms":(\d+)/);
-            if (m) sweeps.push({ at: Date.now(), ms: Number(m[1]) });
+            if (m) sweeps.push({ at: Date.now(), ms: Number(m[1]), changes: num('changed_power') + num('changed_health') + num('entered_maintenance') + num('recovered'), failed: num('failed') });
           }
         }
       });
@@ -182,6 +186,9 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
     const m1 = await metrics();
     const end = procSample(pid);
     const steady = sweeps.slice(n0).map((s) => s.ms / 1000);
+    // A steady fleet changes nothing: each change a sweep records is a node write and history.
+    const steadyChanges = sweeps.slice(n0).reduce((a, s) => a + s.changes, 0);
+    const steadyFailed = sweeps.slice(n0).reduce((a, s) => a + s.failed, 0);
 
     const pages: number[] = [];
     for (let marker = ''; ; ) {
@@ -213,6 +220,8 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
       rss_mib: Math.round(end.rssMiB),
       rss_idle_mib: Math.round(idle.rssMiB),
       rss_kib_per_bmc: round(((end.rssMiB - idle.rssMiB) * 1024) / n, 1),
+      steady_sweep_changes: steadyChanges,
+      steady_sweep_failures: steadyFailed,
       requests_per_node_per_sweep: round((series(m1, 'ironfleet_bmc_requests_total{kind="requests"}') - series(m0, 'ironfleet_bmc_requests_total{kind="requests"}')) / (n * o.sweeps)),
       sessions_after_first_sweep: series(m1, 'ironfleet_bmc_requests_total{kind="logins"}') - series(m0, 'ironfleet_bmc_requests_total{kind="logins"}'),
       // Where the RSS goes, from the conductor's own /metrics after the steady sweeps (MiB): the
@@ -251,6 +260,7 @@ export function benchFleetTable(r: BenchFleetResult): string {
     ['conductor RSS (idle)', `${r.rss_mib} MiB (${r.rss_idle_mib} MiB): ${r.rss_kib_per_bmc} KiB per BMC`],
     ['  BMC threads GC per node per sweep', `${r.worker_gc_ms_per_node_per_sweep} ms`],
     ['  of which (MiB)', `main heap ${r.memory_mib.main_heap_total} (${r.memory_mib.main_heap_used} used), BMC workers' heaps ${r.memory_mib.workers_heap_total} (${r.memory_mib.workers_heap_used} used), native + other ${r.memory_mib.native_and_other}`],
+    ['changes / failures in the steady sweeps', `${r.steady_sweep_changes} / ${r.steady_sweep_failures}`],
     ['BMC requests per node per sweep', String(r.requests_per_node_per_sweep)],
     ['sessions created after the first sweep', String(r.sessions_after_first_sweep)],
     ['descriptors open / limit', `${r.fds_open} / ${r.fds_max}`],

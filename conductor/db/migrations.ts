@@ -2,7 +2,7 @@
  * Schema migrations, in order. Each migration is written once against Kysely's schema builder so
  * it runs unchanged on SQLite and PostgreSQL. Never edit a released migration: add a new one.
  */
-import type { ColumnDefinitionBuilder, CreateTableBuilder, Kysely, Migration, MigrationProvider } from 'kysely';
+import { sql, type ColumnDefinitionBuilder, type CreateTableBuilder, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 
 export type SqlDialect = 'sqlite' | 'postgres';
 
@@ -154,6 +154,24 @@ function buildMigrations(dialect: SqlDialect): Record<string, Migration> {
           .addColumn('heartbeat_ms', dialect === 'postgres' ? 'double precision' : 'real', (c) => c.notNull())
           .addColumn('state', 'varchar(16)', (c) => c.notNull())
           .execute();
+      },
+    },
+    '0005_node_row_version': {
+      async up(db: Kysely<any>) {
+        // A counter the database bumps on every write to a node row, whoever writes it (any
+        // conductor, any statement — reservations and agent liveness do not touch updated_at), so
+        // the periodic sweeps list (id, row_version) and read whole rows only for nodes that changed.
+        await db.schema.alterTable('nodes').addColumn('row_version', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+        if (dialect === 'postgres') {
+          await sql`CREATE FUNCTION nodes_bump_row_version() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN NEW.row_version := OLD.row_version + 1; RETURN NEW; END $$`.execute(db);
+          await sql`CREATE TRIGGER nodes_row_version BEFORE UPDATE ON nodes FOR EACH ROW EXECUTE FUNCTION nodes_bump_row_version()`.execute(db);
+        } else {
+          // SQLite triggers cannot assign NEW: a second write of the same (already dirty) page.
+          // The WHEN guard keeps it from firing on its own update should recursive triggers be on.
+          await sql`CREATE TRIGGER nodes_row_version AFTER UPDATE ON nodes FOR EACH ROW WHEN NEW.row_version = OLD.row_version
+            BEGIN UPDATE nodes SET row_version = OLD.row_version + 1 WHERE id = NEW.id; END`.execute(db);
+        }
       },
     },
   };

@@ -6,6 +6,8 @@ import { channels, publish, type NodeRowMessage } from '../events.js';
 import { JSON_NODE_FIELDS, StoreBase, isUniqueViolation, now, type Db, type Json, type ListNodesOptions, type Node, type NodeCreate, type NodeUpdate } from './store-base.js';
 
 const EMPTY: Json = Object.freeze({});
+/** Rows read per statement when a sweep listing re-reads changed nodes (well under both dialects' bound-parameter limits). */
+const SWEEP_READ_CHUNK = 500;
 
 export class NodeStore extends StoreBase {
   // ---------------------------------------------------------------- nodes
@@ -75,35 +77,50 @@ export class NodeStore extends StoreBase {
     return r && this.toNode(r);
   }
 
-  /** Per node id: the sweep's parsed documents and the raw text they came from. */
-  private sweepDocs = new Map<number, { di: string | null; dii: string | null; driver_info: Json; driver_internal_info: Json }>();
+  /** Per node id: the node as the last sweep listing built it, and the row version it came from. */
+  private sweepRows = new Map<number, { version: number; di: string; dii: string; node: Node }>();
 
   /**
-   * Every node, for the periodic sweeps (power sync, sensors): the documents a sweep reads
-   * (driver_info, driver_internal_info) are parsed and opened only when their stored text changed
-   * since the last sweep — the same frozen objects come back otherwise, so callers can cache what
-   * they derive from them by identity — and properties, instance_info and extra are not read at
-   * all (empty). Why: at 10,000 nodes, decrypting and parsing every row on every sweep was most of
-   * the conductor's CPU between sweeps. Read-only: reload a node before acting on it.
+   * Every node, for the periodic sweeps (power sync, sensors). Lists only (id, row_version) and
+   * reads whole rows for the nodes whose version moved since the last listing (new, or written by
+   * anyone: the database bumps the version, migration 0005); the others come back as the very same
+   * frozen objects, so callers can cache what they derive from them by identity. Of a re-read row,
+   * driver_info and driver_internal_info are parsed and opened again only when their text changed;
+   * properties, instance_info and extra are not read at all (empty). Why: at 10,000 nodes, reading,
+   * decrypting and parsing every row on every sweep was most of the conductor's main-thread CPU.
+   * Read-only: reload a node before acting on it.
    */
   async listNodesForSweep(): Promise<Node[]> {
-    const rows = await this.db
-      .selectFrom('nodes')
-      .select(['id', 'uuid', 'name', 'driver', 'driver_info', 'driver_internal_info', 'instance_uuid', 'resource_class', 'provision_state', 'target_provision_state', 'power_state', 'target_power_state', 'maintenance', 'maintenance_reason', 'fault', 'last_error', 'reservation', 'conductor_group', 'health', 'agent_token_hash', 'agent_boot_id', 'agent_last_seen', 'provision_updated_at', 'created_at', 'updated_at'])
-      .orderBy('id')
-      .execute();
-    const next = new Map<number, { di: string | null; dii: string | null; driver_info: Json; driver_internal_info: Json }>();
-    const out: Node[] = new Array(rows.length);
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i]!;
-      let d = this.sweepDocs.get(r.id);
-      if (!d || d.di !== r.driver_info || d.dii !== r.driver_internal_info) {
-        d = { di: r.driver_info, dii: r.driver_internal_info, driver_info: Object.freeze(this.parseDoc(r.driver_info)), driver_internal_info: Object.freeze(this.parseDoc(r.driver_internal_info)) };
-      }
-      next.set(r.id, d);
-      out[i] = { ...r, driver_info: d.driver_info, driver_internal_info: d.driver_internal_info, properties: EMPTY, instance_info: EMPTY, extra: EMPTY, maintenance: Boolean(r.maintenance) };
+    const versions = await this.db.selectFrom('nodes').select(['id', 'row_version']).orderBy('id').execute();
+    const prev = this.sweepRows;
+    const next = new Map<number, { version: number; di: string; dii: string; node: Node }>();
+    const stale: number[] = [];
+    for (const v of versions) {
+      const c = prev.get(v.id);
+      if (c && c.version === v.row_version) next.set(v.id, c);
+      else stale.push(v.id);
     }
-    this.sweepDocs = next;
+    for (let i = 0; i < stale.length; i += SWEEP_READ_CHUNK) {
+      const rows = await this.db
+        .selectFrom('nodes')
+        .select(['id', 'row_version', 'uuid', 'name', 'driver', 'driver_info', 'driver_internal_info', 'instance_uuid', 'resource_class', 'provision_state', 'target_provision_state', 'power_state', 'target_power_state', 'maintenance', 'maintenance_reason', 'fault', 'last_error', 'reservation', 'conductor_group', 'health', 'agent_token_hash', 'agent_boot_id', 'agent_last_seen', 'provision_updated_at', 'created_at', 'updated_at'])
+        .where('id', 'in', stale.slice(i, i + SWEEP_READ_CHUNK))
+        .execute();
+      for (const { row_version: version, ...r } of rows) {
+        const c = prev.get(r.id);
+        const driver_info = c && c.di === r.driver_info ? c.node.driver_info : Object.freeze(this.parseDoc(r.driver_info));
+        const driver_internal_info = c && c.dii === r.driver_internal_info ? c.node.driver_internal_info : Object.freeze(this.parseDoc(r.driver_internal_info));
+        const node: Node = Object.freeze({ ...r, driver_info, driver_internal_info, properties: EMPTY, instance_info: EMPTY, extra: EMPTY, maintenance: Boolean(r.maintenance) });
+        next.set(r.id, { version, di: r.driver_info, dii: r.driver_internal_info, node });
+      }
+    }
+    this.sweepRows = next;
+    // In id order, as listed (a row deleted between the two reads is simply absent).
+    const out: Node[] = [];
+    for (const v of versions) {
+      const c = next.get(v.id);
+      if (c) out.push(c.node);
+    }
     return out;
   }
 

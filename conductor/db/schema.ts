@@ -34,6 +34,8 @@ export interface NodesTable {
   provision_updated_at: string | null;
   created_at: string;
   updated_at: string | null;
+  /** Bumped by the database on every update of the row (migration 0005); internal, never in a Node. */
+  row_version: Generated<number>;
 }
 
 export interface PortsTable {

@@ -24,7 +24,7 @@ export function toDeferred(r: DeferredActionRow): DeferredAction {
  * A node as callers see it: its row with the JSON documents parsed (and opened) and maintenance a
  * boolean. Derived from the table type, so a new column appears here without a second definition.
  */
-export type Node = Omit<NodeRow, JsonNodeField | 'maintenance'> & { [K in JsonNodeField]: Json } & { maintenance: boolean };
+export type Node = Omit<NodeRow, JsonNodeField | 'maintenance' | 'row_version'> & { [K in JsonNodeField]: Json } & { maintenance: boolean };
 
 export interface Port {
   id: number;
@@ -70,7 +70,8 @@ export function parseSealed<T>(text: string | null, box: SecretBox | undefined):
   return box && text !== null && text.includes('enc:v1:') ? box.openDoc(v) : v;
 }
 
-export function toNode(r: NodeRow, box?: SecretBox): Node {
+export function toNode(row: NodeRow, box?: SecretBox): Node {
+  const { row_version: _version, ...r } = row;
   return {
     ...r,
     driver_info: parseSealed(r.driver_info, box),

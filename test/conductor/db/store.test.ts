@@ -113,9 +113,23 @@ describe.each(backends)('Store on $name', ({ url }) => {
     const n = await mk('sweepy');
     const first = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
     const again = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
-    expect(again.driver_info).toBe(first.driver_info);
-    expect(Object.isFrozen(again.driver_info)).toBe(true);
+    expect(again).toBe(first); // unchanged row: not re-read, the same frozen node
+    expect(Object.isFrozen(again) && Object.isFrozen(again.driver_info)).toBe(true);
     expect(again.instance_info).toEqual({});
+    expect('row_version' in again).toBe(false);
+    // Writes that leave updated_at alone (a lock, agent liveness) still reach the next listing.
+    await store.reserveNode(n.id, 'sweep-test');
+    const locked = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
+    expect(locked).not.toBe(first);
+    expect(locked.reservation).toBe('sweep-test');
+    expect(locked.driver_info).toBe(first.driver_info); // same text: the parsed document is kept
+    await store.releaseNode(n.id, 'sweep-test');
+    const seen = new Date().toISOString();
+    await store.setAgentSeen([{ id: n.id, seen }]);
+    const live = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
+    expect(live.reservation).toBeNull();
+    expect(live.agent_last_seen).toBe(seen);
+    expect('row_version' in (await store.getNodeById(n.id))!).toBe(false);
     await store.updateNode(n.id, { driver_info: { redfish_password: 'q' }, power_state: 'power on' });
     const changed = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
     expect(changed.driver_info).not.toBe(first.driver_info);
@@ -125,6 +139,7 @@ describe.each(backends)('Store on $name', ({ url }) => {
     await store.updateNode(n.id, { driver_internal_info: { firmware_update: { task_uri: '/t/1' } } });
     expect((await store.listNodesWithInternal('firmware_update')).map((x) => x.id)).toEqual([n.id]);
     await store.deleteNode(n.id);
+    expect((await store.listNodesForSweep()).some((x) => x.id === n.id)).toBe(false);
   });
 
   it('lists with marker pagination and sorting', async () => {
