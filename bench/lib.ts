@@ -90,6 +90,16 @@ export function runLoadGen(manifest: string, bmcs: number, seconds: number): Pro
   });
 }
 
+/** RSS per idle kept-alive TLS socket in a bare Node process (the load generator's --hold mode) against `bmcs` of the fleet. */
+export function tlsSocketFloor(manifest: string, bmcs: number): Promise<{ sockets: number; failed: number; kib_per_socket: number | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [LOADGEN, '--manifest', manifest, '--bmcs', String(bmcs), '--hold', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`load generator (--hold) exited ${code}`))));
+  });
+}
+
 /** A complete `nodes` row for seeding benchmark databases directly (setup, not what is measured). */
 export function benchNodeRow(o: { uuid: string; name: string; driver: string; driver_info?: Record<string, unknown>; provision_state: string; power_state?: string | null }) {
   const ts = new Date().toISOString();

@@ -2,8 +2,13 @@
  * A Redfish GET load generator (run as its own process by the benchmarks): one keep-alive HTTPS
  * connection per BMC, `inflight` requests in flight per BMC, authenticated with one session per
  * BMC (or Basic). Prints one JSON line with throughput and latency.
+ *
+ * `--hold 1`: the memory floor instead — one bare TLS socket (node:tls, one shared context) per
+ * BMC, one GET of the service root on each, then all held idle: the RSS this process grew by per
+ * socket is what a kept-alive TLS connection costs in Node with nothing around it.
  */
 import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
 import { Client } from 'undici';
 
 interface Target {
@@ -27,7 +32,38 @@ const shards = Number(args.get('shards') ?? 1);
 
 const targets = manifest.bmcs.slice(0, count).filter((_, i) => i % shards === shard);
 
+const rssKiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
+
+async function hold(): Promise<void> {
+  const ctx = tls.createSecureContext({});
+  const sockets: tls.TLSSocket[] = [];
+  const rss0 = rssKiB();
+  let failed = 0;
+  // 200 handshakes at a time: the simulator and this process share the machine's cores.
+  for (let i = 0; i < targets.length; i += 200) {
+    await Promise.all(
+      targets.slice(i, i + 200).map(
+        (t) =>
+          new Promise<void>((resolve) => {
+            const u = new URL(t.address);
+            const s = tls.connect({ host: u.hostname, port: Number(u.port || 443), secureContext: ctx, rejectUnauthorized: false });
+            const give = () => (failed++, resolve());
+            s.once('error', give);
+            s.once('secureConnect', () => s.write(`GET /redfish/v1/ HTTP/1.1\r\nHost: ${u.host}\r\n\r\n`));
+            s.once('data', () => (s.removeListener('error', give), s.on('error', () => {}), sockets.push(s), resolve()));
+          }),
+      ),
+    );
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  const held = sockets.length;
+  process.stdout.write(`${JSON.stringify({ sockets: held, failed, kib_per_socket: held ? Math.round(((rssKiB() - rss0) / held) * 10) / 10 : null })}\n`);
+  for (const s of sockets) s.destroy();
+  process.exit(0);
+}
+
 async function main() {
+  if (args.get('hold') === '1') return hold();
   const clients = targets.map((t) => new Client(t.address, { connect: { rejectUnauthorized: false }, keepAliveTimeout: 120_000, pipelining: inflight, connections: 1 } as ConstructorParameters<typeof Client>[1]));
   const headers: Array<Record<string, string>> = [];
   let loginFailures = 0;

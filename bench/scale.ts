@@ -9,14 +9,20 @@
  * The floor, measured in the same run: the load generator (its own process, one keep-alive HTTPS
  * connection and session per BMC, nothing else) on 2,000 of the same BMCs — the CPU one Redfish GET
  * costs with no engine around it. `cpu_ratio_vs_floor_*` = conductor CPU per node per sweep ÷
- * (floor CPU per GET × GETs per node per sweep).
+ * (floor CPU per GET × GETs per node per sweep). The memory floor, same run: RSS per idle kept-alive
+ * TLS socket in a bare Node process (load generator --hold, up to 5,000 of the BMCs);
+ * `rss_ratio_vs_floor_*` = KiB per BMC ÷ that.
+ *
+ * The trade-off the operator chooses (redfish.keep_alive_s), measured on the first size when it is
+ * at most 5,000 (or with --lean): sockets kept between sweeps (the default, keep-alive 90 s >
+ * interval 15 s) against `_lean`, keep-alive 5 s, so every sweep reconnects (TLS resumed).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { benchFleet, benchFleetTable, type BenchFleetResult } from '../cli/bench-fleet.js';
 import { openFileLimit } from '../shared/fd-limits.js';
-import { printTable, runLoadGen, sleep, spawnReady, writeResults } from './lib.js';
+import { printTable, runLoadGen, sleep, spawnReady, tlsSocketFloor, writeResults } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const sizesArg = process.argv.indexOf('--sizes');
@@ -37,6 +43,8 @@ async function main(): Promise<void> {
     try {
       const f = await runLoadGen(manifest, Math.min(n, 2000), 10);
       if (f.cpu_ms_per_request === null) throw new Error('the load generator answered no request');
+      const mem = await tlsSocketFloor(manifest, Math.min(n, 5000));
+      if (mem.kib_per_socket === null) throw new Error('the load generator held no TLS socket');
       const r: BenchFleetResult = await benchFleet({ manifest, sweeps: SWEEPS, intervalS: INTERVAL_S, progress: (t) => process.stdout.isTTY && process.stdout.write(`\r\x1b[K${n}: ${t}`) });
       if (process.stdout.isTTY) process.stdout.write('\n');
       console.log(`\n${n} BMCs\n${benchFleetTable(r)}`);
@@ -53,6 +61,8 @@ async function main(): Promise<void> {
         [`api_connection_errors_${t}`]: r.api_connection_errors,
         [`floor_cpu_ms_per_get_${t}`]: Math.round(f.cpu_ms_per_request * 1000) / 1000,
         [`cpu_ratio_vs_floor_${t}`]: Math.round(ratio * 100) / 100,
+        [`floor_kib_per_tls_socket_${t}`]: mem.kib_per_socket,
+        [`rss_ratio_vs_floor_${t}`]: Math.round((r.rss_kib_per_bmc / mem.kib_per_socket) * 100) / 100,
         [`detail_${t}`]: r,
       });
       rows.push({
@@ -63,11 +73,39 @@ async function main(): Promise<void> {
         'floor ms/GET': Math.round(f.cpu_ms_per_request * 1000) / 1000,
         'ratio vs floor': Math.round(ratio * 100) / 100,
         'KiB/BMC': r.rss_kib_per_bmc,
+        'floor KiB/socket': mem.kib_per_socket,
         'RSS MiB': r.rss_mib,
         'new sessions': r.sessions_after_first_sweep,
         EMFILE: r.failed_emfile,
         'API errors': r.api_connection_errors,
       });
+      // Every sweep reconnecting is CPU-heavy (measured ~1.2 ms per BMC): at 10,000 BMCs and 15 s it
+      // would saturate this machine, so the comparison runs at quick sizes or with --lean.
+      if (n === SIZES[0] && (n <= 5000 || process.argv.includes('--lean'))) {
+        const lean: BenchFleetResult = await benchFleet({ manifest, sweeps: SWEEPS, intervalS: INTERVAL_S, env: { IRONFLEET_REDFISH__KEEP_ALIVE_S: '5' }, progress: (x) => process.stdout.isTTY && process.stdout.write(`\r\x1b[K${n} lean: ${x}`) });
+        if (process.stdout.isTTY) process.stdout.write('\n');
+        console.log(`\n${n} BMCs, keep_alive_s 5 (every sweep reconnects)\n${benchFleetTable(lean)}`);
+        Object.assign(results, {
+          [`cpu_ms_per_node_per_sweep_${t}_lean`]: lean.cpu_ms_per_node_per_sweep,
+          [`rss_kib_per_bmc_${t}_lean`]: lean.rss_kib_per_bmc,
+          [`sweep_s_${t}_lean`]: lean.sweep_s_p50,
+          [`detail_${t}_lean`]: lean,
+        });
+        rows.push({
+          bmcs: `${n} lean`,
+          'enrol+manage s': Math.round((lean.enrol_s + lean.manage_s) * 10) / 10,
+          'sweep s p50': lean.sweep_s_p50,
+          'cpu ms/node/sweep': lean.cpu_ms_per_node_per_sweep,
+          'floor ms/GET': Math.round(f.cpu_ms_per_request * 1000) / 1000,
+          'ratio vs floor': Math.round((lean.cpu_ms_per_node_per_sweep / (f.cpu_ms_per_request * Math.max(1, lean.requests_per_node_per_sweep))) * 100) / 100,
+          'KiB/BMC': lean.rss_kib_per_bmc,
+          'floor KiB/socket': mem.kib_per_socket,
+          'RSS MiB': lean.rss_mib,
+          'new sessions': lean.sessions_after_first_sweep,
+          EMFILE: lean.failed_emfile,
+          'API errors': lean.api_connection_errors,
+        });
+      }
     } finally {
       sim.child.kill('SIGTERM');
       await sleep(1000);

@@ -50,6 +50,9 @@ export interface BenchFleetResult extends Record<string, unknown> {
   steady_sweep_changes: number;
   steady_sweep_failures: number;
   rss_mib: number;
+  /** KiB per BMC over the idle conductor, lowest and highest over the steady window (sampled every 0.5 s). */
+  rss_kib_per_bmc_steady_min: number;
+  rss_kib_per_bmc_steady_max: number;
   rss_idle_mib: number;
   rss_kib_per_bmc: number;
   memory_mib: Record<string, number>;
@@ -176,8 +179,14 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
     const t0main = mainThreadCpuS(pid);
     const w0 = Date.now();
     const n0 = sweeps.length;
+    // RSS over the steady window: it breathes with the sweeps (sockets, garbage, keep-alive).
+    let rssMin = Infinity;
+    let rssMax = 0;
     while (sweeps.length < n0 + o.sweeps) {
       o.progress(`steady sweeps: ${sweeps.length - n0}/${o.sweeps}`);
+      const { rssMiB } = procSample(pid);
+      rssMin = Math.min(rssMin, rssMiB);
+      rssMax = Math.max(rssMax, rssMiB);
       await sleep(500);
     }
     const c1 = procSample(pid).cpuS;
@@ -220,6 +229,8 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
       rss_mib: Math.round(end.rssMiB),
       rss_idle_mib: Math.round(idle.rssMiB),
       rss_kib_per_bmc: round(((end.rssMiB - idle.rssMiB) * 1024) / n, 1),
+      rss_kib_per_bmc_steady_min: round(((Math.min(rssMin, end.rssMiB) - idle.rssMiB) * 1024) / n, 1),
+      rss_kib_per_bmc_steady_max: round(((Math.max(rssMax, end.rssMiB) - idle.rssMiB) * 1024) / n, 1),
       steady_sweep_changes: steadyChanges,
       steady_sweep_failures: steadyFailed,
       requests_per_node_per_sweep: round((series(m1, 'ironfleet_bmc_requests_total{kind="requests"}') - series(m0, 'ironfleet_bmc_requests_total{kind="requests"}')) / (n * o.sweeps)),
@@ -258,6 +269,7 @@ export function benchFleetTable(r: BenchFleetResult): string {
     ['conductor CPU per node per sweep', `${r.cpu_ms_per_node_per_sweep} ms`],
     ['  of which the main thread', `${r.main_thread_cpu_ms_per_node_per_sweep} ms`],
     ['conductor RSS (idle)', `${r.rss_mib} MiB (${r.rss_idle_mib} MiB): ${r.rss_kib_per_bmc} KiB per BMC`],
+    ['  over the steady sweeps, KiB per BMC', `${r.rss_kib_per_bmc_steady_min} – ${r.rss_kib_per_bmc_steady_max}`],
     ['  BMC threads GC per node per sweep', `${r.worker_gc_ms_per_node_per_sweep} ms`],
     ['  of which (MiB)', `main heap ${r.memory_mib.main_heap_total} (${r.memory_mib.main_heap_used} used), BMC workers' heaps ${r.memory_mib.workers_heap_total} (${r.memory_mib.workers_heap_used} used), native + other ${r.memory_mib.native_and_other}`],
     ['changes / failures in the steady sweeps', `${r.steady_sweep_changes} / ${r.steady_sweep_failures}`],

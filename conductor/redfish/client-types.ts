@@ -15,6 +15,8 @@ export interface RedfishClientOptions {
   breakerOpenMs?: number;
   /** The worker's deadline per operation (retry-policy.ts); the client itself does not read it. @default 60000 */
   operationDeadlineMs?: number;
+  /** An idle BMC socket is closed after this (ms), or earlier when the BMC says so. @default 90000 */
+  keepAliveMs?: number;
   /** BMC sockets this worker thread may hold (socket-budget.ts); 0 = no budget. @default 0 */
   socketBudget?: number;
 }
@@ -35,6 +37,7 @@ export function compileClientOptions(opts: RedfishClientOptions): CompiledClient
       breakerThreshold: opts.breakerThreshold ?? 2,
       breakerOpenMs: opts.breakerOpenMs ?? 30_000,
       operationDeadlineMs: opts.operationDeadlineMs ?? 60_000,
+      keepAliveMs: opts.keepAliveMs ?? 90_000,
     });
     compiled.set(opts, o);
   }

@@ -50,7 +50,7 @@ export class RedfishClient implements SocketOwner {
     this.o = compileClientOptions(opts);
     this.basicOnly = target.authType === 'basic';
     this.gate = new BmcGate(target.origin, this.o.maxInflight, this.o.breakerThreshold, this.o.breakerOpenMs);
-    this.link = new BmcLink({ origin: target.origin, verify: target.verify, serverName: target.serverName, connections: this.o.maxInflight, timeoutMs: this.o.timeoutMs, connectTimeoutMs: this.o.connectTimeoutMs, keepAliveMs: 30_000 }, this);
+    this.link = new BmcLink({ origin: target.origin, verify: target.verify, serverName: target.serverName, connections: this.o.maxInflight, timeoutMs: this.o.timeoutMs, connectTimeoutMs: this.o.connectTimeoutMs, keepAliveMs: this.o.keepAliveMs }, this);
   }
 
   get key(): string {

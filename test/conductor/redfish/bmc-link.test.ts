@@ -4,6 +4,7 @@
  * broken BMC can send — a body past the size cap, a body cut off mid-way — each a clear error that
  * leaves the client usable for the next request.
  */
+import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { admin, startSim, type SimProc } from '../../sim/helpers.js';
 import { RedfishClient } from '../../../conductor/redfish/client.js';
@@ -42,6 +43,25 @@ describe('BMC exchange', () => {
     const b = await client.request('GET', systemPath());
     expect(b.doc).toEqual(a.doc);
     expect(client.stats.not_modified).toBe(notModified + 1);
+  });
+
+  it('an idle socket is closed after keepAliveMs (redfish.keep_alive_s); the next request reconnects resuming the TLS session', async () => {
+    const lean = new RedfishClient(target, { timeoutMs: 3000, getRetries: 0, breakerThreshold: 100, keepAliveMs: 300 });
+    try {
+      expect((await lean.request('GET', systemPath())).status).toBe(200);
+      const [first] = [...lean.sockets] as TLSSocket[];
+      expect(first).toBeDefined();
+      await new Promise((r) => setTimeout(r, 800));
+      expect(lean.sockets.size).toBe(0);
+      expect(first!.destroyed).toBe(true);
+      expect((await lean.request('GET', systemPath())).status).toBe(200);
+      const [second] = [...lean.sockets] as TLSSocket[];
+      expect(second).not.toBe(first);
+      expect(second!.isSessionReused()).toBe(true);
+    } finally {
+      await lean.logout();
+      await lean.close();
+    }
   });
 
   it(`an answer larger than ${MAX_BODY_BYTES >> 20} MiB is refused (RF_PROTOCOL), and the next request works`, async () => {
