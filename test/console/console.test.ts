@@ -241,11 +241,19 @@ describe('the web console in chromium', () => {
     await admin(sim, 'POST', '/bmcs/3/faults', { power: flip });
     // Generous: the sweep that sees the flip runs every second, but CI shares two cores.
     const until = Date.now() + 8_000;
+    // One read in flight at a time: a read abandoned to a timeout still takes the next chunk, and
+    // racing a fresh read() each turn dropped whatever those abandoned reads got (the nodes event
+    // among them, now and then).
+    const decoder = new TextDecoder();
+    let pending = reader.read();
     while (Date.now() < until && !/event: nodes/.test(stream)) {
-      const { value, done } = await Promise.race([reader.read(), new Promise<{ value: undefined; done: true }>((r) => setTimeout(() => r({ value: undefined, done: true }), 500))]);
-      if (done && !value) continue;
-      stream += new TextDecoder().decode(value);
+      const r = await Promise.race([pending, new Promise<null>((res) => setTimeout(() => res(null), 500))]);
+      if (r === null) continue;
+      if (r.done) break;
+      stream += decoder.decode(r.value, { stream: true });
+      pending = reader.read();
     }
+    pending.catch(() => undefined); // the abort below ends the read still in flight
     ctrl.abort();
     expect(stream).toContain('event: nodes');
     await clickNode(1);
