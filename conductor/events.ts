@@ -14,6 +14,8 @@ export interface SweepReport {
   nodes: number;
   skipped: number;
   ok: number;
+  /** Of `ok`: read in exactly their recorded state, so only counted by the BMC threads (no item came back). */
+  unchanged: number;
   failed: number;
   changed_power: number;
   changed_health: number;

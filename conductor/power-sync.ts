@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { Node, Store } from './db/store.js';
 import { SYNC_EXCLUDED_STATES, isProvisionState } from './states.js';
 import type { DriverRegistry } from './drivers/registry.js';
-import type { HardwareType, PowerSweepItem } from './drivers/base.js';
+import type { HardwareType, PowerSweepItem, PowerSweepKnown } from './drivers/base.js';
 import type { ConductorConfig } from './config.js';
 import type { Severity } from './node-ops.js';
 import { channels, publish, type BmcReachabilityMessage, type SweepReport } from './events.js';
@@ -99,6 +99,17 @@ export class PowerSync {
     await this.running?.catch(() => {});
   }
 
+  /**
+   * What a node's reading is compared with in the BMC thread; undefined when the reading must come
+   * back whatever it is: no power state recorded yet, failures being counted (a success clears
+   * them), or maintenance set by power sync (a success lifts it).
+   */
+  private readonly known = (n: Node): PowerSweepKnown | undefined => {
+    if (n.power_state !== 'power on' && n.power_state !== 'power off') return undefined;
+    if (this.failures.has(n.uuid) || (n.maintenance && n.fault === POWER_FAILURE_FAULT)) return undefined;
+    return this.cfg.health_monitoring ? { power: n.power_state, health: n.health } : { power: n.power_state };
+  };
+
   /** Which nodes a sweep looks at, and why the others are skipped. */
   private eligible(n: Node): boolean {
     if (!this.syncedHardware(n)) return false;
@@ -123,6 +134,7 @@ export class PowerSync {
       nodes: 0,
       skipped: 0,
       ok: 0,
+      unchanged: 0,
       failed: 0,
       changed_power: 0,
       changed_health: 0,
@@ -148,7 +160,7 @@ export class PowerSync {
       g.push(n);
       byUuid.set(n.uuid, n);
     }
-    const results = await Promise.all([...groups].map(([hw, nodes]) => hw.power.sweep!(nodes, this.cfg.sweep_deadline_ms)));
+    const results = await Promise.all([...groups].map(([hw, nodes]) => hw.power.sweep!(nodes, this.cfg.sweep_deadline_ms, this.known)));
     for (const { invalid } of results) {
       for (const { node: n, message } of invalid) {
         // Bad driver_info: a clear per-node error; the sweep goes on.
@@ -160,6 +172,10 @@ export class PowerSync {
       }
     }
     report.nodes = byUuid.size;
+    for (const { unchanged } of results) {
+      report.ok += unchanged ?? 0;
+      report.unchanged += unchanged ?? 0;
+    }
     for (const { items } of results) {
       for (const it of items) {
         const node = byUuid.get(it.uuid);

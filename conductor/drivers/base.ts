@@ -101,6 +101,12 @@ export interface BaseInterface {
   readonly steps?: readonly StepDefinition[];
 }
 
+/** What a sweep compares a node's reading with: its recorded power state, and health unless absent. */
+export interface PowerSweepKnown {
+  power: PowerState;
+  health?: string | null;
+}
+
 /** One node's answer in a power sweep. */
 export interface PowerSweepItem {
   uuid: string;
@@ -116,9 +122,11 @@ export interface PowerInterface extends BaseInterface {
   /**
    * Power sync: read power (and health) of many nodes at once within a deadline, every node
    * answering for itself. Absent: the hardware type's power is not synced (fake power). Nodes
-   * whose driver_info cannot address their BMC come back in `invalid`.
+   * whose driver_info cannot address their BMC come back in `invalid`. With `known`, a node read
+   * fine in exactly its recorded state (power; health when given) is only counted in `unchanged`
+   * instead of coming back as an item: a steady fleet's sweep then carries nothing per node.
    */
-  sweep?(nodes: Node[], deadlineMs: number): Promise<{ items: PowerSweepItem[]; invalid: Array<{ node: Node; message: string }> }>;
+  sweep?(nodes: Node[], deadlineMs: number, known?: (n: Node) => PowerSweepKnown | undefined): Promise<{ items: PowerSweepItem[]; invalid: Array<{ node: Node; message: string }>; unchanged?: number }>;
 }
 
 /** What a sensor read returns for one node (the Redfish Thermal + Power documents, reduced). */

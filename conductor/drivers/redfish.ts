@@ -32,9 +32,10 @@ function driverError(err: unknown): never {
  */
 const compiled = new WeakMap<object, NodeRef | { error: string }>();
 
-/** Addressable nodes (refs) and those whose driver_info cannot reach a BMC. */
-function refsOf(nodes: Node[]): { refs: NodeRef[]; invalid: Array<{ node: Node; message: string }> } {
+/** Addressable nodes (refs, and the node of each) and those whose driver_info cannot reach a BMC. */
+function refsOf(nodes: Node[]): { refs: NodeRef[]; nodeOf: Map<NodeRef, Node>; invalid: Array<{ node: Node; message: string }> } {
   const refs: NodeRef[] = [];
+  const nodeOf = new Map<NodeRef, Node>();
   const invalid: Array<{ node: Node; message: string }> = [];
   for (const n of nodes) {
     let c = Object.isFrozen(n.driver_info) ? compiled.get(n.driver_info) : undefined;
@@ -47,9 +48,12 @@ function refsOf(nodes: Node[]): { refs: NodeRef[]; invalid: Array<{ node: Node; 
       if (Object.isFrozen(n.driver_info)) compiled.set(n.driver_info, c);
     }
     if ('error' in c) invalid.push({ node: n, message: c.error });
-    else refs.push(c);
+    else {
+      refs.push(c);
+      nodeOf.set(c, n);
+    }
   }
-  return { refs, invalid };
+  return { refs, nodeOf, invalid };
 }
 
 /** Retries an operation needed go to node history through the driver context, once per operation. */
@@ -76,10 +80,11 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
       async setPowerState(node, target, ctx, timeoutS) {
         return (await pool().op<PowerState>(nodeRef(node), { op: 'power', target, timeoutS }, noted(ctx)).catch(driverError)) as PowerState;
       },
-      async sweep(nodes, deadlineMs) {
-        const { refs, invalid } = refsOf(nodes);
-        const items: PowerSweepItem[] = refs.length ? await pool().sweep(refs, deadlineMs) : [];
-        return { items, invalid };
+      async sweep(nodes, deadlineMs, known) {
+        const { refs, nodeOf, invalid } = refsOf(nodes);
+        if (!refs.length) return { items: [], invalid, unchanged: 0 };
+        const r = await pool().sweep(refs, deadlineMs, known && ((ref) => known(nodeOf.get(ref)!)));
+        return { items: r.items as PowerSweepItem[], invalid, unchanged: r.unchanged };
       },
     },
     management: {

@@ -21,6 +21,12 @@ const WORKER = [new URL('./worker.js', import.meta.url), new URL('../../dist/con
 
 export type { NodeRef, SweepItem, OpError };
 
+/** A node's recorded power state and (when compared) health, for a sweep to count matching reads only. */
+export interface SweepKnown {
+  power: string;
+  health?: string | null;
+}
+
 type WithNode = Extract<Task, { node: NodeRef }>;
 /** A node operation without its node (distributes Omit over the union). */
 export type NodeTask = WithNode extends infer T ? (T extends WithNode ? Omit<T, 'node'> : never) : never;
@@ -90,14 +96,21 @@ export class BmcPool {
 
   /**
    * One batch op per shard, all shards in parallel. A node whose target object the shard was sent
-   * before goes as `{ uuid }`; one the shard answers NO_TARGET for (its thread restarted) is sent
-   * again in full.
+   * before goes as `{ uuid }` (plus what `extra` adds); one the shard answers NO_TARGET for (its
+   * thread restarted) is sent again in full.
    */
-  private async batch<I extends { uuid: string; error?: OpError }>(op: 'sweep' | 'sensors', nodes: NodeRef[], deadlineMs: number): Promise<I[]> {
+  private async batch<I extends { uuid: string; error?: OpError }>(op: 'sweep' | 'sensors', nodes: NodeRef[], deadlineMs: number, extra?: (n: NodeRef) => { p?: string; h?: string | null } | undefined): Promise<{ items: I[]; unchanged: number }> {
+    let unchanged = 0;
     const run = async (g: NodeRef[], i: number, full: boolean): Promise<I[]> => {
       const sent = this.sent[i]!;
-      const refs: BatchRef[] = g.map((n) => (!full && sent.has(n.target) ? { uuid: n.uuid } : n));
-      const { items } = await this.exec<{ items: I[] }>(i, { op, nodes: refs, deadlineMs });
+      const refs: BatchRef[] = g.map((n) => {
+        const e = extra?.(n);
+        const base: BatchRef = !full && sent.has(n.target) ? { uuid: n.uuid } : n;
+        return e ? { ...base, ...e } : base;
+      });
+      const out = await this.exec<{ items: I[]; unchanged?: number }>(i, { op, nodes: refs, deadlineMs });
+      unchanged += out.unchanged ?? 0;
+      const items = out.items;
       for (const n of g) sent.add(n.target);
       const missing = new Set(items.filter((x) => x.error?.code === NO_TARGET).map((x) => x.uuid));
       if (!missing.size || full) return items;
@@ -105,16 +118,22 @@ export class BmcPool {
       return [...items.filter((x) => !missing.has(x.uuid)), ...again];
     };
     const parts = await Promise.all(this.group(nodes).map((g, i) => (g.length ? run(g, i, false) : [])));
-    return parts.flat();
+    return { items: parts.flat(), unchanged };
   }
 
-  /** One power/health read per node, all shards in parallel. */
-  sweep(nodes: NodeRef[], deadlineMs: number): Promise<SweepItem[]> {
-    return this.batch<SweepItem>('sweep', nodes, deadlineMs);
+  /**
+   * One power/health read per node, all shards in parallel. With `known` (a node's recorded power
+   * state, and health when compared), a node read fine in that state is only counted (`unchanged`).
+   */
+  sweep(nodes: NodeRef[], deadlineMs: number, known?: (n: NodeRef) => SweepKnown | undefined): Promise<{ items: SweepItem[]; unchanged: number }> {
+    return this.batch<SweepItem>('sweep', nodes, deadlineMs, known && ((n) => {
+      const k = known(n);
+      return k && (k.health === undefined ? { p: k.power } : { p: k.power, h: k.health });
+    }));
   }
 
-  sensors<T>(nodes: NodeRef[], deadlineMs: number): Promise<Array<{ uuid: string; ok: boolean; value?: T; error?: OpError }>> {
-    return this.batch('sensors', nodes, deadlineMs);
+  async sensors<T>(nodes: NodeRef[], deadlineMs: number): Promise<Array<{ uuid: string; ok: boolean; value?: T; error?: OpError }>> {
+    return (await this.batch<{ uuid: string; ok: boolean; value?: T; error?: OpError }>('sensors', nodes, deadlineMs)).items;
   }
 
   /** Adopt sessions persisted by an earlier run (each to its owning shard). */

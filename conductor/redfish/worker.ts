@@ -59,8 +59,12 @@ export interface NodeRef {
   target: RedfishTarget;
 }
 
-/** A node in a batch: its full ref, or only its uuid when this thread has its target. */
-export type BatchRef = NodeRef | { uuid: string; target?: undefined };
+/**
+ * A node in a batch: its full ref, or only its uuid when this thread has its target. In a sweep,
+ * `p` (and `h`, when health is compared) are the node's recorded power state and health: a read
+ * that matches them is only counted, not sent back (a steady fleet's sweep returns nothing per node).
+ */
+export type BatchRef = (NodeRef | { uuid: string; target?: undefined }) & { p?: string; h?: string | null };
 
 
 export type OpError = { code: string; message: string; status?: number };
@@ -177,8 +181,15 @@ export default async function run(task: Task): Promise<unknown> {
       return { ok: true };
     case 'sweep': {
       const res = await perNode(task.nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0));
-      const items: SweepItem[] = res.map((r) => ({ uuid: r.uuid, ok: r.ok, power: r.value?.power, health: r.value?.health, error: r.error, ms: r.ms }));
-      return { items, sessionEvents: drainSessionEvents(batchKeys(task.nodes)) };
+      const items: SweepItem[] = [];
+      let unchanged = 0;
+      for (let i = 0; i < res.length; i++) {
+        const r = res[i]!;
+        const n = task.nodes[i]!;
+        if (r.ok && n.p !== undefined && r.value?.power === n.p && (n.h === undefined || (r.value.health ?? null) === n.h)) unchanged++;
+        else items.push({ uuid: r.uuid, ok: r.ok, power: r.value?.power, health: r.value?.health, error: r.error, ms: r.ms });
+      }
+      return { items, unchanged, sessionEvents: drainSessionEvents(batchKeys(task.nodes)) };
     }
     case 'sensors': {
       const res = await perNode(task.nodes, task.deadlineMs, ops.readSensors);

@@ -163,10 +163,14 @@ describe('power sync with one shared session per BMC', () => {
     const { c, nodes } = await conductorFor(s.manifest, { power_sync: { force_power_state: true } });
     conductors.push(c);
     await c.powerSync.sweep();
+    const steady = await c.powerSync.sweep();
+    // A steady fleet: every reading matched its node in the BMC thread and only a count came back.
+    expect(steady).toMatchObject({ nodes: 2, ok: 2, unchanged: 2, changed_power: 0 });
     await admin(s, 'POST', '/bmcs/0/faults', { power: 'on' });
     await new Promise((r) => setTimeout(r, 400));
     const r = await c.powerSync.sweep();
     expect(r.changed_power).toBe(1);
+    expect(r).toMatchObject({ ok: 2, unchanged: 1 });
     await waitFor(async () => (await admin(s, 'GET', '/bmcs/0')).json.machine.power === 'Off', 10_000, 'forced back off');
     expect((await c.store.getNodeById(nodes[0]!.id))!.power_state).toBe('power off');
     await c.stop();
