@@ -10,6 +10,7 @@
  */
 import type { Socket } from 'node:net';
 import { RedfishError } from './errors.js';
+import { LastOf } from './last-of.js';
 import { ResponseParser, type Exchange } from './http1-parser.js';
 import { openSocket, type SocketOptions } from './transport.js';
 import type { SocketOwner } from './socket-budget.js';
@@ -201,6 +202,8 @@ export class BmcLink {
   private readonly conns: Conn[] = [];
   private readonly queue: Pending[] = [];
   private readonly host: string;
+  /** The last GET's bytes (a sweep sends a BMC the same request each time: see last-of.ts). */
+  private readonly lastGet = new LastOf((path: string, lines: string) => `GET ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}\r\n`);
   closed = false;
 
   constructor(
@@ -218,10 +221,11 @@ export class BmcLink {
   exchange(method: string, path: string, lines: string, body?: string): Promise<Exchange> {
     if (this.closed) return Promise.reject(new RedfishError('RF_CONNECT', `the link to BMC ${this.o.origin} is closed`, undefined, this.o.origin));
     if (!PATH_OK.test(path)) return Promise.reject(new RedfishError('RF_PROTOCOL', `refusing to send a request path with spaces or control characters to BMC ${this.o.origin}`, undefined, this.o.origin));
-    const head = `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}`;
     let data: Buffer | string;
-    if (body === undefined) data = `${head}\r\n`;
+    if (method === 'GET' && body === undefined) data = this.lastGet.get(path, lines);
+    else if (body === undefined) data = `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}\r\n`;
     else {
+      const head = `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}`;
       const b = Buffer.from(body, 'utf8');
       data = Buffer.concat([Buffer.from(`${head}Content-Length: ${b.length}\r\n\r\n`, 'latin1'), b]);
     }

@@ -10,6 +10,7 @@ import { socketBudget, type SocketOwner } from './socket-budget.js';
 import { BmcGate } from './gate.js';
 import { BASE_HEADERS, classifyTransportError, forgetTlsSession, retryAfterMs } from './transport.js';
 import { BmcLink, headerLines, type Exchange } from './bmc-link.js';
+import { LastOf } from './last-of.js';
 import { EtagCache } from './etag-cache.js';
 import { RedfishError, type RedfishErrorCode } from './errors.js';
 import { readLoginAnswer } from './login-answer.js';
@@ -20,6 +21,8 @@ export type { RedfishClientOptions, SessionRecord, ClientStats, SessionEvent };
 const BASE_LINES = headerLines(BASE_HEADERS);
 const JSON_LINES = headerLines({ ...BASE_HEADERS, 'Content-Type': 'application/json' });
 const tokenLines = (token: string) => headerLines({ 'X-Auth-Token': token });
+const withSelect = (path: string, select: readonly string[]) => `${path}${path.includes('?') ? '&' : '?'}$select=${select.join(',')}`;
+const getLines = (auth: string, ifNoneMatch: string) => BASE_LINES + auth + ifNoneMatch;
 
 export class RedfishClient implements SocketOwner {
   /** Requests in flight (their sockets are never closed by the descriptor budget). */
@@ -37,6 +40,9 @@ export class RedfishClient implements SocketOwner {
   private blockedError: RedfishError | null = null;
   private selectSupported: boolean | null = null;
   private readonly etags = new EtagCache();
+  /** The last GET's path with $select, and its header lines (last-of.ts). */
+  private readonly selectPath = new LastOf(withSelect);
+  private readonly requestLines = new LastOf(getLines);
   private readonly gate: BmcGate;
   /** The worker thread, not the client, reads socketBudget (socket-budget.ts). */
   private readonly o: CompiledClientOptions;
@@ -207,10 +213,10 @@ export class RedfishClient implements SocketOwner {
    * One exchange on the BMC link. Deadlines (connect, then the answer) start only when that phase
    * starts, so time queued behind our own connection limits never reads as a BMC timeout.
    */
-  private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; lines?: string } = {}): Promise<Exchange> {
+  private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; lines?: string; all?: string } = {}): Promise<Exchange> {
     try {
-      const lines = o.body ? JSON_LINES : BASE_LINES;
-      return await this.link.exchange(method, path, o.lines ? lines + o.lines : lines, o.body);
+      const lines = o.all ?? (o.body ? JSON_LINES : BASE_LINES) + (o.lines ?? '');
+      return await this.link.exchange(method, path, lines, o.body);
     } catch (err) {
       throw this.classify(err);
     }
@@ -236,7 +242,7 @@ export class RedfishClient implements SocketOwner {
     let full = this.abs(path);
     if (method === 'GET' && o.select?.length) {
       if (this.selectSupported === null) await this.probeRoot();
-      if (this.selectSupported) full += `${full.includes('?') ? '&' : '?'}$select=${o.select.join(',')}`;
+      if (this.selectSupported) full = this.selectPath.get(full, o.select);
     }
     const wait = this.gate.acquire();
     if (wait) await wait;
@@ -280,7 +286,7 @@ export class RedfishClient implements SocketOwner {
     const cached = method === 'GET' ? this.etags.get(path) : undefined;
     let res;
     try {
-      res = await this.raw(method, path, { body: body === undefined ? undefined : JSON.stringify(body), lines: cached ? auth + cached.line : auth });
+      res = await this.raw(method, path, body === undefined ? { all: this.requestLines.get(auth, cached?.line ?? '') } : { body: JSON.stringify(body), lines: auth });
     } catch (err) {
       const e = err as RedfishError;
       if (method === 'GET' && retries > 0 && e.code === 'RF_CONNECT') {
