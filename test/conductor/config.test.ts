@@ -23,6 +23,8 @@ describe('conductor config', () => {
     expect(c.agent.heartbeat_timeout_s).toBe(300);
     expect(c.agent.md5_allowed).toBe(false);
     expect(c.database.url).toMatch(/^sqlite:/);
+    // BMC sockets outlive the default sweep interval (60 s), so sweeps reuse them.
+    expect(c.redfish.keep_alive_s).toBeGreaterThan(c.power_sync.interval_s);
   });
 
   it('names the bad key: wrong type, out of range, unknown key', () => {
@@ -30,6 +32,7 @@ describe('conductor config', () => {
     expect(keyOf(() => compileConfig({ agent: { window: 0 } }))).toBe('agent.window');
     expect(keyOf(() => compileConfig({ api: { prot: 1 } }))).toBe('api.prot');
     expect(keyOf(() => compileConfig({ bogus: true }))).toBe('bogus');
+    expect(keyOf(() => compileConfig({ redfish: { keep_alive_s: 0 } }))).toBe('redfish.keep_alive_s');
     expect(() => compileConfig({ api: { prot: 1 } })).toThrow(/prot/);
   });
 
