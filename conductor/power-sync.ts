@@ -107,8 +107,13 @@ export class PowerSync {
   private readonly known = (n: Node): PowerSweepKnown | undefined => {
     if (n.power_state !== 'power on' && n.power_state !== 'power off') return undefined;
     if (this.failures.has(n.uuid) || (n.maintenance && n.fault === POWER_FAILURE_FAULT)) return undefined;
-    return this.cfg.health_monitoring ? { power: n.power_state, health: n.health } : { power: n.power_state };
+    // Per node object: the sweep listing hands back the same frozen node while its row is unchanged.
+    let k = this.knownOf.get(n);
+    if (!k) this.knownOf.set(n, (k = this.cfg.health_monitoring ? { power: n.power_state, health: n.health } : { power: n.power_state }));
+    return k;
   };
+
+  private readonly knownOf = new WeakMap<Node, PowerSweepKnown>();
 
   /** Which nodes a sweep looks at, and why the others are skipped. */
   private eligible(n: Node): boolean {

@@ -99,14 +99,14 @@ export class BmcPool {
    * before goes as `{ uuid }` (plus what `extra` adds); one the shard answers NO_TARGET for (its
    * thread restarted) is sent again in full.
    */
-  private async batch<I extends { uuid: string; error?: OpError }>(op: 'sweep' | 'sensors', nodes: NodeRef[], deadlineMs: number, extra?: (n: NodeRef) => { p?: string; h?: string | null } | undefined): Promise<{ items: I[]; unchanged: number }> {
+  private async batch<I extends { uuid: string; error?: OpError }>(op: 'sweep' | 'sensors', nodes: NodeRef[], deadlineMs: number, known?: (n: NodeRef) => SweepKnown | undefined): Promise<{ items: I[]; unchanged: number }> {
     let unchanged = 0;
     const run = async (g: NodeRef[], i: number, full: boolean): Promise<I[]> => {
       const sent = this.sent[i]!;
       const refs: BatchRef[] = g.map((n) => {
-        const e = extra?.(n);
-        const base: BatchRef = !full && sent.has(n.target) ? { uuid: n.uuid } : n;
-        return e ? { ...base, ...e } : base;
+        const k = known?.(n);
+        if (!full && sent.has(n.target)) return k ? this.quietRef(n, k) : { uuid: n.uuid };
+        return k ? { uuid: n.uuid, target: n.target, p: k.power, h: k.health } : n;
       });
       const out = await this.exec<{ items: I[]; unchanged?: number }>(i, { op, nodes: refs, deadlineMs });
       unchanged += out.unchanged ?? 0;
@@ -126,10 +126,16 @@ export class BmcPool {
    * state, and health when compared), a node read fine in that state is only counted (`unchanged`).
    */
   sweep(nodes: NodeRef[], deadlineMs: number, known?: (n: NodeRef) => SweepKnown | undefined): Promise<{ items: SweepItem[]; unchanged: number }> {
-    return this.batch<SweepItem>('sweep', nodes, deadlineMs, known && ((n) => {
-      const k = known(n);
-      return k && (k.health === undefined ? { p: k.power } : { p: k.power, h: k.health });
-    }));
+    return this.batch<SweepItem>('sweep', nodes, deadlineMs, known);
+  }
+
+  /** `{ uuid, p, h }` per recorded state object (the caller keeps one per unchanged node): built once, sent every sweep. */
+  private readonly quietRefs = new WeakMap<SweepKnown, BatchRef>();
+
+  private quietRef(n: NodeRef, k: SweepKnown): BatchRef {
+    let r = this.quietRefs.get(k);
+    if (!r || r.uuid !== n.uuid) this.quietRefs.set(k, (r = k.health === undefined ? { uuid: n.uuid, p: k.power } : { uuid: n.uuid, p: k.power, h: k.health }));
+    return r;
   }
 
   async sensors<T>(nodes: NodeRef[], deadlineMs: number): Promise<Array<{ uuid: string; ok: boolean; value?: T; error?: OpError }>> {
