@@ -62,11 +62,10 @@ export class BmcPool {
   async start(): Promise<void> {
     this.shards = Array.from({ length: this.size }, () => this.makeShard());
     this.sent = this.shards.map(() => new WeakSet());
-    await Promise.all(this.shards.map((s) => s.run({ op: 'configure', options: this.clientOptions } satisfies Task)));
   }
 
   private makeShard(): Piscina {
-    return new Piscina({ filename: WORKER, minThreads: 1, maxThreads: 1, concurrentTasksPerWorker: 1024, idleTimeout: Number.MAX_SAFE_INTEGER, atomics: 'disabled' });
+    return new Piscina({ filename: WORKER, minThreads: 1, maxThreads: 1, concurrentTasksPerWorker: 1024, idleTimeout: Number.MAX_SAFE_INTEGER, atomics: 'disabled', workerData: { options: this.clientOptions } });
   }
 
   shardOf(key: string): number {

@@ -5,12 +5,14 @@
  * plain data; session changes are returned for the main thread to persist.
  */
 import v8 from 'node:v8';
+import { workerData } from 'node:worker_threads';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { operationRetries } from './retry-policy.js';
 import { socketBudget } from './socket-budget.js';
 import { RedfishClient, type ClientStats, type SessionEvent, type SessionRecord } from './client.js';
 import { NO_TARGET, RedfishError } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
+import type { RedfishClientOptions } from './client-types.js';
 import * as ops from './ops.js';
 
 const clients = new Map<string, RedfishClient>();
@@ -24,7 +26,12 @@ new PerformanceObserver((list) => {
     gcMs[c] += e.duration;
   }
 }).observe({ entryTypes: ['gc'] });
-let clientOpts: ConstructorParameters<typeof RedfishClient>[1] = {};
+/**
+ * Client options and the descriptor budget come with the thread (piscina's workerData), not in a
+ * task: a thread piscina starts in place of one that died is configured like the first was.
+ */
+const clientOpts: RedfishClientOptions = (workerData as { options?: RedfishClientOptions } | null)?.options ?? {};
+socketBudget.configure(clientOpts.socketBudget);
 
 function client(t: RedfishTarget): RedfishClient {
   let c = clients.get(t.key);
@@ -84,7 +91,6 @@ function drainSessionEvents(keys: Iterable<string>): SessionEvent[] {
 }
 
 export type Task =
-  | { op: 'configure'; options: ConstructorParameters<typeof RedfishClient>[1] }
   | { op: 'sweep'; nodes: BatchRef[]; deadlineMs: number }
   | { op: 'sensors'; nodes: BatchRef[]; deadlineMs: number }
   | { op: 'power'; node: NodeRef; target: ops.PowerTarget; timeoutS?: number }
@@ -175,10 +181,6 @@ function batchKeys(nodes: BatchRef[]): Set<string> {
 
 export default async function run(task: Task): Promise<unknown> {
   switch (task.op) {
-    case 'configure':
-      clientOpts = task.options;
-      socketBudget.configure(task.options?.socketBudget);
-      return { ok: true };
     case 'sweep': {
       const res = await perNode(task.nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0));
       const items: SweepItem[] = [];

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { promisify } from 'node:util';
 import { admin, startSim, type SimProc } from '../../sim/helpers.js';
 import { conductorFor } from './helpers.js';
@@ -78,6 +79,27 @@ describe('BMC fleet engine', () => {
     expect(after.sessions_created).toBe(before);
     expect(after.sessions_live).toBe(6);
     expect((await c.pool!.stats()).sessions).toBe(6);
+  });
+
+  it('a BMC thread that dies is replaced and configured like the first; the next sweep sends it the targets it lost', async () => {
+    const pool = c.pool!;
+    const before = await pool.stats();
+    expect(before.bmc_socket_budget).toBeGreaterThan(0);
+    expect((await c.powerSync.sweep()).ok).toBe(6);
+    // Shard 0 owns some of these BMCs (its thread is the one killed).
+    expect([...(await c.redfishTargets()).values()].some((t) => pool.shardOf(t.key) === 0)).toBe(true);
+    const shard = (pool as unknown as { shards: Array<{ threads: Worker[] }> }).shards[0]!;
+    const victim = shard.threads[0]!;
+    const gone = new Promise((r) => victim.once('exit', r));
+    await victim.terminate();
+    await gone;
+    await waitFor(() => (shard.threads.length === 1 && shard.threads[0] !== victim) || undefined, 10_000, 'a replacement thread');
+    // The new thread knows no target: it answers RF_NO_TARGET for `{ uuid }` refs, and the pool sends them in full.
+    const r = await c.powerSync.sweep();
+    expect(r).toMatchObject({ nodes: 6, ok: 6, failed: 0 });
+    // Configured from workerData: the replacement holds the same descriptor budget (a task-time
+    // configure reached only the threads that existed then).
+    expect((await pool.stats()).bmc_socket_budget).toBe(before.bmc_socket_budget);
   });
 });
 
