@@ -120,9 +120,13 @@ export async function benchFleet(o: BenchFleetOptions): Promise<BenchFleetResult
           buf = buf.slice(nl + 1);
           if (line.startsWith('{"ready"')) resolve(JSON.parse(line));
           else if (line.includes('"power sync sweep"')) {
-            const num = (k: string) => Number(line.match(new RegExp(`"${k}":(\\d+)`))?.[1] ?? 0);
-            const m = line.match(/"duration_ms":(\d+)/);
-            if (m) sweeps.push({ at: Date.now(), ms: Number(m[1]), changes: num('changed_power') + num('changed_health') + num('entered_maintenance') + num('recovered'), failed: num('failed') });
+            let r: Partial<Record<'duration_ms' | 'changed_power' | 'changed_health' | 'entered_maintenance' | 'recovered' | 'failed', number>> = {};
+            try {
+              r = JSON.parse(line);
+            } catch {
+              /* not a whole log line: skipped, as before */
+            }
+            if (typeof r.duration_ms === 'number') sweeps.push({ at: Date.now(), ms: r.duration_ms, changes: (r.changed_power ?? 0) + (r.changed_health ?? 0) + (r.entered_maintenance ?? 0) + (r.recovered ?? 0), failed: r.failed ?? 0 });
           }
         }
       });

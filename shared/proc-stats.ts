@@ -10,16 +10,17 @@ const CLK_TCK = 100;
 export function procSample(pid: number): { rssMiB: number; cpuS: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const rssKb = Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return { rssMiB: rssKb / 1024, cpuS: (utime + stime) / CLK_TCK };
+  return { rssMiB: rssKb / 1024, cpuS: statCpuS(`/proc/${pid}/stat`) };
 }
 
 /** Cumulative CPU seconds of a process's main thread alone (its task whose id is the pid). */
 export function mainThreadCpuS(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  return statCpuS(`/proc/${pid}/task/${pid}/stat`);
+}
+
+/** utime + stime of a /proc stat file (fields after the command name, which may hold spaces). */
+function statCpuS(file: string): number {
+  const stat = readFileSync(file, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }

@@ -32,10 +32,9 @@ function driverError(err: unknown): never {
  */
 const compiled = new WeakMap<object, NodeRef | { error: string }>();
 
-/** Addressable nodes (refs, and the node of each) and those whose driver_info cannot reach a BMC. */
-function refsOf(nodes: Node[]): { refs: NodeRef[]; nodeOf: Map<NodeRef, Node>; invalid: Array<{ node: Node; message: string }> } {
+/** Addressable nodes (refs; into `nodeOf`, the node of each) and those whose driver_info cannot reach a BMC. */
+function refsOf(nodes: Node[], nodeOf?: Map<NodeRef, Node>): { refs: NodeRef[]; invalid: Array<{ node: Node; message: string }> } {
   const refs: NodeRef[] = [];
-  const nodeOf = new Map<NodeRef, Node>();
   const invalid: Array<{ node: Node; message: string }> = [];
   for (const n of nodes) {
     let c = Object.isFrozen(n.driver_info) ? compiled.get(n.driver_info) : undefined;
@@ -50,10 +49,10 @@ function refsOf(nodes: Node[]): { refs: NodeRef[]; nodeOf: Map<NodeRef, Node>; i
     if ('error' in c) invalid.push({ node: n, message: c.error });
     else {
       refs.push(c);
-      nodeOf.set(c, n);
+      nodeOf?.set(c, n);
     }
   }
-  return { refs, nodeOf, invalid };
+  return { refs, invalid };
 }
 
 /** Retries an operation needed go to node history through the driver context, once per operation. */
@@ -81,9 +80,10 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
         return (await pool().op<PowerState>(nodeRef(node), { op: 'power', target, timeoutS }, noted(ctx)).catch(driverError)) as PowerState;
       },
       async sweep(nodes, deadlineMs, known) {
-        const { refs, nodeOf, invalid } = refsOf(nodes);
+        const nodeOf = known && new Map<NodeRef, Node>();
+        const { refs, invalid } = refsOf(nodes, nodeOf);
         if (!refs.length) return { items: [], invalid, unchanged: 0 };
-        const r = await pool().sweep(refs, deadlineMs, known && ((ref) => known(nodeOf.get(ref)!)));
+        const r = await pool().sweep(refs, deadlineMs, known && ((ref) => known(nodeOf!.get(ref)!)));
         return { items: r.items as PowerSweepItem[], invalid, unchanged: r.unchanged };
       },
     },

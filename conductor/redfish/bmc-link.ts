@@ -203,7 +203,7 @@ export class BmcLink {
   private readonly queue: Pending[] = [];
   private readonly host: string;
   /** The last GET's bytes (a sweep sends a BMC the same request each time: see last-of.ts). */
-  private readonly lastGet = new LastOf((path: string, lines: string) => `GET ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}\r\n`);
+  private readonly lastGet = new LastOf((path: string, lines: string) => `${this.head('GET', path, lines)}\r\n`);
   closed = false;
 
   constructor(
@@ -223,16 +223,20 @@ export class BmcLink {
     if (!PATH_OK.test(path)) return Promise.reject(new RedfishError('RF_PROTOCOL', `refusing to send a request path with spaces or control characters to BMC ${this.o.origin}`, undefined, this.o.origin));
     let data: Buffer | string;
     if (method === 'GET' && body === undefined) data = this.lastGet.get(path, lines);
-    else if (body === undefined) data = `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}\r\n`;
+    else if (body === undefined) data = `${this.head(method, path, lines)}\r\n`;
     else {
-      const head = `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}`;
       const b = Buffer.from(body, 'utf8');
-      data = Buffer.concat([Buffer.from(`${head}Content-Length: ${b.length}\r\n\r\n`, 'latin1'), b]);
+      data = Buffer.concat([Buffer.from(`${this.head(method, path, lines)}Content-Length: ${b.length}\r\n\r\n`, 'latin1'), b]);
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ method, data, resolve, reject, resent: false });
       this.next();
     });
+  }
+
+  /** Request line, Host and the given header lines (the blank line ending the head not included). */
+  private head(method: string, path: string, lines: string): string {
+    return `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\n${lines}`;
   }
 
   /** Hands queued requests to free sockets (a new socket while under `connections`). */

@@ -95,8 +95,8 @@ export class BmcPool {
 
   /**
    * One batch op per shard, all shards in parallel. A node whose target object the shard was sent
-   * before goes as `{ uuid }` (plus what `extra` adds); one the shard answers NO_TARGET for (its
-   * thread restarted) is sent again in full.
+   * before goes as `{ uuid }` (with its recorded state `p`/`h` when `known` gives one); one the shard
+   * answers NO_TARGET for (its thread restarted) is sent again in full.
    */
   private async batch<I extends { uuid: string; error?: OpError }>(op: 'sweep' | 'sensors', nodes: NodeRef[], deadlineMs: number, known?: (n: NodeRef) => SweepKnown | undefined): Promise<{ items: I[]; unchanged: number }> {
     let unchanged = 0;
