@@ -37,3 +37,18 @@ export const WRITE_ALIGN = 64 << 10;
 export function alignedLength(pos: number, bytes: number): number {
   return Math.max(0, bytes - ((pos + bytes) % WRITE_ALIGN));
 }
+
+/** WebAssembly memory comes in 64 KiB pages. */
+const WASM_PAGE = 64 << 10;
+type WasmMemoryCtor = new (d: { initial: number; maximum: number; shared: boolean }) => { buffer: ArrayBuffer | SharedArrayBuffer };
+
+/**
+ * Page-aligned memory of at least `bytes` (whole 64 KiB pages), shared between threads or not: the
+ * aligned memory O_DIRECT writes need. WebAssembly memory is the one page-aligned buffer JavaScript
+ * can allocate (this project's TypeScript lib has no WebAssembly values, hence the cast).
+ */
+export function alignedMemory(bytes: number, shared: boolean): ArrayBuffer | SharedArrayBuffer {
+  const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE));
+  const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryCtor } }).WebAssembly.Memory;
+  return new Memory({ initial: pages, maximum: pages, shared }).buffer;
+}

@@ -16,6 +16,6 @@ export interface SinkWorkerData {
   algo: string;
   /** Page-aligned (WebAssembly memory): O_DIRECT writes go straight from it. */
   ring: SharedArrayBuffer;
-  /** Write direct (O_DIRECT) when the target is a block device: a raw image, every byte in order. */
+  /** Write direct (O_DIRECT) when the target takes it: from the ring for a raw image, staged otherwise. */
   direct: boolean;
 }

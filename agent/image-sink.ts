@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { alignedLength, skipBytes, takeBytes } from './buffers.js';
+import { alignedLength, alignedMemory, skipBytes, takeBytes } from './buffers.js';
 import { ImageWriteError } from './image-write-error.js';
 import { SINK_OP, type SinkReply, type SinkWorkerData } from './image-sink-protocol.js';
 
@@ -38,9 +38,6 @@ export interface ImageSink {
   wipe(): Promise<void>;
   close(): Promise<unknown>;
 }
-
-/** WebAssembly memory grows in 64 KiB pages; the ring is a whole number of them. */
-const WASM_PAGE = 64 << 10;
 
 /** Images up to this size (from Content-Length) are hashed and written on the main thread. */
 export const INLINE_MAX_BYTES = 16 << 20;
@@ -136,14 +133,13 @@ export class RingSink implements ImageSink {
   error: string | undefined;
 
   /**
-   * `direct`: every byte pushed is 'both' (a raw image), so the worker may write the ring straight
-   * to a block device with O_DIRECT. The ring is WebAssembly memory because O_DIRECT needs aligned
-   * memory and that is the one page-aligned shared buffer JavaScript can allocate.
+   * `direct`: the worker writes with O_DIRECT when the target takes it — straight from the ring
+   * while every byte pushed is 'both' (a raw image), through its own aligned stage otherwise.
+   * Hence the ring is page-aligned (alignedMemory).
    */
   constructor(target: string, algo: string, o: { batchBytes?: number; ringBytes?: number; direct?: boolean } = {}) {
     this.batchBytes = o.batchBytes ?? 1 << 20;
-    const pages = Math.max(1, Math.ceil((o.ringBytes ?? 16 << 20) / WASM_PAGE));
-    const sab = new (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number; shared: boolean }) => { buffer: ArrayBufferLike } } }).WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as unknown as SharedArrayBuffer;
+    const sab = alignedMemory(o.ringBytes ?? 16 << 20, true) as SharedArrayBuffer;
     this.ring = Buffer.from(sab);
     this.worker = new Worker(SINK_WORKER, { workerData: { target, algo, ring: sab, direct: o.direct ?? false } satisfies SinkWorkerData });
     this.worker.on('message', (m: SinkReply) => {

@@ -215,7 +215,7 @@ export async function writeImage(info: ImageInfo, o: WriteOptions): Promise<Writ
           await writeFile(sinkTarget, '');
         }
       }
-      sink = total > 0 && total <= INLINE_MAX_BYTES ? await InlineSink.open(sinkTarget, algo, batch) : new RingSink(sinkTarget, algo, { batchBytes: batch, direct: format === 'raw' });
+      sink = total > 0 && total <= INLINE_MAX_BYTES ? await InlineSink.open(sinkTarget, algo, batch) : new RingSink(sinkTarget, algo, { batchBytes: batch, direct: format !== 'qcow2' });
       wroteTarget = sinkTarget === o.target;
       if (format === 'raw' || format === 'qcow2') {
         passthrough = true;

@@ -65,7 +65,7 @@ describe('RingSink', () => {
     expect(openOn(dev)).toBe(0);
   });
 
-  it('without direct (what a compressed image asks for) bytes go through the page cache, byte for byte', async () => {
+  it('without direct (a target that refuses O_DIRECT, as tmpfs does) bytes go through the page cache, byte for byte', async () => {
     const dir = mkdtempSync('/dev/shm/ironfleet-sink-');
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const t = fileTarget(dir, 8 * MiB);
@@ -78,11 +78,34 @@ describe('RingSink', () => {
     expect(readFileSync(t).subarray(0, image.length).equals(image)).toBe(true);
   });
 
-  it('a stream that stops being raw mid-way leaves direct writing and loses nothing', async () => {
+  it('a compressed image (hashed bytes between the written ones) is written O_DIRECT through the stage onto a loop device', async () => {
+    if (process.getuid?.() !== 0 || !existsSync('/dev/loop-control')) throw new Error('this test needs root and loop devices (CI runs as root)');
+    const dev = execFileSync('losetup', ['-f', '--show', fileTarget(tmpDir('ironfleet-sink-'), 16 * MiB)]).toString().trim();
+    cleanups.push(() => execFileSync('losetup', ['-d', dev]));
+    // What writeImage pushes for zstd: each downloaded chunk to hash, then what it decodes to.
+    const compressed = randomBytes(3 * MiB);
+    const decoded = randomBytes(9 * MiB + 4321);
+    const sink = new RingSink(dev, 'sha256', { batchBytes: 64 * KiB, ringBytes: 512 * KiB, direct: true });
+    const step = 100_003;
+    for (let c = 0, d = 0; c < compressed.length || d < decoded.length; c += step, d += 3 * step) {
+      if (c < compressed.length) await sink.push('hash', compressed.subarray(c, c + step));
+      if (d < decoded.length) await sink.push('write', decoded.subarray(d, d + 3 * step));
+    }
+    const r = await sink.finish();
+    await sink.close();
+    expect(r).toMatchObject({ digest: sha256(compressed), written: decoded.length });
+    // Whole 4 MiB stages went direct; the last partial stage through the page cache.
+    expect(r.directBytes).toBe(8 * MiB);
+    const back = execFileSync('dd', [`if=${dev}`, 'bs=1M', 'count=10', 'iflag=direct', 'status=none'], { maxBuffer: 16 * MiB });
+    expect(sha256(back.subarray(0, decoded.length))).toBe(sha256(decoded));
+    expect(openOn(dev)).toBe(0);
+  });
+
+  it('a stream that stops being raw mid-way leaves the ring, loses nothing, and goes on writing direct', async () => {
     const t = fileTarget(tmpDir('ironfleet-sink-'), 16 * MiB);
     const head = randomBytes(3 * MiB + 999);
     const hashedOnly = randomBytes(200 * KiB);
-    const tail = randomBytes(2 * MiB + 3);
+    const tail = randomBytes(5 * MiB + 3);
     const sink = new RingSink(t, 'sha256', { batchBytes: 64 * KiB, ringBytes: 192 * KiB, direct: true });
     await pushAll(sink, 'both', head);
     await pushAll(sink, 'hash', hashedOnly);
@@ -93,6 +116,8 @@ describe('RingSink', () => {
     expect(r.digest).toBe(sha256(Buffer.concat([head, hashedOnly])));
     expect(r.written).toBe(head.length + tail.length);
     expect(readFileSync(t).subarray(0, r.written).equals(Buffer.concat([head, tail]))).toBe(true);
+    // The head up to its last 64 KiB boundary went from the ring; then whole 4 MiB stages (one here).
+    expect(r.directBytes).toBe(head.length - (head.length % (64 * KiB)) + 4 * MiB);
     expect(openOn(t)).toBe(0);
   });
 
