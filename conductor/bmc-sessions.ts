@@ -68,7 +68,7 @@ export class BmcSessions {
     const r = this.cfg;
     this.p = new BmcPool(
       r.pool_size,
-      { timeoutMs: r.timeout_ms, connectTimeoutMs: r.connect_timeout_ms, maxInflight: r.max_inflight_per_bmc, breakerThreshold: r.breaker_threshold, breakerOpenMs: r.breaker_open_ms, operationDeadlineMs: r.operation_deadline_s * 1000, keepAliveMs: r.keep_alive_s * 1000, socketBudget: this.socketBudgetPerThread() },
+      { timeoutMs: r.timeout_ms, connectTimeoutMs: r.connect_timeout_ms, maxInflight: r.max_inflight_per_bmc, breakerThreshold: r.breaker_threshold, breakerOpenMs: r.breaker_open_ms, operationDeadlineMs: r.operation_deadline_s * 1000, keepAliveMs: r.keep_alive_s * 1000, socketBudget: this.socketBudgetPerThread(), sweepWindow: r.sweep_window },
       (events) => this.persist(events),
     );
     await this.p.start();

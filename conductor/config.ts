@@ -150,6 +150,13 @@ export const configSchema = z.strictObject({
        * outlasts the default sweep interval (60 s). @default 90
        */
       keep_alive_s: z.number().min(1).max(3600).default(90),
+      /**
+       * Power/health reads each BMC thread keeps in flight at once during a sweep (a read slower than
+       * 250 ms stops counting, so dead BMCs hold up nobody); 0 = every read at once. A window lets
+       * each read's garbage die young instead of surviving the whole sweep into the old generation:
+       * see bench/README.md, scale. @default 512
+       */
+      sweep_window: z.number().int().min(0).max(1_000_000).default(512),
       /** Consecutive unreachable failures that open a BMC's circuit breaker. @default 2 */
       breaker_threshold: z.number().int().min(1).max(100).default(2),
       /** @default 30000 */

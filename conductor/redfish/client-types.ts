@@ -19,9 +19,12 @@ export interface RedfishClientOptions {
   keepAliveMs?: number;
   /** BMC sockets this worker thread may hold (socket-budget.ts); 0 = no budget. @default 0 */
   socketBudget?: number;
+  /** Sweep reads this worker thread keeps young in flight (batch-run.ts); 0 = all at once. @default 0 */
+  sweepWindow?: number;
 }
 
-export type CompiledClientOptions = Required<Omit<RedfishClientOptions, 'socketBudget'>>;
+/** Per thread, not per client: the descriptor budget and the sweep window. */
+export type CompiledClientOptions = Required<Omit<RedfishClientOptions, 'socketBudget' | 'sweepWindow'>>;
 
 const compiled = new WeakMap<RedfishClientOptions, CompiledClientOptions>();
 

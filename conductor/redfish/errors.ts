@@ -43,3 +43,6 @@ export function isUnreachable(code: RedfishErrorCode): boolean {
 
 /** A batch's answer for a node whose target the worker thread does not have (it restarted): the pool sends it again in full. */
 export const NO_TARGET = 'RF_NO_TARGET';
+
+/** A failure as it crosses from a BMC thread to the main thread: plain data, code stable. */
+export type OpError = { code: string; message: string; status?: number };

@@ -10,10 +10,11 @@ import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { operationRetries } from './retry-policy.js';
 import { socketBudget } from './socket-budget.js';
 import { RedfishClient, type ClientStats, type SessionEvent, type SessionRecord } from './client.js';
-import { NO_TARGET, RedfishError } from './errors.js';
+import { NO_TARGET, RedfishError, type OpError } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
 import type { RedfishClientOptions } from './client-types.js';
 import * as ops from './ops.js';
+import { runBatch, type BatchOutcome } from './batch-run.js';
 
 const clients = new Map<string, RedfishClient>();
 
@@ -74,7 +75,7 @@ export interface NodeRef {
 export type BatchRef = (NodeRef | { uuid: string; target?: undefined }) & { p?: string; h?: string | null };
 
 
-export type OpError = { code: string; message: string; status?: number };
+export type { OpError };
 
 function toOpError(err: unknown): OpError {
   if (err instanceof RedfishError) return { code: err.code, message: err.message, status: err.status };
@@ -115,54 +116,26 @@ export interface SweepItem {
   ms: number;
 }
 
-type NodeResult<T> = { uuid: string; ok: boolean; value?: T; error?: OpError; ms: number };
+/** A read slower than this (ms) leaves the sweep window (batch-run.ts): healthy BMCs answer in a few ms. */
+const SLOW_MS = 250;
 
-/**
- * `fn` for every node at once under one deadline for the batch: a node still waiting when it passes
- * reports RF_TIMEOUT (its read goes on in the background; the breaker hears of the outcome). One
- * timer per batch, not a timer and a Promise.race per node: at 10,000 BMCs those were measurable.
- */
-function perNode<T>(nodes: BatchRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>): Promise<Array<NodeResult<T>>> {
-  const out: Array<NodeResult<T>> = new Array(nodes.length);
-  if (!nodes.length) return Promise.resolve(out);
-  const t0 = performance.now();
-  let pending = nodes.length;
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      for (let i = 0; i < nodes.length; i++) {
-        if (out[i]) continue;
-        const origin = targets.get(nodes[i]!.uuid)?.origin ?? 'BMC';
-        out[i] = { uuid: nodes[i]!.uuid, ok: false, error: toOpError(new RedfishError('RF_TIMEOUT', `no answer from ${origin} before the sweep deadline (${deadlineMs} ms)`, undefined, origin)), ms: deadlineMs };
-      }
-      resolve(out);
-    }, deadlineMs);
-    const settle = (i: number, r: { ok: boolean; value?: T; error?: OpError }) => {
-      if (out[i]) return; // past the deadline: already reported
-      out[i] = { uuid: nodes[i]!.uuid, ...r, ms: performance.now() - t0 };
-      if (--pending === 0) {
-        clearTimeout(timer);
-        resolve(out);
-      }
-    };
-    for (let i = 0; i < nodes.length; i++) {
+/** `fn` for every node of the batch under one deadline, through this thread's window (batch-run.ts). */
+function perNode<T>(nodes: BatchRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>): Promise<Array<BatchOutcome<T>>> {
+  return runBatch(
+    nodes,
+    { deadlineMs, window: clientOpts.sweepWindow || nodes.length, slowMs: SLOW_MS },
+    (i) => {
       const n = nodes[i]!;
       const t = n.target ? remember(n) : targets.get(n.uuid);
-      if (!t) {
-        settle(i, { ok: false, error: { code: NO_TARGET, message: `no target for node ${n.uuid} in this thread` } });
-        continue;
-      }
-      let p: Promise<T>;
-      try {
-        p = fn(client(t), t);
-      } catch (err) {
-        p = Promise.reject(err);
-      }
-      p.then(
-        (value) => settle(i, { ok: true, value }),
-        (err) => settle(i, { ok: false, error: toOpError(err) }),
-      );
-    }
-  });
+      if (!t) return { code: NO_TARGET, message: `no target for node ${n.uuid} in this thread` };
+      return fn(client(t), t);
+    },
+    toOpError,
+    (i) => {
+      const origin = targets.get(nodes[i]!.uuid)?.origin ?? 'BMC';
+      return toOpError(new RedfishError('RF_TIMEOUT', `no answer from ${origin} before the sweep deadline (${deadlineMs} ms)`, undefined, origin));
+    },
+  );
 }
 
 function dropTargets(keys: string[]): void {

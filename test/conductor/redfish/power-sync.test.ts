@@ -112,6 +112,20 @@ describe('power sync with one shared session per BMC', () => {
     expect((await admin(s, 'GET', '/bmcs/2')).json.counters.black_holed).toBe(2);
   });
 
+  it('a sweep window of one read per thread: black-holed BMCs age out of it and hold up nobody', async () => {
+    const s = await sim(8);
+    // Each thread keeps one read young in flight; a black hole waits out its 2 s timeout. Were it
+    // to keep its place in the window, the reads queued behind it would miss the 3 s deadline.
+    const { c } = await conductorFor(s.manifest, { power_sync: { sweep_deadline_ms: 3000, max_retries: 2 }, redfish: { timeout_ms: 2000, sweep_window: 1, breaker_open_ms: 60_000 } });
+    conductors.push(c);
+    expect((await c.powerSync.sweep()).ok).toBe(8);
+    for (const b of [0, 1, 4]) await admin(s, 'POST', `/bmcs/${b}/faults`, { black_hole: true });
+    const r = await c.powerSync.sweep();
+    expect(r).toMatchObject({ ok: 5, failed: 3 });
+    expect(r.errors_by_code.RF_TIMEOUT).toBe(3);
+    expect(r.duration_ms).toBeLessThan(3000);
+  });
+
   it('sweeps the open breaker answers for are no strikes: maintenance needs max_retries real failures', async () => {
     const s = await sim(2);
     const { c, nodes } = await conductorFor(s.manifest, { power_sync: { sweep_deadline_ms: 3000, max_retries: 2 }, redfish: { timeout_ms: 800, breaker_threshold: 1, breaker_open_ms: 60_000 } });
