@@ -8,8 +8,9 @@
 import type { Socket } from 'node:net';
 import { socketBudget, type SocketOwner } from './socket-budget.js';
 import { BmcGate } from './gate.js';
-import { BASE_HEADERS, classifyTransportError, forgetTlsSession, retryAfterMs } from './transport.js';
-import { BmcLink, headerLines, type Exchange } from './bmc-link.js';
+import { classifyTransportError, forgetTlsSession, retryAfterMs } from './transport.js';
+import { BmcLink, type Exchange } from './bmc-link.js';
+import { BASE_LINES, basicLines, getLines, JSON_LINES, tokenLines, withSelect } from './request-lines.js';
 import { LastOf } from './last-of.js';
 import { EtagCache } from './etag-cache.js';
 import { RedfishError, type RedfishErrorCode } from './errors.js';
@@ -18,11 +19,6 @@ import type { RedfishTarget } from './driver-info.js';
 import { compileClientOptions, type ClientStats, type CompiledClientOptions, type RedfishClientOptions, type SessionEvent, type SessionRecord } from './client-types.js';
 export type { RedfishClientOptions, SessionRecord, ClientStats, SessionEvent };
 
-const BASE_LINES = headerLines(BASE_HEADERS);
-const JSON_LINES = headerLines({ ...BASE_HEADERS, 'Content-Type': 'application/json' });
-const tokenLines = (token: string) => headerLines({ 'X-Auth-Token': token });
-const withSelect = (path: string, select: readonly string[]) => `${path}${path.includes('?') ? '&' : '?'}$select=${select.join(',')}`;
-const getLines = (auth: string, ifNoneMatch: string) => BASE_LINES + auth + ifNoneMatch;
 
 export class RedfishClient implements SocketOwner {
   /** Requests in flight (their sockets are never closed by the descriptor budget). */
@@ -122,7 +118,7 @@ export class RedfishClient implements SocketOwner {
   /** Auth header lines: at once while the session is good (no promise per request), else after a login. */
   private ensureAuth(): string | Promise<string> {
     if (this.blockedUntil > Date.now()) throw this.blockedError!;
-    if (this.basicOnly) return this.authLines(this.target, () => headerLines({ Authorization: `Basic ${Buffer.from(`${this.target.username}:${this.target.password}`).toString('base64')}` }));
+    if (this.basicOnly) return this.authLines(this.target, () => basicLines(this.target.username, this.target.password));
     const stale = this.session && Date.now() - this.lastUsed > this.sessionTimeoutMs * 0.9;
     if (stale) this.dropSession(true);
     const token = this.session?.token;
@@ -202,8 +198,7 @@ export class RedfishClient implements SocketOwner {
     try {
       return await fn();
     } finally {
-      this.busy--;
-      if (this.busy === 0) socketBudget.idle(this);
+      if (--this.busy === 0) socketBudget.idle(this);
     }
   }
 
@@ -246,9 +241,11 @@ export class RedfishClient implements SocketOwner {
     }
     const wait = this.gate.acquire();
     if (wait) await wait;
+    this.busy++; // working(), inlined: every sweep read comes this way; each async layer is a promise more
     try {
-      return await this.working(() => this.send(method, full, o.body, method === 'GET' ? (o.retries ?? this.o.getRetries) : 0, true));
+      return await this.send(method, full, o.body, method === 'GET' ? (o.retries ?? this.o.getRetries) : 0, true);
     } finally {
+      if (--this.busy === 0) socketBudget.idle(this);
       this.gate.release();
       this.gate.exit(halfOpen);
     }
@@ -286,9 +283,9 @@ export class RedfishClient implements SocketOwner {
     const cached = method === 'GET' ? this.etags.get(path) : undefined;
     let res;
     try {
-      res = await this.raw(method, path, body === undefined ? { all: this.requestLines.get(auth, cached?.line ?? '') } : { body: JSON.stringify(body), lines: auth });
+      res = body === undefined ? await this.link.exchange(method, path, this.requestLines.get(auth, cached?.line ?? '')) : await this.link.exchange(method, path, JSON_LINES + auth, JSON.stringify(body));
     } catch (err) {
-      const e = err as RedfishError;
+      const e = this.classify(err);
       if (method === 'GET' && retries > 0 && e.code === 'RF_CONNECT') {
         this.stats.retries++;
         await new Promise((r) => setTimeout(r, 200 * (this.o.getRetries - retries + 1)));
