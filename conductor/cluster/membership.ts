@@ -225,7 +225,9 @@ export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
 
   /** The conductor owning this node now, or undefined when its group has no live conductor. */
   ownerOf(n: Ownable): string | undefined {
-    return (this.rings.get(n.conductor_group) ?? this.fallback).ownerOf(ownershipKey(n));
+    const ring = this.rings.get(n.conductor_group) ?? this.fallback;
+    // One member owns everything: no key to derive (every sweep asks this of every node).
+    return ring.members.length === 1 ? ring.members[0] : ring.ownerOf(ownershipKey(n));
   }
 
   owns(n: Ownable): boolean {

@@ -79,6 +79,8 @@ export class NodeStore extends StoreBase {
 
   /** Per node id: the node as the last sweep listing built it, and the row version it came from. */
   private sweepRows = new Map<number, { version: number; di: string; dii: string; node: Node }>();
+  /** The last listing itself: handed back as is while no row moved (a steady fleet's sweeps). */
+  private sweepList: readonly Node[] = [];
 
   /**
    * Every node, for the periodic sweeps (power sync, sensors). Lists only (id, row_version) and
@@ -93,12 +95,16 @@ export class NodeStore extends StoreBase {
   async listNodesForSweep(): Promise<Node[]> {
     const versions = await this.db.selectFrom('nodes').select(['id', 'row_version']).orderBy('id').execute();
     const prev = this.sweepRows;
-    const next = new Map<number, { version: number; di: string; dii: string; node: Node }>();
     const stale: number[] = [];
     for (const v of versions) {
       const c = prev.get(v.id);
+      if (!c || c.version !== v.row_version) stale.push(v.id);
+    }
+    if (!stale.length && versions.length === prev.size) return this.sweepList as Node[];
+    const next = new Map<number, { version: number; di: string; dii: string; node: Node }>();
+    for (const v of versions) {
+      const c = prev.get(v.id);
       if (c && c.version === v.row_version) next.set(v.id, c);
-      else stale.push(v.id);
     }
     for (let i = 0; i < stale.length; i += SWEEP_READ_CHUNK) {
       const rows = await this.db
@@ -121,6 +127,7 @@ export class NodeStore extends StoreBase {
       const c = next.get(v.id);
       if (c) out.push(c.node);
     }
+    this.sweepList = Object.freeze(out);
     return out;
   }
 

@@ -111,9 +111,13 @@ describe.each(backends)('Store on $name', ({ url }) => {
 
   it('the sweep listing reuses a node\'s parsed documents until they change, and finds nodes by an internal key', async () => {
     const n = await mk('sweepy');
-    const first = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
-    const again = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;
+    const list1 = await store.listNodesForSweep();
+    const first = list1.find((x) => x.id === n.id)!;
+    const list2 = await store.listNodesForSweep();
+    const again = list2.find((x) => x.id === n.id)!;
     expect(again).toBe(first); // unchanged row: not re-read, the same frozen node
+    expect(list2).toBe(list1); // no row moved: the very same (frozen) listing
+    expect(Object.isFrozen(list2)).toBe(true);
     expect(Object.isFrozen(again) && Object.isFrozen(again.driver_info)).toBe(true);
     expect(again.instance_info).toEqual({});
     expect('row_version' in again).toBe(false);
@@ -138,8 +142,11 @@ describe.each(backends)('Store on $name', ({ url }) => {
     expect(await store.listNodesWithInternal('firmware_update')).toEqual([]);
     await store.updateNode(n.id, { driver_internal_info: { firmware_update: { task_uri: '/t/1' } } });
     expect((await store.listNodesWithInternal('firmware_update')).map((x) => x.id)).toEqual([n.id]);
+    const before = await store.listNodesForSweep();
     await store.deleteNode(n.id);
-    expect((await store.listNodesForSweep()).some((x) => x.id === n.id)).toBe(false);
+    const after = await store.listNodesForSweep();
+    expect(after.some((x) => x.id === n.id)).toBe(false);
+    expect(after).toHaveLength(before.length - 1); // a deletion alone (nothing re-read) is a new listing
   });
 
   it('lists with marker pagination and sorting', async () => {
