@@ -65,7 +65,7 @@ describe('RingSink', () => {
     expect(openOn(dev)).toBe(0);
   });
 
-  it('without direct (a target that refuses O_DIRECT, as tmpfs does) bytes go through the page cache, byte for byte', async () => {
+  it('without direct (a qcow2 image staged to scratch asks for none) bytes go through the page cache, byte for byte', async () => {
     const dir = mkdtempSync('/dev/shm/ironfleet-sink-');
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const t = fileTarget(dir, 8 * MiB);
