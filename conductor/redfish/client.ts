@@ -19,7 +19,6 @@ import type { RedfishTarget } from './driver-info.js';
 import { compileClientOptions, type ClientStats, type CompiledClientOptions, type RedfishClientOptions, type SessionEvent, type SessionRecord } from './client-types.js';
 export type { RedfishClientOptions, SessionRecord, ClientStats, SessionEvent };
 
-
 export class RedfishClient implements SocketOwner {
   /** Requests in flight (their sockets are never closed by the descriptor budget). */
   busy = 0;
@@ -208,9 +207,9 @@ export class RedfishClient implements SocketOwner {
    * One exchange on the BMC link. Deadlines (connect, then the answer) start only when that phase
    * starts, so time queued behind our own connection limits never reads as a BMC timeout.
    */
-  private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; lines?: string; all?: string } = {}): Promise<Exchange> {
+  private async raw(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, o: { body?: string; lines?: string } = {}): Promise<Exchange> {
     try {
-      const lines = o.all ?? (o.body ? JSON_LINES : BASE_LINES) + (o.lines ?? '');
+      const lines = (o.body ? JSON_LINES : BASE_LINES) + (o.lines ?? '');
       return await this.link.exchange(method, path, lines, o.body);
     } catch (err) {
       throw this.classify(err);

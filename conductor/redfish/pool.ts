@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { SessionEvent, SessionRecord, RedfishClientOptions } from './client.js';
 import type { RedfishTarget } from './driver-info.js';
-import { NO_TARGET } from './errors.js';
-import type { BatchRef, NodeRef, SweepItem, Task, OpError } from './worker.js';
+import { NO_TARGET, type OpError } from './errors.js';
+import type { BatchRef, NodeRef, SweepItem, Task } from './worker.js';
 
 // Compiled next to this module; when this module runs from TypeScript sources (tests), use the build.
 const WORKER = [new URL('./worker.js', import.meta.url), new URL('../../dist/conductor/redfish/worker.js', import.meta.url)]

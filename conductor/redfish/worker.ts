@@ -74,9 +74,6 @@ export interface NodeRef {
  */
 export type BatchRef = (NodeRef | { uuid: string; target?: undefined }) & { p?: string; h?: string | null };
 
-
-export type { OpError };
-
 function toOpError(err: unknown): OpError {
   if (err instanceof RedfishError) return { code: err.code, message: err.message, status: err.status };
   return { code: 'RF_INTERNAL', message: (err as Error)?.message ?? String(err) };
