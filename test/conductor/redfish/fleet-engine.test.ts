@@ -86,9 +86,11 @@ describe('BMC fleet engine', () => {
     const before = await pool.stats();
     expect(before.bmc_socket_budget).toBeGreaterThan(0);
     expect((await c.powerSync.sweep()).ok).toBe(6);
-    // Shard 0 owns some of these BMCs (its thread is the one killed).
-    expect([...(await c.redfishTargets()).values()].some((t) => pool.shardOf(t.key) === 0)).toBe(true);
-    const shard = (pool as unknown as { shards: Array<{ threads: Worker[] }> }).shards[0]!;
+    // The thread killed is the one owning the first BMC (BMC ports are random, so which shard owns
+    // which BMC differs per run: shard 0 owned none of the six in about one run in 64).
+    const owners = [...(await c.redfishTargets()).values()].map((t) => pool.shardOf(t.key));
+    expect(owners).toHaveLength(6);
+    const shard = (pool as unknown as { shards: Array<{ threads: Worker[] }> }).shards[owners[0]!]!;
     const victim = shard.threads[0]!;
     const gone = new Promise((r) => victim.once('exit', r));
     await victim.terminate();
