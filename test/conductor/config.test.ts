@@ -33,6 +33,9 @@ describe('conductor config', () => {
     expect(keyOf(() => compileConfig({ api: { prot: 1 } }))).toBe('api.prot');
     expect(keyOf(() => compileConfig({ bogus: true }))).toBe('bogus');
     expect(keyOf(() => compileConfig({ redfish: { keep_alive_s: 0 } }))).toBe('redfish.keep_alive_s');
+    expect(keyOf(() => compileConfig({ redfish: { sweep_window: -1 } }))).toBe('redfish.sweep_window');
+    expect(keyOf(() => compileConfig({ redfish: { sweep_window: 2.5 } }))).toBe('redfish.sweep_window');
+    expect(compileConfig({ redfish: { sweep_window: 0 } }).redfish.sweep_window).toBe(0); // 0: every read at once
     expect(() => compileConfig({ api: { prot: 1 } })).toThrow(/prot/);
   });
 
