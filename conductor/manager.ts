@@ -134,6 +134,7 @@ export class Conductor {
       history: (node, ev, type, sev) => this.ops.history(node, ev, type, sev),
       setPowerState: (node, target) => this.provisioning.setPowerState(node, target),
       owns,
+      ownershipGeneration: () => this.membership.generation,
     });
     this.sensors = new SensorCollector({ store, drivers: this.drivers, owns, log: child('sensors'), cfg: { ...cfg.sensors, deadline_ms: cfg.power_sync.sweep_deadline_ms } });
     this.firmware = new FirmwareMonitor({ store, tasks: this.tasks, ops: this.ops, drivers: this.drivers, pollIntervalMs: cfg.firmware.poll_interval_ms, owns, log: child('firmware') });

@@ -28,7 +28,24 @@ export interface PowerSyncDeps {
   setPowerState(node: Node, target: 'power on' | 'power off'): Promise<void>;
   /** Is this node this conductor's to sweep (its hash-ring owner)? Every node when absent. */
   owns?(node: Node): boolean;
+  /** Changes whenever owns() may answer differently (the hash ring changed); absent: never. */
+  ownershipGeneration?(): number;
   log: Logger;
+}
+
+/**
+ * What a sweep derives from the listing alone: the eligible nodes by hardware type (frozen arrays,
+ * so drivers may cache by identity), by uuid, and how many were skipped. It holds while the listing
+ * is the same frozen list and the ring did not change — a steady fleet's sweeps reuse it instead of
+ * asking ten thousand nodes the same questions again. Failure counts are not in it: `known` reads
+ * them live, and eligibility depends only on the (frozen) rows.
+ */
+interface SweepPlan {
+  list: readonly Node[];
+  ring: number;
+  groups: Array<[HardwareType, readonly Node[]]>;
+  byUuid: Map<string, Node>;
+  skipped: number;
 }
 
 export const POWER_FAILURE_FAULT = 'power failure';
@@ -37,6 +54,7 @@ export const POWER_FAILURE_FAULT = 'power failure';
 export class PowerSync {
   /** Consecutive failures per node uuid (Ironic's power_state_sync_count). */
   readonly failures = new Map<string, number>();
+  private plan: SweepPlan | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<SweepReport> | undefined;
   private stopped = false;
@@ -125,6 +143,33 @@ export class PowerSync {
     return true;
   }
 
+  /** The last plan when nothing it depends on moved, else a new one from this listing. */
+  private planFor(list: readonly Node[]): SweepPlan {
+    const ring = this.d.ownershipGeneration?.() ?? 0;
+    const p = this.plan;
+    if (p && p.list === list && Object.isFrozen(list) && p.ring === ring) return p;
+    let skipped = 0;
+    const byUuid = new Map<string, Node>();
+    // Eligible nodes grouped by hardware type: each type sweeps its own nodes (all at once).
+    const groups = new Map<HardwareType, Node[]>();
+    for (const n of list) {
+      // Another conductor's node is neither swept nor counted here (ownership hashed once per node).
+      if (this.d.owns && !this.d.owns(n)) continue;
+      if (!this.eligible(n)) {
+        if (this.syncedHardware(n)) skipped++;
+        continue;
+      }
+      const hw = this.syncedHardware(n)!;
+      let g = groups.get(hw);
+      if (!g) groups.set(hw, (g = []));
+      g.push(n);
+      byUuid.set(n.uuid, n);
+    }
+    const plan: SweepPlan = { list, ring, groups: [...groups].map(([hw, nodes]) => [hw, Object.freeze(nodes)]), byUuid, skipped };
+    this.plan = plan;
+    return plan;
+  }
+
   /** Runs one sweep now (or joins the one in progress). */
   sweep(): Promise<SweepReport> {
     this.running ??= this.doSweep().finally(() => (this.running = undefined));
@@ -148,35 +193,22 @@ export class PowerSync {
       errors_by_code: {},
     };
     const store = this.d.store;
-    const all = await store.listNodesForSweep();
-    const byUuid = new Map<string, Node>();
-    // Eligible nodes grouped by hardware type: each type sweeps its own nodes (all at once).
-    const groups = new Map<HardwareType, Node[]>();
-    for (const n of all) {
-      // Another conductor's node is neither swept nor counted here (ownership hashed once per node).
-      if (this.d.owns && !this.d.owns(n)) continue;
-      if (!this.eligible(n)) {
-        if (this.syncedHardware(n)) report.skipped++;
-        continue;
-      }
-      const hw = this.syncedHardware(n)!;
-      let g = groups.get(hw);
-      if (!g) groups.set(hw, (g = []));
-      g.push(n);
-      byUuid.set(n.uuid, n);
-    }
-    const results = await Promise.all([...groups].map(([hw, nodes]) => hw.power.sweep!(nodes, this.cfg.sweep_deadline_ms, this.known)));
+    const plan = this.planFor(await store.listNodesForSweep());
+    report.skipped = plan.skipped;
+    const byUuid = plan.byUuid;
+    const results = await Promise.all(plan.groups.map(([hw, nodes]) => hw.power.sweep!(nodes as Node[], this.cfg.sweep_deadline_ms, this.known)));
+    let invalidCount = 0;
     for (const { invalid } of results) {
       for (const { node: n, message } of invalid) {
-        // Bad driver_info: a clear per-node error; the sweep goes on.
-        byUuid.delete(n.uuid);
+        // Bad driver_info: a clear per-node error; the sweep goes on (never sent, so no item comes back).
+        invalidCount++;
         report.failed++;
         report.errors_by_code.RF_CONFIG = (report.errors_by_code.RF_CONFIG ?? 0) + 1;
         const msg = `Power sync cannot reach the BMC: ${message}`;
         if (n.last_error !== msg) await store.updateNode(n.id, { last_error: msg }, { reservation: null });
       }
     }
-    report.nodes = byUuid.size;
+    report.nodes = byUuid.size - invalidCount;
     for (const { unchanged } of results) {
       report.ok += unchanged ?? 0;
       report.unchanged += unchanged ?? 0;

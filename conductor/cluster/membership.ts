@@ -68,6 +68,8 @@ export type MemberState = 'online' | 'draining' | 'offline';
 export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
   readonly instance = randomUUID();
   private rings = new Map<string, HashRing>();
+  /** Bumped each time the rings change: what was derived from ownership before is stale after. */
+  private ringGeneration = 0;
   /** Nodes of a group no live conductor serves go to the ring of all live conductors (never orphaned). */
   private fallback = new HashRing([]);
   private records: ConductorRecord[] = [];
@@ -189,6 +191,7 @@ export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
     this.alive = alive;
     this.rings = rings;
     this.fallback = fallback;
+    this.ringGeneration++;
     this.log.info({ members: [...alive], joined, left }, 'conductor ring changed');
     this.emit('changed', { joined, left });
   }
@@ -228,6 +231,11 @@ export class Membership extends EventEmitter<{ changed: [MembershipChange] }> {
     const ring = this.rings.get(n.conductor_group) ?? this.fallback;
     // One member owns everything: no key to derive (every sweep asks this of every node).
     return ring.members.length === 1 ? ring.members[0] : ring.ownerOf(ownershipKey(n));
+  }
+
+  /** Changes whenever ownerOf() may answer differently for some node (a sweep plan keys on it). */
+  get generation(): number {
+    return this.ringGeneration;
   }
 
   owns(n: Ownable): boolean {

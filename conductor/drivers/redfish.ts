@@ -32,8 +32,30 @@ function driverError(err: unknown): never {
  */
 const compiled = new WeakMap<object, NodeRef | { error: string }>();
 
+interface SweepRefs {
+  refs: NodeRef[];
+  invalid: Array<{ node: Node; message: string }>;
+  /** The node of each ref. */
+  nodeOf: Map<NodeRef, Node>;
+}
+
+/**
+ * A frozen node list's refs, by list: power sync hands a steady fleet's sweep the same frozen
+ * array each time (its sweep plan), so the refs and the ref → node map are built once, not per sweep.
+ */
+const listRefs = new WeakMap<readonly Node[], SweepRefs>();
+
+function sweepRefs(nodes: Node[]): SweepRefs {
+  let r = listRefs.get(nodes);
+  if (!r) {
+    r = refsOf(nodes, new Map());
+    if (Object.isFrozen(nodes)) listRefs.set(nodes, r);
+  }
+  return r;
+}
+
 /** Addressable nodes (refs; into `nodeOf`, the node of each) and those whose driver_info cannot reach a BMC. */
-function refsOf(nodes: Node[], nodeOf?: Map<NodeRef, Node>): { refs: NodeRef[]; invalid: Array<{ node: Node; message: string }> } {
+function refsOf<M extends Map<NodeRef, Node> | undefined>(nodes: Node[], nodeOf: M): { refs: NodeRef[]; invalid: Array<{ node: Node; message: string }>; nodeOf: M } {
   const refs: NodeRef[] = [];
   const invalid: Array<{ node: Node; message: string }> = [];
   for (const n of nodes) {
@@ -52,7 +74,7 @@ function refsOf(nodes: Node[], nodeOf?: Map<NodeRef, Node>): { refs: NodeRef[]; 
       nodeOf?.set(c, n);
     }
   }
-  return { refs, invalid };
+  return { refs, invalid, nodeOf };
 }
 
 /** Retries an operation needed go to node history through the driver context, once per operation. */
@@ -80,10 +102,9 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
         return (await pool().op<PowerState>(nodeRef(node), { op: 'power', target, timeoutS }, noted(ctx)).catch(driverError)) as PowerState;
       },
       async sweep(nodes, deadlineMs, known) {
-        const nodeOf = known && new Map<NodeRef, Node>();
-        const { refs, invalid } = refsOf(nodes, nodeOf);
+        const { refs, invalid, nodeOf } = sweepRefs(nodes);
         if (!refs.length) return { items: [], invalid, unchanged: 0 };
-        const r = await pool().sweep(refs, deadlineMs, known && ((ref) => known(nodeOf!.get(ref)!)));
+        const r = await pool().sweep(refs, deadlineMs, known && ((ref) => known(nodeOf.get(ref)!)));
         return { items: r.items as PowerSweepItem[], invalid, unchanged: r.unchanged };
       },
     },
@@ -98,7 +119,7 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
         return internalInfo(node).boot_device ?? { boot_device: null, persistent: null };
       },
       async readSensors(nodes, deadlineMs) {
-        const { refs, invalid } = refsOf(nodes);
+        const { refs, invalid } = refsOf(nodes, undefined);
         const items = refs.length ? await pool().sensors<SensorReadings>(refs, deadlineMs) : [];
         return { items, invalid: invalid.map((i) => i.node) };
       },

@@ -19,6 +19,8 @@ import type { RedfishTarget } from './driver-info.js';
 import { compileClientOptions, type ClientStats, type CompiledClientOptions, type RedfishClientOptions, type SessionEvent, type SessionRecord } from './client-types.js';
 export type { RedfishClientOptions, SessionRecord, ClientStats, SessionEvent };
 
+const NO_EVENTS: readonly SessionEvent[] = Object.freeze([]);
+
 export class RedfishClient implements SocketOwner {
   /** Requests in flight (their sockets are never closed by the descriptor budget). */
   busy = 0;
@@ -84,8 +86,10 @@ export class RedfishClient implements SocketOwner {
     return err.retryAfterMs;
   }
 
-  takeSessionEvents(): SessionEvent[] {
+  /** Pending session changes, handed over (a shared empty list when none: no array per sweep read). */
+  takeSessionEvents(): readonly SessionEvent[] {
     const e = this.sessionEvents;
+    if (!e.length) return NO_EVENTS;
     this.sessionEvents = [];
     return e;
   }

@@ -41,10 +41,25 @@ export class BmcOpError extends Error {
   }
 }
 
+type BatchOp = 'sweep' | 'sensors';
+
+/** The same ref objects in the same order (what the thread kept can stand for them). */
+function sameRefs(a: readonly BatchRef[], b: readonly BatchRef[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export class BmcPool {
   private shards: Piscina[] = [];
   /** Per shard, the target objects it was sent (batches send only the uuid for those; see worker.ts). */
   private sent: Array<WeakSet<RedfishTarget>> = [];
+  /**
+   * Per shard and batch op, the refs last sent and their sequence number: a batch whose refs are
+   * the very same objects goes as its number alone (the thread kept it), not 5,000 refs cloned again.
+   */
+  private lastBatch: Array<Map<BatchOp, { seq: number; refs: BatchRef[] }>> = [];
+  private batchSeq = 0;
   private closed = false;
   /** Set when close() starts: no new work is handed to threads about to be destroyed. */
   private closing = false;
@@ -62,6 +77,7 @@ export class BmcPool {
   async start(): Promise<void> {
     this.shards = Array.from({ length: this.size }, () => this.makeShard());
     this.sent = this.shards.map(() => new WeakSet());
+    this.lastBatch = this.shards.map(() => new Map());
   }
 
   private makeShard(): Piscina {
@@ -96,21 +112,34 @@ export class BmcPool {
   /**
    * One batch op per shard, all shards in parallel. A node whose target object the shard was sent
    * before goes as `{ uuid }` (with its recorded state `p`/`h` when `known` gives one); one the shard
-   * answers NO_TARGET for (its thread restarted) is sent again in full.
+   * answers NO_TARGET for (its thread restarted) is sent again in full. Refs identical to the
+   * shard's last batch go as that batch's number; a thread that no longer has it asks for them.
    */
-  private async batch<I extends { uuid: string; error?: OpError }>(op: 'sweep' | 'sensors', nodes: NodeRef[], deadlineMs: number, known?: (n: NodeRef) => SweepKnown | undefined): Promise<{ items: I[]; unchanged: number }> {
+  private async batch<I extends { uuid: string; error?: OpError }>(op: BatchOp, nodes: NodeRef[], deadlineMs: number, known?: (n: NodeRef) => SweepKnown | undefined): Promise<{ items: I[]; unchanged: number }> {
     let unchanged = 0;
     const run = async (g: NodeRef[], i: number, full: boolean): Promise<I[]> => {
       const sent = this.sent[i]!;
       const refs: BatchRef[] = g.map((n) => {
         const k = known?.(n);
-        if (!full && sent.has(n.target)) return k ? this.quietRef(n, k) : { uuid: n.uuid };
+        if (!full && sent.has(n.target)) return this.quietRef(n, k);
         return k ? { uuid: n.uuid, target: n.target, p: k.power, h: k.health } : n;
       });
-      const out = await this.exec<{ items: I[]; unchanged?: number }>(i, { op, nodes: refs, deadlineMs });
+      const last = this.lastBatch[i]!;
+      const prev = full ? undefined : last.get(op);
+      const same = prev !== undefined && sameRefs(prev.refs, refs);
+      const seq = same ? prev.seq : ++this.batchSeq;
+      const out = await this.exec<{ items: I[]; unchanged?: number; resend?: true }>(i, same ? { op, seq, deadlineMs } : { op, seq, nodes: refs, deadlineMs });
+      if (out.resend) {
+        // The thread was replaced since (piscina restarts a dead one): send the refs themselves.
+        last.delete(op);
+        return run(g, i, full);
+      }
+      if (!same) for (const n of g) sent.add(n.target);
+      // A retry of some nodes replaces the thread's batch: the next sweep sends its refs again.
+      if (full) last.delete(op);
+      else if (!same) last.set(op, { seq, refs });
       unchanged += out.unchanged ?? 0;
       const items = out.items;
-      for (const n of g) sent.add(n.target);
       const missing = new Set(items.filter((x) => x.error?.code === NO_TARGET).map((x) => x.uuid));
       if (!missing.size || full) return items;
       const again = await run(g.filter((n) => missing.has(n.uuid)), i, true);
@@ -130,8 +159,15 @@ export class BmcPool {
 
   /** `{ uuid, p, h }` per recorded state object (the caller keeps one per unchanged node): built once, sent every sweep. */
   private readonly quietRefs = new WeakMap<SweepKnown, BatchRef>();
+  /** `{ uuid }` per node ref, for nodes without a recorded state: the same object every batch. */
+  private readonly bareRefs = new WeakMap<NodeRef, BatchRef>();
 
-  private quietRef(n: NodeRef, k: SweepKnown): BatchRef {
+  private quietRef(n: NodeRef, k: SweepKnown | undefined): BatchRef {
+    if (!k) {
+      let b = this.bareRefs.get(n);
+      if (!b) this.bareRefs.set(n, (b = { uuid: n.uuid }));
+      return b;
+    }
     let r = this.quietRefs.get(k);
     if (!r || r.uuid !== n.uuid) this.quietRefs.set(k, (r = k.health === undefined ? { uuid: n.uuid, p: k.power } : { uuid: n.uuid, p: k.power, h: k.health }));
     return r;

@@ -79,18 +79,50 @@ function toOpError(err: unknown): OpError {
   return { code: 'RF_INTERNAL', message: (err as Error)?.message ?? String(err) };
 }
 
-function drainSessionEvents(keys: Iterable<string>): SessionEvent[] {
+/**
+ * Every client's pending session changes (the main thread persists whatever a result carries).
+ * A check per client, not a set of the batch's keys built per sweep.
+ */
+function drainSessionEvents(): SessionEvent[] {
   const out: SessionEvent[] = [];
-  for (const k of keys) {
-    const c = clients.get(k);
-    if (c) out.push(...c.takeSessionEvents());
+  for (const c of clients.values()) {
+    const e = c.takeSessionEvents();
+    if (e.length) out.push(...e);
   }
   return out;
 }
 
+/**
+ * The last batch of each op as sent with its number: the pool sends a steady sweep as that number
+ * alone when its refs are the same objects as last time (pool.ts), so 5,000 refs are neither
+ * cloned in nor collected here per sweep. Undefined when this thread does not have that batch
+ * (it was started since, or another batch came in between): the pool then sends the refs.
+ */
+const batches = new Map<BatchTask['op'], { seq: number; nodes: BatchRef[] }>();
+/** Batches run from what this thread kept, and numbers it did not have (stats). */
+const batchCounts = { batches_reused: 0, batches_resent: 0 };
+
+function batchOf(task: BatchTask): BatchRef[] | undefined {
+  if (task.nodes) {
+    batches.set(task.op, { seq: task.seq, nodes: task.nodes });
+    return task.nodes;
+  }
+  const b = batches.get(task.op);
+  if (b?.seq !== task.seq) return void batchCounts.batches_resent++;
+  batchCounts.batches_reused++;
+  return b.nodes;
+}
+
+/** A batch op: its refs, or without them the number of the batch they were last sent with. */
+export interface BatchTask {
+  op: 'sweep' | 'sensors';
+  seq: number;
+  nodes?: BatchRef[];
+  deadlineMs: number;
+}
+
 export type Task =
-  | { op: 'sweep'; nodes: BatchRef[]; deadlineMs: number }
-  | { op: 'sensors'; nodes: BatchRef[]; deadlineMs: number }
+  | BatchTask
   | { op: 'power'; node: NodeRef; target: ops.PowerTarget; timeoutS?: number }
   | { op: 'power-get'; node: NodeRef }
   | { op: 'boot'; node: NodeRef; device: string; persistent: boolean }
@@ -140,32 +172,27 @@ function dropTargets(keys: string[]): void {
   for (const [uuid, t] of targets) if (gone.has(t.key)) targets.delete(uuid);
 }
 
-function batchKeys(nodes: BatchRef[]): Set<string> {
-  const keys = new Set<string>();
-  for (const n of nodes) {
-    const t = targets.get(n.uuid);
-    if (t) keys.add(t.key);
-  }
-  return keys;
-}
-
 export default async function run(task: Task): Promise<unknown> {
   switch (task.op) {
     case 'sweep': {
-      const res = await perNode(task.nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0));
+      const nodes = batchOf(task);
+      if (!nodes) return { items: [], resend: true };
+      const res = await perNode(nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0));
       const items: SweepItem[] = [];
       let unchanged = 0;
       for (let i = 0; i < res.length; i++) {
         const r = res[i]!;
-        const n = task.nodes[i]!;
+        const n = nodes[i]!;
         if (r.ok && n.p !== undefined && r.value?.power === n.p && (n.h === undefined || (r.value.health ?? null) === n.h)) unchanged++;
         else items.push({ uuid: r.uuid, ok: r.ok, power: r.value?.power, health: r.value?.health, error: r.error, ms: r.ms });
       }
-      return { items, unchanged, sessionEvents: drainSessionEvents(batchKeys(task.nodes)) };
+      return { items, unchanged, sessionEvents: drainSessionEvents() };
     }
     case 'sensors': {
-      const res = await perNode(task.nodes, task.deadlineMs, ops.readSensors);
-      return { items: res, sessionEvents: drainSessionEvents(batchKeys(task.nodes)) };
+      const nodes = batchOf(task);
+      if (!nodes) return { items: [], resend: true };
+      const res = await perNode(nodes, task.deadlineMs, ops.readSensors);
+      return { items: res, sessionEvents: drainSessionEvents() };
     }
     case 'power':
     case 'power-get':
@@ -227,7 +254,7 @@ export default async function run(task: Task): Promise<unknown> {
       // This thread's V8 heap (the pool sums shards): where a BMC's memory goes, beside its socket.
       const heap = v8.getHeapStatistics();
       // Operation retries by error code (retry-policy.ts), flat so the pool can sum shards.
-      return { ...total, ...socketBudget.stats(), heap_used_bytes: heap.used_heap_size, heap_total_bytes: heap.total_heap_size, heap_external_bytes: heap.external_memory, ...Object.fromEntries(Object.entries(gcMs).map(([k, ms]) => [`gc_ms_${k}`, ms])), ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
+      return { ...total, ...batchCounts, ...socketBudget.stats(), heap_used_bytes: heap.used_heap_size, heap_total_bytes: heap.total_heap_size, heap_external_bytes: heap.external_memory, ...Object.fromEntries(Object.entries(gcMs).map(([k, ms]) => [`gc_ms_${k}`, ms])), ...Object.fromEntries(Object.entries(operationRetries).map(([code, n]) => [`op_retry_${code}`, n])) };
     }
     case 'release': {
       dropTargets(task.keys);

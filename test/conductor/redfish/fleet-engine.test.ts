@@ -85,7 +85,10 @@ describe('BMC fleet engine', () => {
     const pool = c.pool!;
     const before = await pool.stats();
     expect(before.bmc_socket_budget).toBeGreaterThan(0);
-    expect((await c.powerSync.sweep()).ok).toBe(6);
+    // Targets go once, then `{ uuid, p }` refs once; from the third sweep on a steady sweep goes to
+    // each thread as the number of the batch it kept, not as refs again.
+    for (let i = 0; i < 3; i++) expect((await c.powerSync.sweep()).ok).toBe(6);
+    expect((await pool.stats()).batches_reused).toBeGreaterThan(before.batches_reused!);
     // The thread killed is the one owning the first BMC (BMC ports are random, so which shard owns
     // which BMC differs per run: shard 0 owned none of the six in about one run in 64).
     const owners = [...(await c.redfishTargets()).values()].map((t) => pool.shardOf(t.key));
@@ -96,9 +99,11 @@ describe('BMC fleet engine', () => {
     await victim.terminate();
     await gone;
     await waitFor(() => (shard.threads.length === 1 && shard.threads[0] !== victim) || undefined, 10_000, 'a replacement thread');
-    // The new thread knows no target: it answers RF_NO_TARGET for `{ uuid }` refs, and the pool sends them in full.
+    // The new thread has no batch and knows no target: it asks for the refs, answers RF_NO_TARGET
+    // for the `{ uuid }` ones, and the pool sends those in full.
     const r = await c.powerSync.sweep();
     expect(r).toMatchObject({ nodes: 6, ok: 6, failed: 0 });
+    expect((await pool.stats()).batches_resent).toBe(1);
     // Configured from workerData: the replacement holds the same descriptor budget (a task-time
     // configure reached only the threads that existed then).
     expect((await pool.stats()).bmc_socket_budget).toBe(before.bmc_socket_budget);

@@ -9,6 +9,8 @@ import { conductorFor } from './helpers.js';
 import { startConductorProcess, tmpDir, waitFor } from '../../helpers.js';
 import { ApiClient } from '../../../cli/api-client.js';
 import type { Conductor } from '../../../conductor/manager.js';
+import { PowerSync } from '../../../conductor/power-sync.js';
+import { createLogger } from '../../../shared/logger.js';
 
 const FAST = { latency_ms: { get: [5, 20], login: [50, 100], action: [5, 20] }, power_delay_ms: [100, 300], flapping_fraction: 0, storm_fraction: 0, slow_fraction: 0, health_changes_per_hour: 0 };
 
@@ -210,6 +212,35 @@ describe('power sync with one shared session per BMC', () => {
     expect(r.errors_by_code.RF_CONFIG).toBe(2);
     expect((await c.store.getNodeById(nodes[0]!.id))!.last_error).toMatch(/driver_info\.redfish_password is required/);
     expect((await c.store.getNodeById(nodes[1]!.id))!.last_error).toMatch(/redfish_address/);
+  });
+
+  it('a steady sweep reuses its plan; a moved row or a ring change makes a new one', async () => {
+    const s = await sim(4);
+    const { c, nodes } = await conductorFor(s.manifest);
+    conductors.push(c);
+    // The conductor's own stores, drivers and BMC threads; ownership is ours to move here.
+    const mine = new Set(nodes.map((n) => n.uuid));
+    let ring = 0;
+    let asked = 0;
+    const ps = new PowerSync({
+      store: c.store, drivers: c.drivers, cfg: c.cfg.power_sync, log: createLogger({ level: 'silent' }),
+      history: (node, ev, type, sev) => c.ops.history(node, ev, type, sev),
+      setPowerState: (node, target) => c.provisioning.setPowerState(node, target),
+      owns: (n) => (asked++, mine.has(n.uuid)),
+      ownershipGeneration: () => ring,
+    });
+    expect((await ps.sweep()).ok).toBe(4); // records the power states: rows move
+    expect((await ps.sweep()).ok).toBe(4);
+    asked = 0;
+    expect(await ps.sweep()).toMatchObject({ nodes: 4, ok: 4, unchanged: 4, failed: 0 });
+    expect(asked).toBe(0); // nothing moved: ownership and eligibility are not asked again
+    mine.delete(nodes[0]!.uuid);
+    ring++;
+    expect(await ps.sweep()).toMatchObject({ nodes: 3, ok: 3 });
+    expect(asked).toBe(4);
+    await c.store.updateNode(nodes[1]!.id, { maintenance: true, maintenance_reason: 'by hand' });
+    expect(await ps.sweep()).toMatchObject({ nodes: 2, ok: 2, skipped: 1 });
+    expect(asked).toBe(8);
   });
 
   it('a graceful stop logs every session out (no orphans on the BMC)', async () => {
