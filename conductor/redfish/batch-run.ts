@@ -19,6 +19,11 @@ export interface BatchRunOptions {
   window: number;
   /** A request this old (ms) leaves the window (it goes on; another starts). */
   slowMs: number;
+  /**
+   * Whether a node's outcome is kept for the result (default: all). A sweep drops reads that match
+   * the recorded state as they come, so they die young instead of living until the batch ends.
+   */
+  keep?: (i: number, ok: boolean, value: unknown) => boolean;
 }
 
 export interface BatchOutcome<T> {
@@ -33,7 +38,8 @@ export interface BatchOutcome<T> {
 /**
  * `start(i)` returns the node's operation, or the error that stops it before it starts (no target).
  * A node still running at the deadline reports `lateError(i)`; its operation goes on in the
- * background and its outcome is dropped (the client's breaker still hears of it).
+ * background and its outcome is dropped (the client's breaker still hears of it). The result holds
+ * the kept outcomes in node order.
  */
 export function runBatch<T>(
   nodes: ReadonlyArray<{ uuid: string }>,
@@ -45,6 +51,9 @@ export function runBatch<T>(
   const n = nodes.length;
   const out: Array<BatchOutcome<T>> = new Array(n);
   if (!n) return Promise.resolve(out);
+  /** 1 once a node's outcome is in (kept or not): a late or second answer is ignored. */
+  const recorded = new Uint8Array(n);
+  const keep = o.keep;
   const window = Math.max(1, o.window);
   const begun = new Float64Array(n);
   /** 1 while a started node still counts against the window. */
@@ -62,10 +71,10 @@ export function runBatch<T>(
       done = true;
       clearTimeout(deadline);
       clearInterval(ager);
-      resolve(out);
+      resolve(keep ? out.filter((x) => x !== undefined) : out);
     };
     const deadline = setTimeout(() => {
-      for (let i = 0; i < n; i++) if (!out[i]) out[i] = { uuid: nodes[i]!.uuid, ok: false, error: lateError(i), ms: o.deadlineMs };
+      for (let i = 0; i < n; i++) if (!recorded[i]) out[i] = { uuid: nodes[i]!.uuid, ok: false, error: lateError(i), ms: o.deadlineMs };
       finish();
     }, o.deadlineMs);
     // Only needed when the window can fill up; with everything started, nothing is left to start.
@@ -81,18 +90,19 @@ export function runBatch<T>(
       fill();
     }, Math.max(10, o.slowMs / 2));
     /** Records a node's outcome; true once the batch is complete. */
-    const record = (i: number, r: { ok: boolean; value?: T; error?: OpError }): boolean => {
-      if (done || out[i]) return done;
-      out[i] = { uuid: nodes[i]!.uuid, ok: r.ok, value: r.value, error: r.error, ms: performance.now() - begun[i]! };
+    const record = (i: number, ok: boolean, value: T | undefined, error: OpError | undefined): boolean => {
+      if (done || recorded[i]) return done;
+      recorded[i] = 1;
+      if (!keep || keep(i, ok, value)) out[i] = { uuid: nodes[i]!.uuid, ok, value, error, ms: performance.now() - begun[i]! };
       if (--pending === 0) finish();
       return done;
     };
-    const settle = (i: number, r: { ok: boolean; value?: T; error?: OpError }): void => {
+    const settle = (i: number, ok: boolean, value: T | undefined, error: OpError | undefined): void => {
       if (counted[i]) {
         counted[i] = 0;
         inWindow--;
       }
-      if (!record(i, r)) fill();
+      if (!record(i, ok, value, error)) fill();
     };
     const fill = (): void => {
       while (inWindow < window && next < n && !done) {
@@ -105,15 +115,15 @@ export function runBatch<T>(
           p = errorOf(err);
         }
         if (!(p instanceof Promise)) {
-          record(i, { ok: false, error: p });
+          record(i, false, undefined, p);
           continue;
         }
         counted[i] = 1;
         inWindow++;
         started[startedCount++] = i;
         p.then(
-          (value) => settle(i, { ok: true, value }),
-          (err) => settle(i, { ok: false, error: errorOf(err) }),
+          (value) => settle(i, true, value, undefined),
+          (err) => settle(i, false, undefined, errorOf(err)),
         );
       }
       if (next >= n) clearInterval(ager);

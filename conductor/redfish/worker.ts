@@ -149,10 +149,10 @@ export interface SweepItem {
 const SLOW_MS = 250;
 
 /** `fn` for every node of the batch under one deadline, through this thread's window (batch-run.ts). */
-function perNode<T>(nodes: BatchRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>): Promise<Array<BatchOutcome<T>>> {
+function perNode<T>(nodes: BatchRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>, keep?: (i: number, ok: boolean, value: unknown) => boolean): Promise<Array<BatchOutcome<T>>> {
   return runBatch(
     nodes,
-    { deadlineMs, window: clientOpts.sweepWindow || nodes.length, slowMs: SLOW_MS },
+    { deadlineMs, window: clientOpts.sweepWindow || nodes.length, slowMs: SLOW_MS, keep },
     (i) => {
       const n = nodes[i]!;
       const t = n.target ? remember(n) : targets.get(n.uuid);
@@ -177,15 +177,17 @@ export default async function run(task: Task): Promise<unknown> {
     case 'sweep': {
       const nodes = batchOf(task);
       if (!nodes) return { items: [], resend: true };
-      const res = await perNode(nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0));
-      const items: SweepItem[] = [];
+      // A read matching the node's recorded state is counted as it comes and not kept.
       let unchanged = 0;
-      for (let i = 0; i < res.length; i++) {
-        const r = res[i]!;
+      const changed = (i: number, ok: boolean, value: unknown): boolean => {
         const n = nodes[i]!;
-        if (r.ok && n.p !== undefined && r.value?.power === n.p && (n.h === undefined || (r.value.health ?? null) === n.h)) unchanged++;
-        else items.push({ uuid: r.uuid, ok: r.ok, power: r.value?.power, health: r.value?.health, error: r.error, ms: r.ms });
-      }
+        const v = value as ops.PowerHealth | undefined;
+        if (!ok || n.p === undefined || v?.power !== n.p || (n.h !== undefined && (v.health ?? null) !== n.h)) return true;
+        unchanged++;
+        return false;
+      };
+      const res = await perNode(nodes, task.deadlineMs, (c, t) => ops.readPowerHealth(c, t, 0), changed);
+      const items: SweepItem[] = res.map((r) => ({ uuid: r.uuid, ok: r.ok, power: r.value?.power, health: r.value?.health, error: r.error, ms: r.ms }));
       return { items, unchanged, sessionEvents: drainSessionEvents() };
     }
     case 'sensors': {

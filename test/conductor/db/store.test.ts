@@ -121,6 +121,9 @@ describe.each(backends)('Store on $name', ({ url }) => {
     expect(Object.isFrozen(again) && Object.isFrozen(again.driver_info)).toBe(true);
     expect(again.instance_info).toEqual({});
     expect('row_version' in again).toBe(false);
+    // Every column as getNodeById has it, but the three documents a sweep does not read.
+    const full = (await store.getNodeById(n.id))!;
+    expect({ ...again, properties: full.properties, instance_info: full.instance_info, extra: full.extra }).toEqual(full);
     // Writes that leave updated_at alone (a lock, agent liveness) still reach the next listing.
     await store.reserveNode(n.id, 'sweep-test');
     const locked = (await store.listNodesForSweep()).find((x) => x.id === n.id)!;

@@ -1,6 +1,7 @@
 /**
  * The BMC threads' batch runner: the window bounds reads in flight, a slow read leaves it, the
- * deadline reports late nodes, and errors before the start take no place in the window.
+ * deadline reports late nodes, errors before the start take no place in the window, and outcomes
+ * the caller does not keep are left out.
  */
 import { describe, expect, it } from 'vitest';
 import { runBatch } from '../../../conductor/redfish/batch-run.js';
@@ -50,6 +51,18 @@ describe('runBatch', () => {
     expect(out[1]).toMatchObject({ ok: false, error: { code: 'RF_NO_TARGET' } });
     expect(out[5]).toMatchObject({ ok: false, error: { code: 'RF_INTERNAL', message: 'boom' } });
     expect(out.filter((o) => o.ok)).toHaveLength(5_000);
+  });
+
+  it('outcomes `keep` refuses are counted by it and left out; the rest, late ones included, come in node order', async () => {
+    const seen: number[] = [];
+    const out = await runBatch(nodes(8), {
+      deadlineMs: 400, window: 2, slowMs: 50,
+      // Like a sweep: a read equal to the recorded state (here: an even value) is only counted.
+      keep: (i, ok, value) => (seen.push(i), !ok || (value as number) % 2 === 1),
+    }, (i) => (i === 7 ? sleep(5_000).then(() => 7) : i === 3 ? Promise.reject(new Error('down')) : sleep(5).then(() => i)), errorOf, late);
+    expect(seen.sort()).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(out.map((o) => [o.uuid, o.ok])).toEqual([['n1', true], ['n3', false], ['n5', true], ['n7', false]]);
+    expect(out[3]!.error!.code).toBe('RF_TIMEOUT');
   });
 
   it('a rejected operation is an error outcome; an empty batch answers at once', async () => {
