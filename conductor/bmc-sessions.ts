@@ -70,6 +70,7 @@ export class BmcSessions {
       r.pool_size,
       { timeoutMs: r.timeout_ms, connectTimeoutMs: r.connect_timeout_ms, maxInflight: r.max_inflight_per_bmc, breakerThreshold: r.breaker_threshold, breakerOpenMs: r.breaker_open_ms, operationDeadlineMs: r.operation_deadline_s * 1000, keepAliveMs: r.keep_alive_s * 1000, socketBudget: this.socketBudgetPerThread(), sweepWindow: r.sweep_window },
       (events) => this.persist(events),
+      (shard) => this.adoptForShard(shard, owns, take),
     );
     await this.p.start();
     const { mine, all } = await this.split(owns);
@@ -132,6 +133,14 @@ export class BmcSessions {
     const foreign = rows.filter((r) => r.conductor !== this.host);
     if (foreign.length) await take(foreign.map((r) => r.bmc_key));
     return adopted;
+  }
+
+  /** A replacement BMC thread gets the persisted sessions of its shard's BMCs (no login). */
+  private async adoptForShard(shard: number, owns: (n: Node) => boolean, take: (keys: string[]) => Promise<void>): Promise<void> {
+    const p = this.p!;
+    const mine = new Map([...(await this.split(owns)).mine].filter(([key]) => p.shardOf(key) === shard));
+    const adopted = await this.adoptOwned(mine, take);
+    this.log.warn({ shard, adopted }, 'a BMC thread died and was replaced; it adopted the sessions of its BMCs');
   }
 
   /** After ownership moved: BMCs this conductor no longer owns are released without logout. */

@@ -64,10 +64,19 @@ export class BmcPool {
   /** Set when close() starts: no new work is handed to threads about to be destroyed. */
   private closing = false;
 
+  /** Per shard, the adoption of persisted sessions running for a replacement thread (operations wait for it). */
+  private adopting: Array<Promise<void> | undefined> = [];
+
   constructor(
     private size: number,
     private readonly clientOptions: RedfishClientOptions,
     private readonly onSessionEvents: (events: SessionEvent[]) => Promise<void>,
+    /**
+     * A shard's thread died and piscina started another: it holds no client and no session. The
+     * owner gives it the persisted sessions of that shard's BMCs (importSessions) before any other
+     * operation reaches it, so the BMCs see no new login and the old sessions are not orphaned.
+     */
+    private readonly onThreadReplaced?: (shard: number) => Promise<void>,
   ) {}
 
   get poolSize(): number {
@@ -75,13 +84,26 @@ export class BmcPool {
   }
 
   async start(): Promise<void> {
-    this.shards = Array.from({ length: this.size }, () => this.makeShard());
+    this.shards = Array.from({ length: this.size }, (_, i) => this.makeShard(i));
+    this.adopting = this.shards.map(() => undefined);
     this.sent = this.shards.map(() => new WeakSet());
     this.lastBatch = this.shards.map(() => new Map());
   }
 
-  private makeShard(): Piscina {
-    return new Piscina({ filename: WORKER, minThreads: 1, maxThreads: 1, concurrentTasksPerWorker: 1024, idleTimeout: Number.MAX_SAFE_INTEGER, atomics: 'disabled', workerData: { options: this.clientOptions } });
+  private makeShard(i: number): Piscina {
+    const shard = new Piscina({ filename: WORKER, minThreads: 1, maxThreads: 1, concurrentTasksPerWorker: 1024, idleTimeout: Number.MAX_SAFE_INTEGER, atomics: 'disabled', workerData: { options: this.clientOptions } });
+    let created = 0;
+    shard.on('workerCreate', () => {
+      // The first thread is the shard's own; any later one replaces a thread that died.
+      if (created++ === 0 || !this.onThreadReplaced || this.closing) return;
+      const run: Promise<void> = this.onThreadReplaced(i)
+        .catch(() => undefined)
+        .finally(() => {
+          if (this.adopting[i] === run) this.adopting[i] = undefined;
+        });
+      this.adopting[i] = run;
+    });
+    return shard;
   }
 
   shardOf(key: string): number {
@@ -90,6 +112,9 @@ export class BmcPool {
 
   private async exec<T>(shard: number, task: Task): Promise<T> {
     if (this.closed || this.closing) throw new Error('BMC pool is closed');
+    // Session import is what a replaced thread's adoption itself sends: it must not wait for it.
+    const adopting = task.op === 'import-sessions' ? undefined : this.adopting[shard];
+    if (adopting) await adopting;
     const out = (await this.shards[shard]!.run(task)) as T & { sessionEvents?: SessionEvent[] };
     if (out && typeof out === 'object' && Array.isArray(out.sessionEvents) && out.sessionEvents.length) await this.onSessionEvents(out.sessionEvents);
     return out;

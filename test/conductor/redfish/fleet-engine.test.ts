@@ -81,7 +81,7 @@ describe('BMC fleet engine', () => {
     expect((await c.pool!.stats()).sessions).toBe(6);
   });
 
-  it('a BMC thread that dies is replaced and configured like the first; the next sweep sends it the targets it lost', async () => {
+  it('a BMC thread that dies is replaced, configured like the first and given its sessions; the next sweep sends it the targets it lost', async () => {
     const pool = c.pool!;
     const before = await pool.stats();
     expect(before.bmc_socket_budget).toBeGreaterThan(0);
@@ -95,6 +95,7 @@ describe('BMC fleet engine', () => {
     expect(owners).toHaveLength(6);
     const shard = (pool as unknown as { shards: Array<{ threads: Worker[] }> }).shards[owners[0]!]!;
     const victim = shard.threads[0]!;
+    const logins = (await admin(sim, 'GET', '/stats')).json.fleet.sessions_created;
     const gone = new Promise((r) => victim.once('exit', r));
     await victim.terminate();
     await gone;
@@ -104,6 +105,9 @@ describe('BMC fleet engine', () => {
     const r = await c.powerSync.sweep();
     expect(r).toMatchObject({ nodes: 6, ok: 6, failed: 0 });
     expect((await pool.stats()).batches_resent).toBe(1);
+    // It adopted its BMCs' persisted sessions before the sweep reached it: no BMC saw a new login.
+    expect((await admin(sim, 'GET', '/stats')).json.fleet.sessions_created).toBe(logins);
+    expect((await admin(sim, 'GET', '/stats')).json.fleet.sessions_live).toBe(6);
     // Configured from workerData: the replacement holds the same descriptor budget (a task-time
     // configure reached only the threads that existed then).
     expect((await pool.stats()).bmc_socket_budget).toBe(before.bmc_socket_budget);
