@@ -48,14 +48,15 @@ const listRefs = new WeakMap<readonly Node[], SweepRefs>();
 function sweepRefs(nodes: Node[]): SweepRefs {
   let r = listRefs.get(nodes);
   if (!r) {
-    r = refsOf(nodes, new Map());
+    const nodeOf = new Map<NodeRef, Node>();
+    r = { ...refsOf(nodes, nodeOf), nodeOf };
     if (Object.isFrozen(nodes)) listRefs.set(nodes, r);
   }
   return r;
 }
 
 /** Addressable nodes (refs; into `nodeOf`, the node of each) and those whose driver_info cannot reach a BMC. */
-function refsOf<M extends Map<NodeRef, Node> | undefined>(nodes: Node[], nodeOf: M): { refs: NodeRef[]; invalid: Array<{ node: Node; message: string }>; nodeOf: M } {
+function refsOf(nodes: Node[], nodeOf?: Map<NodeRef, Node>): { refs: NodeRef[]; invalid: Array<{ node: Node; message: string }> } {
   const refs: NodeRef[] = [];
   const invalid: Array<{ node: Node; message: string }> = [];
   for (const n of nodes) {
@@ -74,7 +75,7 @@ function refsOf<M extends Map<NodeRef, Node> | undefined>(nodes: Node[], nodeOf:
       nodeOf?.set(c, n);
     }
   }
-  return { refs, invalid, nodeOf };
+  return { refs, invalid };
 }
 
 /** Retries an operation needed go to node history through the driver context, once per operation. */
@@ -119,7 +120,7 @@ export function redfishHardware(pool: () => BmcPool): HardwareType {
         return internalInfo(node).boot_device ?? { boot_device: null, persistent: null };
       },
       async readSensors(nodes, deadlineMs) {
-        const { refs, invalid } = refsOf(nodes, undefined);
+        const { refs, invalid } = refsOf(nodes);
         const items = refs.length ? await pool().sensors<SensorReadings>(refs, deadlineMs) : [];
         return { items, invalid: invalid.map((i) => i.node) };
       },

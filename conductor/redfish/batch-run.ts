@@ -12,7 +12,7 @@
  */
 import type { OpError } from './errors.js';
 
-export interface BatchRunOptions {
+export interface BatchRunOptions<T = unknown> {
   /** Past this (ms from the start of the batch), nodes still waiting report `lateError`. */
   deadlineMs: number;
   /** Requests started and younger than slowMs, at most. */
@@ -23,7 +23,7 @@ export interface BatchRunOptions {
    * Whether a node's outcome is kept for the result (default: all). A sweep drops reads that match
    * the recorded state as they come, so they die young instead of living until the batch ends.
    */
-  keep?: (i: number, ok: boolean, value: unknown) => boolean;
+  keep?: (i: number, ok: boolean, value: T | undefined) => boolean;
 }
 
 export interface BatchOutcome<T> {
@@ -43,7 +43,7 @@ export interface BatchOutcome<T> {
  */
 export function runBatch<T>(
   nodes: ReadonlyArray<{ uuid: string }>,
-  o: BatchRunOptions,
+  o: BatchRunOptions<T>,
   start: (i: number) => Promise<T> | OpError,
   errorOf: (err: unknown) => OpError,
   lateError: (i: number) => OpError,

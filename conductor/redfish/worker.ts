@@ -14,7 +14,7 @@ import { NO_TARGET, RedfishError, type OpError } from './errors.js';
 import type { RedfishTarget } from './driver-info.js';
 import type { RedfishClientOptions } from './client-types.js';
 import * as ops from './ops.js';
-import { runBatch, type BatchOutcome } from './batch-run.js';
+import { runBatch, type BatchOutcome, type BatchRunOptions } from './batch-run.js';
 
 const clients = new Map<string, RedfishClient>();
 
@@ -149,7 +149,7 @@ export interface SweepItem {
 const SLOW_MS = 250;
 
 /** `fn` for every node of the batch under one deadline, through this thread's window (batch-run.ts). */
-function perNode<T>(nodes: BatchRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>, keep?: (i: number, ok: boolean, value: unknown) => boolean): Promise<Array<BatchOutcome<T>>> {
+function perNode<T>(nodes: BatchRef[], deadlineMs: number, fn: (c: RedfishClient, t: RedfishTarget) => Promise<T>, keep?: BatchRunOptions<T>['keep']): Promise<Array<BatchOutcome<T>>> {
   return runBatch(
     nodes,
     { deadlineMs, window: clientOpts.sweepWindow || nodes.length, slowMs: SLOW_MS, keep },
@@ -179,9 +179,8 @@ export default async function run(task: Task): Promise<unknown> {
       if (!nodes) return { items: [], resend: true };
       // A read matching the node's recorded state is counted as it comes and not kept.
       let unchanged = 0;
-      const changed = (i: number, ok: boolean, value: unknown): boolean => {
+      const changed = (i: number, ok: boolean, v: ops.PowerHealth | undefined): boolean => {
         const n = nodes[i]!;
-        const v = value as ops.PowerHealth | undefined;
         if (!ok || n.p === undefined || v?.power !== n.p || (n.h !== undefined && (v.health ?? null) !== n.h)) return true;
         unchanged++;
         return false;
