@@ -125,8 +125,16 @@ function leaveDirect(): void {
   mode = 'buffered';
 }
 
-/** Ring mode ends (a compressed stream, or bytes out of order): unwritten ring bytes go to the stage. */
+/**
+ * Ring mode ends (a compressed stream, or bytes out of order): the ring's whole blocks are written
+ * direct first, as the end of a batch would have, then the unaligned rest goes to the stage. Why
+ * first: without it, how much of the raw head went direct depended on where the main thread's
+ * batches happened to split the stream.
+ */
 function leaveRing(): void {
+  const end = received - (received % WRITE_ALIGN);
+  if (end > pos) writeDirect(end);
+  if (mode !== 'ring') return; // refused: leaveDirect() made the rest the buffered carry
   const held = ringViews(received);
   mode = 'stage';
   toStage(held);
