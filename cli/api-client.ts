@@ -17,6 +17,12 @@ export interface ApiClientOptions {
   token?: string;
   /** Microversion to request. @default 'latest' */
   version?: string;
+  /**
+   * Gives up on a call after this long (connect, headers and body together), failing with
+   * `TimeoutError`. Without it a conductor that accepted the connection and never answered would
+   * hold the caller forever. @default no limit
+   */
+  timeoutMs?: number;
 }
 
 export class ApiClient {
@@ -29,7 +35,8 @@ export class ApiClient {
     const headers: Record<string, string> = { 'x-openstack-ironic-api-version': this.opts.version ?? 'latest', accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.opts.token) headers['x-auth-token'] = this.opts.token;
-    const res = await request(`${this.base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const signal = this.opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(this.opts.timeoutMs);
+    const res = await request(`${this.base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
     const text = await res.body.text();
     if (res.statusCode >= 400) {
       let message = text;
