@@ -55,9 +55,14 @@ export class BmcSessions {
   private socketBudgetPerThread(): number {
     const r = this.cfg;
     const limit = openFileLimit();
+    const reserve = limit ? r.fd_reserve || Math.max(64, Math.floor(limit / 4)) : 0;
     let total = r.max_bmc_sockets;
-    if (!total && limit) total = limit - (r.fd_reserve || Math.max(64, Math.floor(limit / 4)));
+    if (!total && limit) total = limit - reserve;
     if (!total) return 0;
+    // Set by hand past what the limit leaves: allowed (the operator may raise the limit before the
+    // fleet grows), but said at start, because then BMC sockets can take the API's descriptors.
+    if (limit && total > limit - reserve)
+      this.log.warn({ max_bmc_sockets: total, fd_limit: limit, fd_reserve: reserve }, 'redfish.max_bmc_sockets is above what the open-files limit leaves after redfish.fd_reserve: BMC sockets can take the descriptors the API, agents and database need');
     const perThread = Math.floor(total / r.pool_size);
     if (perThread < 8) throw new ConfigError(`invalid configuration: only ${total} descriptors are left for BMC sockets (open-files limit ${limit ?? 'unknown'}, redfish.fd_reserve ${r.fd_reserve || 'auto'}) — raise the limit (systemd LimitNOFILE) or lower redfish.pool_size`, 'redfish.max_bmc_sockets');
     this.log.info({ fd_limit: limit, bmc_sockets: perThread * r.pool_size, per_thread: perThread }, 'BMC socket budget');

@@ -114,6 +114,7 @@ describe('BMC socket budget under a low open-files limit', () => {
     expect(o.manageable).toBe(BMCS);
     expect(o.apiErrors).toBe(0);
     expect(o.logs).not.toMatch(/EMFILE/);
+    expect(o.logs).not.toMatch(/max_bmc_sockets is above/);
     const budget = metric(o.metrics, 'ironfleet_bmc_sockets{kind="budget"}');
     // auto: 400 − a quarter in reserve, split over 2 threads
     expect(budget).toBe(300);
@@ -138,5 +139,7 @@ describe('BMC socket budget under a low open-files limit', () => {
       (err: Error) => (/ECONNRESET|EMFILE|socket hang up|other side closed/.test(err.message) ? 1 : Promise.reject(err)),
     );
     expect(broke).toBeGreaterThan(0);
+    // The conductor said so at start (in words that do not themselves match EMFILE above).
+    expect(conductors.at(-1)!.logs()).toMatch(/"max_bmc_sockets":100000,"fd_limit":400,"fd_reserve":100.*redfish.max_bmc_sockets is above what the open-files limit leaves/);
   });
 });
