@@ -111,9 +111,29 @@ export class NodeStore extends StoreBase {
   private sweepRows = new Map<number, { version: number; di: string; dii: string; node: Node }>();
   /** The last listing itself: handed back as is while no row moved (a steady fleet's sweeps). */
   private sweepList: readonly Node[] = [];
+  /** The table's change key (tableChangeKey) when sweepList was built or last confirmed. */
+  private sweepKey = '';
 
   /**
-   * Every node, for the periodic sweeps (power sync, sensors). Lists only (id, row_version) and
+   * One row that moves whenever any node row is inserted, updated or deleted: the row count, the
+   * highest id and the sum of row versions. Why that is enough: ids are never reused (AUTOINCREMENT,
+   * serial), so a surviving insert raises the highest id; a delete without one lowers the count;
+   * and every UPDATE bumps its row's version (migration 0005), so updates alone raise the sum. Why
+   * not a change counter in a row of its own: every node write of every conductor would contend on
+   * it. This one is computed by the database; nothing crosses into JavaScript but one row.
+   */
+  private async tableChangeKey(): Promise<string> {
+    const r = await this.db
+      .selectFrom('nodes')
+      .select((eb) => [eb.fn.countAll().as('n'), eb.fn.max('id').as('top'), eb.fn.sum('row_version').as('versions')])
+      .executeTakeFirstOrThrow();
+    // PostgreSQL answers count and sum as text (bigint, numeric), SQLite as numbers: compared as text.
+    return `${r.n}:${r.top ?? ''}:${r.versions ?? ''}`;
+  }
+
+  /**
+   * Every node, for the periodic sweeps (power sync, sensors). While the table's change key has not
+   * moved it hands back the last list without listing anything. Else it lists only (id, row_version) and
    * reads whole rows for the nodes whose version moved since the last listing (new, or written by
    * anyone: the database bumps the version, migration 0005); the others come back as the very same
    * frozen objects, so callers can cache what they derive from them by identity. Of a re-read row,
@@ -123,6 +143,10 @@ export class NodeStore extends StoreBase {
    * Read-only: reload a node before acting on it.
    */
   async listNodesForSweep(): Promise<Node[]> {
+    // Taken before the listing: a write landing between the two changes the key again, so the next
+    // sweep lists once more (never the other way round: a key newer than the list it vouches for).
+    const key = await this.tableChangeKey();
+    if (key === this.sweepKey) return this.sweepList as Node[];
     const versions = await this.db.selectFrom('nodes').select(['id', 'row_version']).orderBy('id').execute();
     const prev = this.sweepRows;
     const stale: number[] = [];
@@ -130,7 +154,10 @@ export class NodeStore extends StoreBase {
       const c = prev.get(v.id);
       if (!c || c.version !== v.row_version) stale.push(v.id);
     }
-    if (!stale.length && versions.length === prev.size) return this.sweepList as Node[];
+    if (!stale.length && versions.length === prev.size) {
+      this.sweepKey = key;
+      return this.sweepList as Node[];
+    }
     const next = new Map<number, { version: number; di: string; dii: string; node: Node }>();
     for (const v of versions) {
       const c = prev.get(v.id);
@@ -158,6 +185,7 @@ export class NodeStore extends StoreBase {
       if (c) out.push(c.node);
     }
     this.sweepList = Object.freeze(out);
+    this.sweepKey = key;
     return out;
   }
 

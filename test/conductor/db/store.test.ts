@@ -14,8 +14,10 @@ const backends = [
 
 describe.each(backends)('Store on $name', ({ url }) => {
   let store: Store;
+  let dbUrl: string;
   beforeAll(async () => {
-    store = new Store(await openDatabase(await url()));
+    dbUrl = await url();
+    store = new Store(await openDatabase(dbUrl));
   });
   afterAll(async () => store.close());
 
@@ -150,6 +152,38 @@ describe.each(backends)('Store on $name', ({ url }) => {
     const after = await store.listNodesForSweep();
     expect(after.some((x) => x.id === n.id)).toBe(false);
     expect(after).toHaveLength(before.length - 1); // a deletion alone (nothing re-read) is a new listing
+  });
+
+  it('the sweep listing sees every write from another connection (a peer conductor): an update alone, a delete with an insert, the newest row replaced', async () => {
+    const peer = new Store(await openDatabase(dbUrl));
+    try {
+      const a = await mk();
+      const b = await mk();
+      const l1 = await store.listNodesForSweep();
+      expect(await store.listNodesForSweep()).toBe(l1); // steady: the very same list
+      await peer.updateNode(a.id, { power_state: 'power off' });
+      const l2 = await store.listNodesForSweep();
+      expect(l2).not.toBe(l1);
+      expect(l2.find((x) => x.id === a.id)!.power_state).toBe('power off');
+      expect(l2.find((x) => x.id === b.id)).toBe(l1.find((x) => x.id === b.id)); // untouched row: same object
+      // One delete and one insert between two listings: the same count, a new row.
+      await peer.deleteNode(b.id);
+      const c = await peer.createNode({ uuid: randomUUID(), name: null, driver: 'fake-hardware', provision_state: 'enroll', driver_info: {} });
+      const l3 = await store.listNodesForSweep();
+      expect(l3).toHaveLength(l2.length);
+      expect(l3.map((x) => x.id)).toContain(c.id);
+      expect(l3.map((x) => x.id)).not.toContain(b.id);
+      // The newest row deleted and another inserted, neither ever updated: ids are never reused.
+      await peer.deleteNode(c.id);
+      const d = await peer.createNode({ uuid: randomUUID(), name: null, driver: 'fake-hardware', provision_state: 'enroll', driver_info: {} });
+      expect(d.id).toBeGreaterThan(c.id);
+      const l4 = await store.listNodesForSweep();
+      expect(l4.map((x) => x.uuid)).toContain(d.uuid);
+      expect(l4.map((x) => x.uuid)).not.toContain(c.uuid);
+      expect(await store.listNodesForSweep()).toBe(l4);
+    } finally {
+      await peer.close();
+    }
   });
 
   it('lists with marker pagination and sorting', async () => {
