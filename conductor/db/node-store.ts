@@ -115,19 +115,14 @@ export class NodeStore extends StoreBase {
   private sweepKey = '';
 
   /**
-   * One row that moves whenever any node row is inserted, updated or deleted: the row count, the
-   * highest id and the sum of row versions. Why that is enough: ids are never reused (AUTOINCREMENT,
-   * serial), so a surviving insert raises the highest id; a delete without one lowers the count;
-   * and every UPDATE bumps its row's version (migration 0005), so updates alone raise the sum. Why
-   * not a change counter in a row of its own: every node write of every conductor would contend on
-   * it. This one is computed by the database; nothing crosses into JavaScript but one row.
+   * One row that moves on any insert, update or delete of a node: count, highest id, sum of row
+   * versions. Enough because ids are never reused (AUTOINCREMENT, serial: a surviving insert raises
+   * the highest id), a delete alone lowers the count, and every UPDATE bumps its row's version
+   * (migration 0005). Not a counter row of its own: every node write of every conductor would
+   * contend on it. Compared as text (PostgreSQL answers bigint and numeric as strings).
    */
   private async tableChangeKey(): Promise<string> {
-    const r = await this.db
-      .selectFrom('nodes')
-      .select((eb) => [eb.fn.countAll().as('n'), eb.fn.max('id').as('top'), eb.fn.sum('row_version').as('versions')])
-      .executeTakeFirstOrThrow();
-    // PostgreSQL answers count and sum as text (bigint, numeric), SQLite as numbers: compared as text.
+    const r = await this.db.selectFrom('nodes').select((eb) => [eb.fn.countAll().as('n'), eb.fn.max('id').as('top'), eb.fn.sum('row_version').as('versions')]).executeTakeFirstOrThrow();
     return `${r.n}:${r.top ?? ''}:${r.versions ?? ''}`;
   }
 
