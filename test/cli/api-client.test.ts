@@ -1,7 +1,7 @@
 /**
  * The API client against real sockets: a call to a server that accepted the connection and never
  * answers gives up at `timeoutMs` with a TimeoutError (a wedged conductor must not hold the CLI, the
- * lab or a test forever); without the option the call waits, as before, and errors keep their shape.
+ * lab or a test forever); a slow answer inside the limit arrives, and errors keep their shape.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
