@@ -143,9 +143,14 @@ export class BmcSessions {
   /** A replacement BMC thread gets the persisted sessions of its shard's BMCs (no login). */
   private async adoptForShard(shard: number, owns: (n: Node) => boolean, take: (keys: string[]) => Promise<void>): Promise<void> {
     const p = this.p!;
-    const mine = new Map([...(await this.split(owns)).mine].filter(([key]) => p.shardOf(key) === shard));
-    const adopted = await this.adoptOwned(mine, take);
-    this.log.warn({ shard, adopted }, 'a BMC thread died and was replaced; it adopted the sessions of its BMCs');
+    try {
+      const mine = new Map([...(await this.split(owns)).mine].filter(([key]) => p.shardOf(key) === shard));
+      const adopted = await this.adoptOwned(mine, take);
+      this.log.warn({ shard, adopted }, 'a BMC thread died and was replaced; it adopted the sessions of its BMCs');
+    } catch (err) {
+      // The pool lets the shard's operations go on regardless: its BMCs then log in afresh.
+      this.log.warn({ err, shard }, 'a BMC thread died and was replaced; adopting its sessions failed, its BMCs will log in again');
+    }
   }
 
   /** After ownership moved: BMCs this conductor no longer owns are released without logout. */
